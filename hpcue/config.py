@@ -1,0 +1,216 @@
+"""Typed run configuration: every default lives here, YAML files and ``--set`` only override.
+
+The defaults are the embedded debugging run (digits, small CNNs, CPU sizes), so ``hpcue run``
+with no arguments works from any install. The paper's setting lives in ``configs/paper*.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SURROGATE_ARCHS = ("small_cnn", "resnet18", "resnet50")
+VICTIM_ARCHS = ("small_cnn", "resnet18")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: names the file or key and what is wrong."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which data set, where its files are, and the image geometry the pipeline works at."""
+
+    dataset: str = "digits"
+    root: Path | None = None
+    image_size: int = Field(16, ge=8, le=1024)
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    augment: Literal["none", "crop_flip"] = "none"
+    num_workers: int = Field(0, ge=0)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from hpcue.data.registry import check_dataset_name
+
+        check_dataset_name(value)
+        return value
+
+
+class SurrogateConfig(_Section):
+    """The frozen feature extractor; small_cnn trains itself when it has no weights."""
+
+    arch: Literal["small_cnn", "resnet18", "resnet50"] = "small_cnn"
+    weights: Path | None = None
+    pretrain_epochs: int = Field(8, ge=1)
+    pretrain_lr: float = Field(0.05, gt=0)
+    pretrain_batch_size: int = Field(64, ge=1)
+
+
+class ClusterConfig(_Section):
+    """K-means over surrogate features."""
+
+    num_clusters: int = Field(10, ge=2)
+    n_init: int = Field(5, ge=1)
+    max_iter: int = Field(100, ge=1)
+    tol: float = Field(1e-6, ge=0)
+
+
+class TrainConfig(_Section):
+    """Per-cluster generator training (stage 1 of UC)."""
+
+    epsilon: float = 16 / 255
+    target_offset: int = Field(1, ge=1)
+    # clamp: clamp(tanh(.), -eps, eps) as the paper; scale: eps * tanh(.), no dead gradients
+    bound: Literal["clamp", "scale"] = "clamp"
+    generator_width: int = Field(16, ge=1)
+    generator_blocks: int = Field(2, ge=0)
+    epochs: int = Field(12, ge=1)
+    global_batch_size: int = Field(64, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+
+    @field_validator("epsilon")
+    @classmethod
+    def _eps_range(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError(f"epsilon must be in (0, 1] (pixel scale), got {value}")
+        return value
+
+
+class VictimConfig(_Section):
+    """The model trained from scratch on clean and on unlearnable data."""
+
+    arch: Literal["small_cnn", "resnet18"] = "small_cnn"
+    epochs: int = Field(15, ge=1)
+    global_batch_size: int = Field(64, gt=0)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class RuntimeConfig(_Section):
+    """Where and how the work runs; launcher detection fills in the rest."""
+
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
+    deterministic: bool = True
+
+
+class RunConfig(_Section):
+    """One whole UC run: data -> clusters -> perturbations -> unlearnable set -> evaluation."""
+
+    name: str = "digits-debug"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    surrogate: SurrogateConfig = SurrogateConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    train: TrainConfig = TrainConfig()
+    victim: VictimConfig = VictimConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read one YAML config, following ``base:`` (relative to the file) so paper configs share."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    return _deep_merge(_read_yaml(path.parent / base, seen + (path,)), raw)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value parsed as YAML, so numbers and nulls keep their type)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = dict(raw)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for key in keys[:-1]:
+            child = node.get(key)
+            node[key] = dict(child) if isinstance(child, dict) else {}
+            node = node[key]
+        node[keys[-1]] = value
+    return out
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {where}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def build_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+    return cfg
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the YAML file (with its ``base`` chain), then ``--set`` overrides."""
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    return build_config(raw, str(path) if path is not None else "defaults")
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    from hpcue.rundir import atomic_write_text
+
+    atomic_write_text(path, dump_config(cfg))
+
+
+def check_consistency(cfg: RunConfig, num_train: int) -> None:
+    """Checks that need the data: K cannot exceed the number of training images."""
+    if cfg.cluster.num_clusters > num_train:
+        raise ConfigError(
+            f"cluster.num_clusters={cfg.cluster.num_clusters} is larger than the training set "
+            f"of {cfg.data.dataset} ({num_train} images)"
+        )

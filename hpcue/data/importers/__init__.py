@@ -1,0 +1,1 @@
+"""One module per raw data set; each returns ImageArrays per split."""

@@ -1,0 +1,28 @@
+"""scikit-learn's ``load_digits``: the embedded default, real data that ships with the package."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpcue.data.arrays import ImageArrays, gray_to_rgb, resize_uint8
+
+SPLITS = ("train", "test")
+
+
+def load_digits_splits(image_size: int, test_fraction: float, seed: int) -> dict[str, ImageArrays]:
+    """8 x 8 digits (values 0..16) -> 8-bit RGB at image_size, stratified train/test split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    images = resize_uint8(gray_to_rgb(images), image_size)
+    labels = bunch.target.astype(np.int64)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels
+    )
+    classes = [str(c) for c in bunch.target_names]
+    return {
+        "train": ImageArrays(images[np.sort(idx_train)], labels[np.sort(idx_train)], classes),
+        "test": ImageArrays(images[np.sort(idx_test)], labels[np.sort(idx_test)], classes),
+    }

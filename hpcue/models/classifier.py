@@ -1,0 +1,53 @@
+"""Supervised training for victims (and the debug surrogate): SGD, cosine, exact test accuracy."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpcue.data.loader import augment_batch
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy training; test accuracy is summed over ranks as correct / total counts."""
+
+    def __init__(self, model: nn.Module, *, lr: float, momentum: float, weight_decay: float,
+                 augment: str = "none") -> None:
+        super().__init__()
+        self.model = model
+        self.lr, self.momentum, self.weight_decay, self.augment = lr, momentum, weight_decay, augment
+        self.test_accuracy: float | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels, _ = batch
+        logits = self(augment_batch(images, self.augment))
+        loss = F.cross_entropy(logits, labels)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=len(images))
+        return loss
+
+    def on_test_epoch_start(self) -> None:
+        self._counts = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        images, labels, _ = batch
+        pred = self(images).argmax(1)
+        self._counts[0] += (pred == labels).sum()
+        self._counts[1] += len(labels)
+
+    def on_test_epoch_end(self) -> None:
+        counts = self.trainer.strategy.reduce(self._counts, reduce_op="sum")
+        self.test_accuracy = float(counts[0] / counts[1])
+        self.log("test_acc", self.test_accuracy, sync_dist=False, rank_zero_only=True)
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum,
+                              weight_decay=self.weight_decay, nesterov=False)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,110 @@
+"""The frozen surrogate whose feature space UC clusters and attacks.
+
+ImageNet ResNets are read from a local file or the TORCH_HOME cache, never downloaded: compute
+nodes have no internet, and the HPC fork's silent key-prefix mismatch (random weights, no error)
+is why loading is strict here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights are not on disk; the message names the exact path to place them."""
+
+
+def _torchvision_weights(arch: str):
+    from torchvision.models import ResNet18_Weights, ResNet50_Weights
+
+    table = {"resnet18": ResNet18_Weights.IMAGENET1K_V1, "resnet50": ResNet50_Weights.IMAGENET1K_V1}
+    if arch not in table:
+        raise ValueError(f"no ImageNet weights known for {arch!r}: expected one of {list(table)}")
+    return table[arch]
+
+
+def cached_weights_path(arch: str) -> Path:
+    """Where torchvision itself would cache the weights: $TORCH_HOME/hub/checkpoints/<file>."""
+    url = _torchvision_weights(arch).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a bad file
+        raise ValueError(f"{path}: not a readable PyTorch weights file ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    # checkpoints saved from DDP or Lightning wrappers carry a prefix on every key
+    for prefix in ("module.", "model.", "backbone."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+    return state
+
+
+def load_imagenet_resnet(arch: str, weights: Path | None = None) -> nn.Module:
+    """torchvision ResNet with ImageNet weights from ``weights`` or the TORCH_HOME cache."""
+    from torchvision import models
+
+    path = Path(weights) if weights is not None else cached_weights_path(arch)
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"ImageNet weights for {arch} not found at {path}. Place torchvision's "
+            f"{_torchvision_weights(arch).url.rsplit('/', 1)[-1]} there (TORCH_HOME sets the "
+            f"cache folder) or set surrogate.weights to a local file; hpcue never downloads."
+        )
+    model = getattr(models, arch)(weights=None)
+    try:
+        model.load_state_dict(load_state_dict_file(path), strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not match torchvision {arch}: {exc}") from None
+    return model
+
+
+class Surrogate(nn.Module):
+    """Frozen feature extractor: [0,1] images in, features (the input of ``fc``) out."""
+
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        if not hasattr(backbone, "fc"):
+            raise ValueError("surrogate backbone needs an `fc` head to take features before")
+        backbone.fc = nn.Identity()
+        self.backbone = backbone
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> Surrogate:
+        """Always eval: batch-norm statistics of a frozen surrogate must not move."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone((x - self.mean) / self.std)
+
+
+def build_surrogate(arch: str, weights: Path | None, num_classes: int) -> Surrogate:
+    """Frozen surrogate; for small_cnn ``weights`` must exist (the cluster stage trains it)."""
+    if arch in ("resnet18", "resnet50"):
+        return Surrogate(load_imagenet_resnet(arch, weights), IMAGENET_MEAN, IMAGENET_STD)
+    if arch == "small_cnn":
+        from hpcue.models.small_cnn import SmallCNN
+
+        model = SmallCNN(num_classes)
+        if weights is None or not Path(weights).is_file():
+            raise MissingWeightsError(f"small_cnn surrogate weights not found at {weights}")
+        try:
+            model.load_state_dict(load_state_dict_file(Path(weights)), strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{weights}: weights do not match small_cnn: {exc}") from None
+        return Surrogate(model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    raise ValueError(f"unknown surrogate arch {arch!r}")

@@ -1,0 +1,60 @@
+"""Runs the stages in order over one run directory, and summarises the result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from hpcue.config import RunConfig, save_config
+from hpcue.rundir import RunDir
+from hpcue.stages.cluster import run_cluster
+from hpcue.stages.evaluate import run_evaluate
+from hpcue.stages.generate import run_generate
+from hpcue.stages.train import run_train
+
+STAGE_FUNCS: dict[str, Callable[[RunConfig, RunDir], Path]] = {
+    "cluster": run_cluster,
+    "train": run_train,
+    "generate": run_generate,
+    "evaluate": run_evaluate,
+}
+
+
+def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
+    run = RunDir(Path(out))
+    run.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run.config)
+    return STAGE_FUNCS[stage](cfg, run)
+
+
+def run_pipeline(cfg: RunConfig, out: Path) -> Path:
+    """cluster -> train -> generate -> evaluate; returns the path of results.json."""
+    path = Path(out)
+    for stage in STAGE_FUNCS:
+        print(f"[hpcue] stage {stage} -> {path}", flush=True)
+        path_out = run_stage(stage, cfg, out)
+    return path_out
+
+
+def summary_table(results: dict) -> str:
+    """The short table ``hpcue run`` ends with."""
+    rows = [
+        ("dataset", results["dataset"]),
+        ("clusters (K)", results["num_clusters"]),
+        ("epsilon", f"{results['epsilon']:.4f} ({results['epsilon'] * 255:.0f}/255)"),
+        ("global batch size", results["global_batch_size"]),
+        ("cluster purity", f"{results['cluster_purity']:.3f}"),
+        ("cluster NMI", f"{results['cluster_nmi']:.3f}"),
+        ("clean test acc", f"{results['clean_test_acc']:.4f}"),
+        ("unlearnable test acc", f"{results['unlearnable_test_acc']:.4f}"),
+        ("stage-1 images/s", f"{results['stage1_images_per_second']:.1f}"),
+    ]
+    rows += [(f"seconds: {k}", f"{v:.1f}") for k, v in results["seconds"].items()]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def print_summary(results_path: Path) -> None:
+    results = json.loads(Path(results_path).read_text())
+    print(f"\nhpcue results ({results_path}):\n{summary_table(results)}", flush=True)

@@ -1,0 +1,103 @@
+"""The run directory: one place that names every file a stage writes or reads.
+
+Each stage reads the previous stage's files and writes its own atomically (temporary name,
+renamed when complete), so an interrupted stage never leaves a file the next one would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class StageInputError(FileNotFoundError):
+    """A stage was asked to run before the stage it depends on wrote its files."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Names of the files in one run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def surrogate(self) -> Path:
+        return self.root / "surrogate.pt"
+
+    @property
+    def clusters(self) -> Path:
+        return self.root / "clusters.pt"
+
+    @property
+    def perturbations(self) -> Path:
+        return self.root / "perturbations.pt"
+
+    @property
+    def unlearnable(self) -> Path:
+        return self.root / "unlearnable"
+
+    @property
+    def preview(self) -> Path:
+        return self.root / "preview.png"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def stage_record(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.json"
+
+    def require(self, path: Path, stage: str) -> Path:
+        """Fail with the stage to run first when an input file is missing."""
+        if not path.exists():
+            raise StageInputError(
+                f"{path} does not exist: run `hpcue {stage} --out {self.root}` first "
+                f"(or `hpcue run` for the whole pipeline)"
+            )
+        return path
+
+    def write_record(self, stage: str, record: dict[str, Any]) -> None:
+        atomic_write_json(self.stage_record(stage), record)
+
+    def read_record(self, stage: str) -> dict[str, Any]:
+        path = self.require(self.stage_record(stage), stage)
+        return json.loads(path.read_text())

@@ -1,0 +1,51 @@
+"""Stage 1: train the K cluster generators; write the K bounded perturbations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from hpcue.config import RunConfig
+from hpcue.data.loader import IndexedImages, make_loader
+from hpcue.models.generator import ClusterGenerators
+from hpcue.rundir import RunDir, atomic_write
+from hpcue.stages.common import load_clusters, load_data, load_surrogate, timed
+from hpcue.trainer import Throughput, make_trainer
+from hpcue.uc.module import UCModule
+
+
+def build_module(cfg: RunConfig, surrogate, clusters) -> UCModule:
+    t = cfg.train
+    generators = ClusterGenerators(clusters.num_clusters, cfg.data.image_size, t.epsilon,
+                                   t.generator_width, t.generator_blocks, t.bound, seed=cfg.seed)
+    return UCModule(generators, surrogate, clusters.centers, clusters.assignments,
+                    offset=t.target_offset, lr=t.lr, weight_decay=t.weight_decay,
+                    min_lr=t.min_lr, augment=cfg.data.augment)
+
+
+def run_train(cfg: RunConfig, run: RunDir) -> Path:
+    record: dict = {}
+    with timed(record):
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        train = load_data(cfg)["train"]
+        clusters = load_clusters(run)
+        module = build_module(cfg, load_surrogate(cfg, run, train.num_classes), clusters)
+        loader = make_loader(IndexedImages(train.images, train.labels), cfg.train.global_batch_size,
+                             shuffle=True, seed=cfg.seed, num_workers=cfg.data.num_workers)
+        meter = Throughput()
+        trainer = make_trainer(cfg.runtime, run, "train", cfg.train.epochs, [meter])
+        trainer.fit(module, loader)
+        module.generators.eval()
+        with torch.no_grad():
+            deltas = module.generators().cpu()
+        state = {"deltas": deltas, "epsilon": cfg.train.epsilon,
+                 "generators": module.generators.state_dict()}
+        atomic_write(run.perturbations, lambda tmp: torch.save(state, tmp))
+    record.update(images_per_second=round(meter.images_per_second, 2),
+                  train_images=meter.images,
+                  final_uc_loss=float(trainer.callback_metrics.get("uc_loss_epoch", float("nan"))),
+                  max_abs_delta=float(deltas.abs().max()))
+    run.write_record("train", record)
+    return run.perturbations

@@ -1,0 +1,56 @@
+"""One way to build a Lightning Trainer for every stage, so topology and logging live in one place."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+
+from hpcue.config import RuntimeConfig
+from hpcue.rundir import RunDir
+
+# Lightning's advice on worker counts and small logging intervals is noise for tiny debug runs.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*number of training batches.*smaller than the logging.*")
+
+
+class Throughput(Callback):
+    """Images per second over training epochs only (no setup, no validation)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._t0 = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.images += len(batch[0]) * trainer.world_size
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.seconds += time.perf_counter() - self._t0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
+                 callbacks: list[Callback] | None = None) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator=runtime.accelerator,
+        devices=1,
+        precision=runtime.precision,
+        deterministic=runtime.deterministic,
+        logger=CSVLogger(run.logs, name=stage, version=""),
+        callbacks=callbacks or [],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=5,
+        num_sanity_val_steps=0,
+    )
