@@ -29,7 +29,7 @@ class DataConfig(_Section):
 
     dataset: str = "digits"
     root: Path | None = None
-    image_size: int = Field(16, ge=8, le=1024)
+    image_size: int = Field(32, ge=8, le=1024)
     test_fraction: float = Field(0.25, gt=0, lt=1)
     augment: Literal["none", "crop_flip"] = "none"
     num_workers: int = Field(0, ge=0)
@@ -48,7 +48,7 @@ class SurrogateConfig(_Section):
 
     arch: Literal["small_cnn", "resnet18", "resnet50"] = "small_cnn"
     weights: Path | None = None
-    pretrain_epochs: int = Field(8, ge=1)
+    pretrain_epochs: int = Field(15, ge=1)
     pretrain_lr: float = Field(0.05, gt=0)
     pretrain_batch_size: int = Field(64, ge=1)
 
@@ -71,9 +71,9 @@ class TrainConfig(_Section):
     bound: Literal["clamp", "scale"] = "clamp"
     generator_width: int = Field(16, ge=1)
     generator_blocks: int = Field(2, ge=0)
-    epochs: int = Field(12, ge=1)
+    epochs: int = Field(30, ge=1)
     global_batch_size: int = Field(64, gt=0)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     min_lr: float = Field(1e-6, ge=0)
 

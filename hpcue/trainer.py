@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from hpcue.config import RuntimeConfig
@@ -48,7 +49,9 @@ def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
         precision=runtime.precision,
         deterministic=runtime.deterministic,
         logger=CSVLogger(run.logs, name=stage, version=""),
-        callbacks=callbacks or [],
+        # a terminal gets a live bar; a batch log gets a line every 50 steps, not every step
+        callbacks=[TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50),
+                   *(callbacks or [])],
         enable_checkpointing=False,
         enable_model_summary=False,
         log_every_n_steps=5,
