@@ -34,6 +34,14 @@ class DataConfig(_Section):
     augment: Literal["none", "crop_flip"] = "none"
     num_workers: int = Field(0, ge=0)
 
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_four(cls, value: int) -> int:
+        if value % 4:
+            raise ValueError(f"image_size must be a multiple of 4 (two stride-2 stages in the "
+                             f"generator), got {value}")
+        return value
+
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpcue.config import RunConfig, save_config
-from hpcue.rundir import RunDir
+from hpcue.rundir import RunDir, StageInputError
 from hpcue.stages.cluster import run_cluster
 from hpcue.stages.evaluate import run_evaluate
 from hpcue.stages.generate import run_generate
@@ -23,6 +23,9 @@ STAGE_FUNCS: dict[str, Callable[[RunConfig, RunDir], Path]] = {
 
 def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
     run = RunDir(Path(out))
+    if stage != "cluster" and not run.root.is_dir():
+        raise StageInputError(f"run directory {run.root} does not exist: start with "
+                              f"`hpcue cluster --out {run.root}` or `hpcue run`")
     run.root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run.config)
     return STAGE_FUNCS[stage](cfg, run)

@@ -1,4 +1,4 @@
-"""One way to build a Lightning Trainer for every stage, so topology and logging live in one place."""
+"""One Trainer factory for every stage, so topology and logging live in one place."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hpcue.rundir import RunDir
 
 # Lightning's advice on worker counts and small logging intervals is noise for tiny debug runs.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=r".*number of training batches.*smaller than the logging.*")
+warnings.filterwarnings("ignore", message=r".*training batches.*smaller than the logging.*")
 
 
 class Throughput(Callback):

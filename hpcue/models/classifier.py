@@ -17,7 +17,8 @@ class Classifier(L.LightningModule):
                  augment: str = "none") -> None:
         super().__init__()
         self.model = model
-        self.lr, self.momentum, self.weight_decay, self.augment = lr, momentum, weight_decay, augment
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.augment = augment
         self.test_accuracy: float | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,8 @@ class ClusterGenerators(nn.Module):
                  blocks: int = 6, bound: str = "clamp", seed: int = 0) -> None:
         super().__init__()
         if image_size % 4:
-            raise ValueError(f"image_size must be a multiple of 4 for the generator, got {image_size}")
+            raise ValueError(f"image_size must be a multiple of 4 for the generator, "
+                             f"got {image_size}")
         self.epsilon = epsilon
         self.bound = bound
         self.generators = nn.ModuleList(ResnetGenerator(width, blocks) for _ in range(num_clusters))

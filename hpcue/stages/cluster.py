@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import torch
 from tqdm import tqdm
 
@@ -46,6 +47,7 @@ def run_cluster(cfg: RunConfig, run: RunDir) -> Path:
 
     record: dict = {}
     with timed(record):
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
         train = load_data(cfg)["train"]
         if cfg.surrogate.arch == "small_cnn" and cfg.surrogate.weights is None:
             pretrain_small_surrogate(cfg, run, train)

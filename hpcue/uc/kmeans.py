@@ -53,8 +53,8 @@ def lloyd(x: torch.Tensor, centers: torch.Tensor, max_iter: int, tol: float,
     """Lloyd iterations from ``centers``; ``reduce`` sums partial statistics across ranks."""
     reduce = reduce or (lambda t: t)
     k = len(centers)
-    shift, it = float("inf"), 0
-    for it in range(1, max_iter + 1):
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         d = _sq_dists(x, centers)
         assign = d.argmin(1)
         sums = torch.zeros_like(centers).index_add_(0, assign, x)

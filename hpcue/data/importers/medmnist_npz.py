@@ -1,4 +1,4 @@
-"""MedMNIST 2D data sets from the official ``.npz`` files (``<flag>.npz`` or ``<flag>_<size>.npz``)."""
+"""MedMNIST 2D data sets from the official ``.npz`` (``<flag>.npz`` or ``<flag>_<size>.npz``)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def load_medmnist_split(path: Path, flag: str, split: str, image_size: int) -> I
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
     if images.dtype == object or images.ndim not in (3, 4):
-        raise ValueError(f"{path}: {split}_images must be N x H x W[ x C], got shape {images.shape}")
+        raise ValueError(
+            f"{path}: {split}_images must be N x H x W[ x C], got shape {images.shape}")
     if len(images) == 0:
         raise ValueError(f"{path}: split {split!r} is empty")
     labels = np.asarray(labels).reshape(len(labels), -1)[:, 0].astype(np.int64)

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny configs and a CLI runner that starts a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny sizes: every stage runs, in seconds, on a 2-core CPU.
+TINY = [
+    "data.image_size=16", "surrogate.pretrain_epochs=2", "cluster.n_init=2",
+    "train.epochs=2", "train.generator_width=4", "train.generator_blocks=1",
+    "victim.epochs=2",
+]
+
+torch.set_num_threads(1)
+
+
+def hpcue(*args: str, cwd: Path | None = None, env: dict | None = None,
+          check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (Lightning may re-run sys.argv; pytest must not be it)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "hpcue.cli", *args], cwd=cwd or REPO,
+                          env=full_env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hpcue {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def tiny_sets(extra: list[str] | None = None) -> list[str]:
+    out: list[str] = []
+    for item in TINY + (extra or []):
+        out += ["--set", item]
+    return out
+
+
+@pytest.fixture
+def tiny_args():
+    return tiny_sets

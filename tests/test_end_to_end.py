@@ -1,0 +1,87 @@
+"""``hpcue run`` at tiny sizes, and the same run stage by stage from its saved config."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.conftest import hpcue, tiny_sets
+
+FIELDS = ("dataset", "num_clusters", "epsilon", "global_batch_size", "cluster_purity",
+          "cluster_nmi", "clean_test_acc", "unlearnable_test_acc", "seconds",
+          "stage1_images_per_second")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    proc = hpcue("run", "--out", str(out), *tiny_sets())
+    return out, proc
+
+
+def test_results_json_fields(tiny_run):
+    out, proc = tiny_run
+    results = json.loads((out / "results.json").read_text())
+    for field in FIELDS:
+        assert field in results, field
+    assert results["dataset"] == "digits"
+    assert results["num_clusters"] == 10
+    assert results["epsilon"] == pytest.approx(16 / 255)
+    assert results["global_batch_size"] == 64
+    assert 0.1 <= results["cluster_purity"] <= 1 and 0 <= results["cluster_nmi"] <= 1
+    assert 0 <= results["unlearnable_test_acc"] <= 1
+    # two epochs of a small CNN on digits already learn far above chance (0.1)
+    assert results["clean_test_acc"] > 0.3
+    assert results["stage1_images_per_second"] > 0
+    assert set(results["seconds"]) == {"cluster", "train", "generate", "evaluate"}
+    assert results["max_abs_pixel_change"] <= 16
+    assert "unlearnable test acc" in proc.stdout  # the closing table
+
+
+def test_run_directory_contents(tiny_run):
+    out, _ = tiny_run
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["data"]["image_size"] == 16 and cfg["train"]["epochs"] == 2
+    clusters = torch.load(out / "clusters.pt", weights_only=True)
+    assert clusters["centers"].shape[0] == 10
+    assert clusters["assignments"].shape == (1347,)
+    deltas = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
+    assert deltas.shape == (10, 3, 16, 16) and float(deltas.abs().max()) <= 16 / 255 + 1e-6
+    with np.load(out / "unlearnable" / "train.npz") as npz:
+        assert npz["images"].dtype == np.uint8 and npz["images"].shape == (1347, 16, 16, 3)
+    assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for stage in ("surrogate", "train", "victim_clean", "victim_unlearnable"):
+        rows = list(csv.DictReader((out / "logs" / stage / "metrics.csv").open()))
+        assert rows, stage
+
+
+def test_labels_untouched_and_images_within_budget(tiny_run):
+    out, _ = tiny_run
+    from hpcue.data.importers.digits import load_digits_splits
+
+    clean = load_digits_splits(16, 0.25, 0)["train"]
+    with np.load(out / "unlearnable" / "train.npz") as npz:
+        assert np.array_equal(npz["labels"], clean.labels)
+        diff = np.abs(npz["images"].astype(int) - clean.images.astype(int))
+    assert diff.max() <= 16 and diff.mean() > 0
+
+
+def test_stage_commands_reproduce_the_run(tiny_run, tmp_path):
+    out, _ = tiny_run
+    again = tmp_path / "again"
+    for stage in ("cluster", "train", "generate", "evaluate"):
+        config = ["--config", str(out / "config.yaml")] if stage == "cluster" else []
+        hpcue(stage, "--out", str(again), *config)
+    a = torch.load(out / "clusters.pt", weights_only=True)
+    b = torch.load(again / "clusters.pt", weights_only=True)
+    assert torch.equal(a["assignments"], b["assignments"])
+    da = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
+    db = torch.load(again / "perturbations.pt", weights_only=True)["deltas"]
+    torch.testing.assert_close(da, db)
+    ra = json.loads((out / "results.json").read_text())
+    rb = json.loads((again / "results.json").read_text())
+    for key in ("cluster_purity", "clean_test_acc", "unlearnable_test_acc"):
+        assert ra[key] == rb[key], key

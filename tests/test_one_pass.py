@@ -1,0 +1,59 @@
+"""The one-pass trainer: each generator learns only from its own cluster's images."""
+
+import torch
+
+from hpcue.models.generator import ClusterGenerators
+from hpcue.models.small_cnn import SmallCNN
+from hpcue.models.surrogate import Surrogate
+from hpcue.uc.module import UCModule
+
+
+def _module(assignments):
+    torch.manual_seed(0)
+    surrogate = Surrogate(SmallCNN(10, width=8), (0.5,) * 3, (0.5,) * 3)
+    gens = ClusterGenerators(4, 16, 16 / 255, width=4, blocks=1, bound="scale", seed=0)
+    centers = torch.randn(4, 32)
+    return UCModule(gens, surrogate, centers, assignments, offset=1, lr=1e-3,
+                    weight_decay=0.0, min_lr=0.0)
+
+
+def _grads(module, images, index):
+    module.zero_grad()
+    loss = module.training_step((images, torch.zeros(len(index)), index), 0)
+    loss.backward()
+    return [torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
+                       for p in g.parameters()]) for g in module.generators.generators]
+
+
+def test_generators_get_gradients_only_from_their_own_cluster(monkeypatch):
+    assignments = torch.tensor([0, 2, 0, 2, 1, 3, 1, 3])
+    module = _module(assignments)
+    monkeypatch.setattr(UCModule, "log", lambda *a, **k: None)
+    images = torch.rand(8, 3, 16, 16)
+    index = torch.tensor([0, 1, 2, 3])  # only clusters 0 and 2 in this batch
+    grads = _grads(module, images[index], index)
+    assert grads[0].abs().sum() > 0 and grads[2].abs().sum() > 0
+    assert torch.count_nonzero(grads[1]) == 0 and torch.count_nonzero(grads[3]) == 0
+
+
+def test_mixed_batch_gradient_equals_own_cluster_gradient(monkeypatch):
+    """G_k's gradient on a mixed batch = (n_k / n) x its gradient on cluster k's images alone."""
+    assignments = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    module = _module(assignments)
+    monkeypatch.setattr(UCModule, "log", lambda *a, **k: None)
+    images = torch.rand(10, 3, 16, 16)
+    everything = torch.arange(10)
+    mixed = _grads(module, images, everything)
+    for k in range(4):
+        own = (assignments == k).nonzero().flatten()
+        alone = _grads(module, images[own], own)
+        torch.testing.assert_close(mixed[k], alone[k] * len(own) / 10, rtol=1e-4, atol=1e-7)
+
+
+def test_surrogate_is_frozen_and_outside_the_module_tree():
+    module = _module(torch.zeros(4, dtype=torch.long))
+    names = [n for n, _ in module.named_parameters()]
+    assert names and all(n.startswith("generators.") for n in names)
+    module.train()
+    assert module.surrogate.training is False
+    assert all(not p.requires_grad for p in module.surrogate.parameters())
