@@ -28,7 +28,51 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         _add_run_args(sub.add_parser(stage, help=f"only the {stage} stage, reading the previous "
                                                  "stage's files from --out"))
+    data = sub.add_parser("data", help="prepare, verify and describe sharded data sets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    prep = dsub.add_parser("prepare", help="raw data set -> HDF5 shards")
+    prep.add_argument("name", help="digits, oxford-iiit-pet, flowers102, imagefolder, "
+                                   "medmnist:<flag>")
+    prep.add_argument("--root", type=Path, help="folder holding the raw files")
+    prep.add_argument("--out", type=Path, required=True, help="shard directory to write")
+    prep.add_argument("--image-size", type=int, default=224)
+    prep.add_argument("--shards", type=int, default=8, help="shards per split")
+    prep.add_argument("--compression", default="none", help="none, lzf or gzip")
+    prep.add_argument("--size", type=int, help="MedMNIST source size: 28, 64, 128 or 224")
+    prep.add_argument("--download", action="store_true",
+                      help="MedMNIST only: fetch the .npz with medmnist's downloader")
+    prep.add_argument("--seed", type=int, default=0, help="seed of splits the data leaves open")
+    for name, text in (("verify", "check checksums, shapes, labels and counts"),
+                       ("info", "describe a shard directory")):
+        dsub.add_parser(name, help=text).add_argument("dir", type=Path)
     return parser
+
+
+def _data_command(args: argparse.Namespace) -> None:
+    import json
+
+    from hpcue.data.shards import open_shards, verify
+
+    if args.data_command == "prepare":
+        from hpcue.data.prepare import PrepareOptions, prepare
+
+        opts = PrepareOptions(image_size=args.image_size, shards=args.shards,
+                              compression=args.compression, size=args.size,
+                              download=args.download, seed=args.seed)
+        out = prepare(args.name, args.root, args.out, opts)
+        counts = verify(out)
+        print(f"[hpcue] prepared {args.name} -> {out}: "
+              + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    elif args.data_command == "verify":
+        counts = verify(args.dir)
+        print(f"[hpcue] {args.dir}: OK, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    else:
+        meta = open_shards(args.dir).meta
+        summary = {k: meta[k] for k in ("dataset", "image_shape", "image_dtype")}
+        summary["classes"] = len(meta["classes"])
+        summary["splits"] = {s: {"num_samples": v["num_samples"], "shards": len(v["shards"])}
+                             for s, v in meta["splits"].items()}
+        print(json.dumps(summary, indent=2))
 
 
 def _resolve(args: argparse.Namespace):
@@ -44,6 +88,9 @@ def _resolve(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "data":
+            _data_command(args)
+            return 0
         cfg, out = _resolve(args)
         from hpcue.pipeline import print_summary, run_pipeline, run_stage
 

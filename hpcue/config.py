@@ -28,7 +28,10 @@ class DataConfig(_Section):
     """Which data set, where its files are, and the image geometry the pipeline works at."""
 
     dataset: str = "digits"
-    root: Path | None = None
+    root: Path | None = None       # raw files; prepared into <run>/data when shards is unset
+    shards: Path | None = None     # a directory written by `hpcue data prepare`
+    num_shards: int = Field(4, ge=1)
+    cache: bool = False            # read the splits into memory once (small sets)
     image_size: int = Field(32, ge=8, le=1024)
     test_fraction: float = Field(0.25, gt=0, lt=1)
     augment: Literal["none", "crop_flip"] = "none"

@@ -52,6 +52,10 @@ class RunDir:
         return self.root / "config.yaml"
 
     @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
     def surrogate(self) -> Path:
         return self.root / "surrogate.pt"
 

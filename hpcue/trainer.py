@@ -56,4 +56,5 @@ def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
         enable_model_summary=False,
         log_every_n_steps=5,
         num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # hpcue's RankSampler already shards by rank
     )

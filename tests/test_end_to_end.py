@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from hpcue.data.shards import open_shards, verify
 from tests.conftest import hpcue, tiny_sets
 
 FIELDS = ("dataset", "num_clusters", "epsilon", "global_batch_size", "cluster_purity",
@@ -50,8 +51,10 @@ def test_run_directory_contents(tiny_run):
     assert clusters["assignments"].shape == (1347,)
     deltas = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
     assert deltas.shape == (10, 3, 16, 16) and float(deltas.abs().max()) <= 16 / 255 + 1e-6
-    with np.load(out / "unlearnable" / "train.npz") as npz:
-        assert npz["images"].dtype == np.uint8 and npz["images"].shape == (1347, 16, 16, 3)
+    unlearnable = open_shards(out / "unlearnable").read_split("train")
+    assert unlearnable.images.dtype == np.uint8 and unlearnable.images.shape == (1347, 16, 16, 3)
+    assert verify(out / "unlearnable") == {"train": 1347}
+    assert verify(out / "data") == {"train": 1347, "test": 450}
     assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for stage in ("surrogate", "train", "victim_clean", "victim_unlearnable"):
         rows = list(csv.DictReader((out / "logs" / stage / "metrics.csv").open()))
@@ -63,9 +66,9 @@ def test_labels_untouched_and_images_within_budget(tiny_run):
     from hpcue.data.importers.digits import load_digits_splits
 
     clean = load_digits_splits(16, 0.25, 0)["train"]
-    with np.load(out / "unlearnable" / "train.npz") as npz:
-        assert np.array_equal(npz["labels"], clean.labels)
-        diff = np.abs(npz["images"].astype(int) - clean.images.astype(int))
+    unlearnable = open_shards(out / "unlearnable").read_split("train")
+    assert np.array_equal(unlearnable.labels, clean.labels)
+    diff = np.abs(unlearnable.images.astype(int) - clean.images.astype(int))
     assert diff.max() <= 16 and diff.mean() > 0
 
 

@@ -1,15 +1,30 @@
-"""Torch datasets over ImageArrays, and the batch-level augmentation every stage shares."""
+"""Datasets and samplers over shard directories, and the batch augmentation stages share.
+
+Rank-aware reading: given rank and world size each rank reads a disjoint part of a split,
+whole shards when the shard count divides by the world size (one file per rank, sequential
+reads), a strided split of the (shuffled) sample ids otherwise. Shuffling is a permutation seeded
+by seed + epoch, so every rank computes the same one with no communication.
+
+Padding: training needs the same number of batches on every rank, so ``pad=True`` tops a short
+rank up with its own first samples (each sample is read at least once an epoch, a few twice).
+Evaluation uses ``pad=False``: every sample exactly once across ranks, ranks may differ by a few.
+"""
 
 from __future__ import annotations
 
+import os
+
+import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
+
+from hpcue.data.shards import ShardSet
 
 
 class IndexedImages(Dataset):
-    """Yields (image float 3xHxW in [0,1], label, global index): the index finds the cluster."""
+    """In-memory arrays; yields (image float 3xHxW in [0,1], label, global index)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
         self.images = torch.from_numpy(np.ascontiguousarray(images))
@@ -19,8 +34,114 @@ class IndexedImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        image = self.images[i].permute(2, 0, 1).float().div_(255.0)
-        return image, self.labels[i], i
+        return self.images[i].permute(2, 0, 1).float().div_(255.0), self.labels[i], i
+
+
+class ShardDataset(Dataset):
+    """One split of a shard directory; item i is global sample id i.
+
+    HDF5 handles are opened lazily in the process that reads (each DataLoader worker opens its
+    own; a handle never crosses a fork). ``cache=True`` reads the split into memory once.
+    """
+
+    def __init__(self, shards: ShardSet, split: str, cache: bool = False) -> None:
+        self.paths = [str(p) for p in shards.paths(split)]
+        self.counts = [s.num_samples for s in shards.shards(split)]
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+        self._handles: dict[int, h5py.File] = {}
+        self._pid = -1
+        self._memory: IndexedImages | None = None
+        if cache:
+            arrays = shards.read_split(split)
+            self._memory = IndexedImages(arrays.images, arrays.labels)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handles"], state["_pid"] = {}, -1
+        return state
+
+    def _file(self, s: int) -> h5py.File:
+        if self._pid != os.getpid():
+            self._handles, self._pid = {}, os.getpid()
+        if s not in self._handles:
+            self._handles[s] = h5py.File(self.paths[s], "r")
+        return self._handles[s]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        i = int(i)
+        if self._memory is not None:
+            return self._memory[i]
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        f = self._file(s)
+        j = i - int(self.offsets[s])
+        image = torch.from_numpy(f["images"][j]).permute(2, 0, 1).float().div_(255.0)
+        return image, torch.tensor(int(f["labels"][j])), i
+
+
+def rank_indices(counts: list[int], rank: int, world_size: int, seed: int, epoch: int,
+                 shuffle: bool) -> np.ndarray:
+    """This rank's sample ids for one epoch, before padding."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rng = np.random.default_rng([seed, epoch])
+    if len(counts) % world_size == 0:
+        mine = np.concatenate([np.arange(offsets[s], offsets[s + 1])
+                               for s in range(rank, len(counts), world_size)] or [np.zeros(0)])
+        mine = mine.astype(np.int64)
+        return rng.permutation(mine) if shuffle else mine
+    ids = np.arange(offsets[-1])
+    if shuffle:
+        ids = rng.permutation(ids)
+    return ids[rank::world_size]
+
+
+class RankSampler(Sampler[int]):
+    """Deterministic, rank-disjoint order; call ``set_epoch`` each epoch for a new order."""
+
+    def __init__(self, counts: list[int], rank: int = 0, world_size: int = 1, seed: int = 0,
+                 shuffle: bool = True, pad: bool = True) -> None:
+        self.counts, self.rank, self.world_size = list(counts), rank, world_size
+        self.seed, self.shuffle, self.pad = seed, shuffle, pad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _target(self) -> int:
+        return max(len(rank_indices(self.counts, r, self.world_size, self.seed, self.epoch,
+                                    False)) for r in range(self.world_size))
+
+    def indices(self) -> np.ndarray:
+        mine = rank_indices(self.counts, self.rank, self.world_size, self.seed, self.epoch,
+                            self.shuffle)
+        if self.pad and len(mine):
+            short = self._target() - len(mine)
+            if short > 0:
+                mine = np.concatenate([mine, np.resize(mine, short)])
+        return mine
+
+    def __iter__(self):
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        return len(self.indices())
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int,
+                num_workers: int = 0, rank: int = 0, world_size: int = 1,
+                pad: bool | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader whose order depends only on (seed, epoch, rank, world size)."""
+    counts = getattr(dataset, "counts", [len(dataset)])
+    sampler = RankSampler(counts, rank, world_size, seed, shuffle,
+                          pad=shuffle if pad is None else pad)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def augment_batch(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -45,12 +166,3 @@ def augment_batch(x: torch.Tensor, mode: str) -> torch.Tensor:
     out[flip] = out[flip].flip(-1)
     return out
 
-
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int,
-                num_workers: int = 0, drop_last: bool = False) -> torch.utils.data.DataLoader:
-    """A seeded DataLoader: the same seed gives the same order on any machine."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=drop_last,
-        num_workers=num_workers, persistent_workers=num_workers > 0,
-    )

@@ -1,16 +1,17 @@
-"""Data set names the configs accept, and the one function that loads a split for a stage."""
+"""Data set names, and which importer reads each one."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 from hpcue.data.arrays import ImageArrays
 
-if TYPE_CHECKING:
-    from hpcue.config import DataConfig
-
-FIXED_NAMES = ("digits",)
+FIXED_NAMES = ("digits", "oxford-iiit-pet", "flowers102", "imagefolder")
 MEDMNIST_PREFIX = "medmnist:"
+
+Importer = Callable[[Path | None, int, object], dict[str, ImageArrays]]
 
 
 def check_dataset_name(name: str) -> None:
@@ -32,23 +33,13 @@ def check_dataset_name(name: str) -> None:
     )
 
 
-def load_splits(cfg: DataConfig, seed: int) -> dict[str, ImageArrays]:
-    """Train and test ImageArrays at cfg.image_size."""
-    if cfg.dataset == "digits":
-        from hpcue.data.importers.digits import load_digits_splits
+def importer(name: str) -> Importer:
+    check_dataset_name(name)
+    if name.startswith(MEDMNIST_PREFIX):
+        from hpcue.data.importers import medmnist_npz
 
-        return load_digits_splits(cfg.image_size, cfg.test_fraction, seed)
-    if cfg.dataset.startswith(MEDMNIST_PREFIX):
-        from hpcue.data.importers.medmnist_npz import load_medmnist_split, npz_path
+        return partial(medmnist_npz.load, flag=name.removeprefix(MEDMNIST_PREFIX))
+    from hpcue.data.importers import digits, flowers102, imagefolder, oxford_pet
 
-        if cfg.root is None:
-            raise ValueError(f"data.root must name the folder holding the {cfg.dataset} .npz")
-        flag = cfg.dataset.removeprefix(MEDMNIST_PREFIX)
-        size = min((s for s in (28, 64, 128, 224) if s >= cfg.image_size), default=224)
-        try:
-            path = npz_path(cfg.root, flag, size)
-        except FileNotFoundError:
-            path = npz_path(cfg.root, flag, 28)
-        return {split: load_medmnist_split(path, flag, split, cfg.image_size)
-                for split in ("train", "test")}
-    raise ValueError(f"no loader for data set {cfg.dataset!r}")
+    return {"digits": digits.load, "oxford-iiit-pet": oxford_pet.load,
+            "flowers102": flowers102.load, "imagefolder": imagefolder.load}[name]

@@ -9,35 +9,31 @@ import torch
 from tqdm import tqdm
 
 from hpcue.config import RunConfig
-from hpcue.data.loader import IndexedImages, make_loader
+from hpcue.data.shards import ShardSet
 from hpcue.models.classifier import Classifier
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
 from hpcue.rundir import RunDir, atomic_write
-from hpcue.stages.common import load_data, load_surrogate, timed
+from hpcue.stages.common import load_data, load_surrogate, loader, timed
 from hpcue.trainer import make_trainer
 from hpcue.uc.kmeans import kmeans, purity
 
 
-def pretrain_small_surrogate(cfg: RunConfig, run: RunDir, train) -> Path:
+def pretrain_small_surrogate(cfg: RunConfig, run: RunDir, data: ShardSet) -> Path:
     """Debugging mode has no ImageNet weights: train the small CNN on the data for a few epochs."""
-    model = Classifier(SmallCNN(train.num_classes), lr=cfg.surrogate.pretrain_lr, momentum=0.9,
+    model = Classifier(SmallCNN(len(data.classes)), lr=cfg.surrogate.pretrain_lr, momentum=0.9,
                        weight_decay=5e-4, augment=cfg.data.augment)
-    loader = make_loader(IndexedImages(train.images, train.labels),
-                         cfg.surrogate.pretrain_batch_size, shuffle=True, seed=cfg.seed,
-                         num_workers=cfg.data.num_workers)
     trainer = make_trainer(cfg.runtime, run, "surrogate", cfg.surrogate.pretrain_epochs)
-    trainer.fit(model, loader)
+    trainer.fit(model, loader(cfg, data, "train", cfg.surrogate.pretrain_batch_size, train=True))
     atomic_write(run.surrogate, lambda tmp: torch.save(model.model.state_dict(), tmp))
     return run.surrogate
 
 
 @torch.no_grad()
-def extract_features(surrogate: Surrogate, dataset: IndexedImages, batch_size: int,
-                     device: torch.device) -> torch.Tensor:
+def extract_features(surrogate: Surrogate, batches, device: torch.device) -> torch.Tensor:
+    """Features in sample-id order (the evaluation loader reads each sample once, in order)."""
     surrogate.to(device).eval()
-    loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
-    feats = [surrogate(x.to(device)).cpu() for x, _, _ in tqdm(loader, desc="features",
+    feats = [surrogate(x.to(device)).cpu() for x, _, _ in tqdm(batches, desc="features",
                                                                  leave=False)]
     return torch.cat(feats)
 
@@ -48,21 +44,21 @@ def run_cluster(cfg: RunConfig, run: RunDir) -> Path:
     record: dict = {}
     with timed(record):
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        train = load_data(cfg)["train"]
+        data = load_data(cfg, run)
         if cfg.surrogate.arch == "small_cnn" and cfg.surrogate.weights is None:
-            pretrain_small_surrogate(cfg, run, train)
-        surrogate = load_surrogate(cfg, run, train.num_classes)
+            pretrain_small_surrogate(cfg, run, data)
+        surrogate = load_surrogate(cfg, run, len(data.classes))
         device = torch.device("cuda" if torch.cuda.is_available()
                               and cfg.runtime.accelerator != "cpu" else "cpu")
-        feats = extract_features(surrogate, IndexedImages(train.images, train.labels),
-                                 cfg.train.global_batch_size, device)
+        feats = extract_features(
+            surrogate, loader(cfg, data, "train", cfg.train.global_batch_size, train=False), device)
         c = cfg.cluster
         result = kmeans(feats, c.num_clusters, c.n_init, c.max_iter, c.tol, seed=cfg.seed)
         state = {"centers": result.centers, "assignments": result.assignments}
         atomic_write(run.clusters, lambda tmp: torch.save(state, tmp))
-    labels = torch.from_numpy(train.labels)
+    labels = torch.from_numpy(data.labels("train"))
     record.update(
-        num_images=len(train), feature_dim=int(feats.shape[1]), inertia=result.inertia,
+        num_images=len(labels), feature_dim=int(feats.shape[1]), inertia=result.inertia,
         kmeans_iterations=result.n_iter,
         cluster_purity=round(purity(result.assignments, labels), 4),
         cluster_nmi=round(float(normalized_mutual_info_score(labels, result.assignments)), 4),

@@ -1,4 +1,4 @@
-"""What several stages share: loading the data and the previous stage's files."""
+"""What several stages share: the prepared data, and the previous stage's files."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 
 from hpcue.config import RunConfig, check_consistency
-from hpcue.data.arrays import ImageArrays
-from hpcue.data.registry import load_splits
+from hpcue.data.loader import ShardDataset, make_loader
+from hpcue.data.prepare import PrepareOptions, prepare
+from hpcue.data.shards import ShardError, ShardSet, open_shards
 from hpcue.models.surrogate import Surrogate, build_surrogate
 from hpcue.rundir import RunDir
 
@@ -25,10 +26,29 @@ class Clusters:
         return len(self.centers)
 
 
-def load_data(cfg: RunConfig) -> dict[str, ImageArrays]:
-    splits = load_splits(cfg.data, cfg.seed)
-    check_consistency(cfg, len(splits["train"]))
-    return splits
+def load_data(cfg: RunConfig, run: RunDir) -> ShardSet:
+    """The prepared shards: ``data.shards`` if set, else prepared once into ``<run>/data``."""
+    d = cfg.data
+    if d.shards is not None:
+        shards = open_shards(d.shards)
+        if shards.meta["dataset"] != d.dataset:
+            raise ShardError(f"{d.shards} holds {shards.meta['dataset']!r} but the config says "
+                             f"data.dataset={d.dataset!r}")
+        if shards.image_shape[0] != d.image_size:
+            raise ShardError(f"{d.shards} was prepared at {shards.image_shape[0]} px but the "
+                             f"config says data.image_size={d.image_size}")
+    else:
+        opts = PrepareOptions(image_size=d.image_size, shards=d.num_shards, seed=cfg.seed,
+                              test_fraction=d.test_fraction)
+        shards = open_shards(prepare(d.dataset, d.root, run.data, opts))
+    check_consistency(cfg, shards.size("train"))
+    return shards
+
+
+def loader(cfg: RunConfig, shards: ShardSet, split: str, batch_size: int, *, train: bool):
+    """Training order (shuffled, padded) or evaluation order (each sample once)."""
+    return make_loader(ShardDataset(shards, split, cache=cfg.data.cache), batch_size,
+                       shuffle=train, seed=cfg.seed, num_workers=cfg.data.num_workers)
 
 
 def load_clusters(run: RunDir) -> Clusters:

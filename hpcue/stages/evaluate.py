@@ -7,32 +7,27 @@ from pathlib import Path
 import lightning as L
 
 from hpcue.config import RunConfig
-from hpcue.data.arrays import ImageArrays
-from hpcue.data.loader import IndexedImages, make_loader
+from hpcue.data.shards import ShardSet, open_shards
 from hpcue.models.classifier import Classifier
 from hpcue.models.victims import build_victim
 from hpcue.rundir import RunDir, atomic_write_json
-from hpcue.stages.common import load_data, timed
-from hpcue.stages.generate import load_arrays
+from hpcue.stages.common import load_data, loader, timed
 from hpcue.trainer import make_trainer
 
 STAGES = ("cluster", "train", "generate", "evaluate")
 
 
-def train_victim(cfg: RunConfig, run: RunDir, train: ImageArrays, test: ImageArrays,
+def train_victim(cfg: RunConfig, run: RunDir, train: ShardSet, test: ShardSet,
                  tag: str) -> float:
     """Same seed, same model, same schedule for both training sets: only the data differs."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     v = cfg.victim
-    model = Classifier(build_victim(v.arch, train.num_classes), lr=v.lr, momentum=v.momentum,
+    model = Classifier(build_victim(v.arch, len(train.classes)), lr=v.lr, momentum=v.momentum,
                        weight_decay=v.weight_decay, augment=cfg.data.augment)
-    train_loader = make_loader(IndexedImages(train.images, train.labels), v.global_batch_size,
-                               shuffle=True, seed=cfg.seed, num_workers=cfg.data.num_workers)
-    test_loader = make_loader(IndexedImages(test.images, test.labels), v.global_batch_size,
-                              shuffle=False, seed=cfg.seed, num_workers=cfg.data.num_workers)
     trainer = make_trainer(cfg.runtime, run, f"victim_{tag}", v.epochs)
-    trainer.fit(model, train_loader)
-    trainer.test(model, test_loader, verbose=False)
+    trainer.fit(model, loader(cfg, train, "train", v.global_batch_size, train=True))
+    trainer.test(model, loader(cfg, test, "test", v.global_batch_size, train=False),
+                 verbose=False)
     return float(model.test_accuracy)
 
 
@@ -64,12 +59,11 @@ def collect_results(cfg: RunConfig, run: RunDir) -> dict:
 def run_evaluate(cfg: RunConfig, run: RunDir) -> Path:
     record: dict = {}
     with timed(record):
-        splits = load_data(cfg)
-        unlearnable = load_arrays(run.require(run.unlearnable / "train.npz", "generate"))
-        record["clean_test_acc"] = round(
-            train_victim(cfg, run, splits["train"], splits["test"], "clean"), 4)
+        data = load_data(cfg, run)
+        unlearnable = open_shards(run.require(run.unlearnable, "generate"))
+        record["clean_test_acc"] = round(train_victim(cfg, run, data, data, "clean"), 4)
         record["unlearnable_test_acc"] = round(
-            train_victim(cfg, run, unlearnable, splits["test"], "unlearnable"), 4)
+            train_victim(cfg, run, unlearnable, data, "unlearnable"), 4)
     run.write_record("evaluate", record)
     atomic_write_json(run.results, collect_results(cfg, run))
     return run.results

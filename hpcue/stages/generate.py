@@ -1,45 +1,64 @@
-"""Stage 2: the unlearnable training set, clamp(x + delta_c(x), 0, 1) saved as 8-bit images."""
+"""Stage 2: the unlearnable training set, clamp(x + delta_c(x), 0, 1) saved as 8-bit images.
+
+Written in the shard format, shard for shard beside the clean training split, so every later
+reader (evaluation, users' own training) reads it like any prepared data set.
+"""
 
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
 from hpcue.config import RunConfig
-from hpcue.data.arrays import ImageArrays, to_float, to_uint8
+from hpcue.data.arrays import to_float, to_uint8
+from hpcue.data.shards import ShardInfo, ShardSet, sha256, write_meta, write_shard
 from hpcue.rundir import RunDir, atomic_write
 from hpcue.stages.common import Clusters, load_clusters, load_data, load_deltas, timed
 from hpcue.uc.objective import perturb
 
 
-def make_unlearnable(train: ImageArrays, deltas: torch.Tensor, assignments: torch.Tensor,
-                     chunk: int = 512) -> ImageArrays:
-    out = np.empty_like(train.images)
-    for start in range(0, len(train), chunk):
-        x = to_float(torch.from_numpy(train.images[start:start + chunk]))
-        out[start:start + chunk] = to_uint8(perturb(x, deltas, assignments[start:start + chunk]))
-    return ImageArrays(out, train.labels.copy(), list(train.classes))
+def perturb_uint8(images: np.ndarray, deltas: torch.Tensor, clusters: torch.Tensor) -> np.ndarray:
+    return to_uint8(perturb(to_float(torch.from_numpy(images)), deltas, clusters))
 
 
-def save_arrays(path: Path, arrays: ImageArrays) -> None:
-    atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), images=arrays.images,
-                                            labels=arrays.labels,
-                                            classes=np.array(arrays.classes)))
+def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
+                      assignments: torch.Tensor) -> dict:
+    """Perturb each clean training shard into a shard of the same name; returns pixel stats."""
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    infos, max_change, total_change, count = [], 0, 0.0, 0
+    for info in data.shards("train"):
+        with h5py.File(data.root / info.file, "r") as f:
+            images, labels, index = f["images"][:], f["labels"][:], f["index"][:]
+        perturbed = perturb_uint8(images, deltas, assignments[torch.from_numpy(index)])
+        write_shard(tmp / info.file, perturbed, labels, index)
+        infos.append(ShardInfo(info.file, info.num_samples, sha256(tmp / info.file)))
+        diff = np.abs(perturbed.astype(np.int16) - images.astype(np.int16))
+        max_change = max(max_change, int(diff.max()))
+        total_change += float(diff.sum())
+        count += diff.size
+    write_meta(tmp, f"{data.meta['dataset']}+uc", data.classes, data.image_shape,
+               {"train": infos}, {"source": str(data.root)})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return {"max_abs_pixel_change": max_change,
+            "mean_abs_pixel_change": round(total_change / max(count, 1), 3)}
 
 
-def load_arrays(path: Path) -> ImageArrays:
-    with np.load(path, allow_pickle=False) as npz:
-        return ImageArrays(npz["images"], npz["labels"], [str(c) for c in npz["classes"]])
-
-
-def write_preview(path: Path, clean: ImageArrays, unlearnable: ImageArrays, deltas: torch.Tensor,
+def write_preview(path: Path, clean: ShardSet, unlearnable: ShardSet, deltas: torch.Tensor,
                   clusters: Clusters, epsilon: float) -> None:
     """One row per cluster: a clean image, its perturbed version, the perturbation amplified."""
+    from hpcue.data.loader import ShardDataset
+
+    clean_ds, ul_ds = ShardDataset(clean, "train"), ShardDataset(unlearnable, "train")
     rows = []
     for k in range(clusters.num_clusters):
         members = (clusters.assignments == k).nonzero()
@@ -47,8 +66,7 @@ def write_preview(path: Path, clean: ImageArrays, unlearnable: ImageArrays, delt
             continue
         i = int(members[0])
         amplified = (deltas[k] / (2 * epsilon) + 0.5).clamp(0, 1)
-        rows += [to_float(torch.from_numpy(clean.images[i:i + 1]))[0],
-                 to_float(torch.from_numpy(unlearnable.images[i:i + 1]))[0], amplified]
+        rows += [clean_ds[i][0], ul_ds[i][0], amplified]
     grid = torch.stack(rows)
     scale = max(1, math.ceil(64 / grid.shape[-1]))
     grid = F.interpolate(grid, scale_factor=scale, mode="nearest")
@@ -56,19 +74,19 @@ def write_preview(path: Path, clean: ImageArrays, unlearnable: ImageArrays, delt
 
 
 def run_generate(cfg: RunConfig, run: RunDir) -> Path:
+    from hpcue.data.shards import open_shards
+
     record: dict = {}
     with timed(record):
-        train = load_data(cfg)["train"]
+        data = load_data(cfg, run)
         clusters = load_clusters(run)
         deltas = load_deltas(run)
-        if len(clusters.assignments) != len(train):
+        if len(clusters.assignments) != data.size("train"):
             raise ValueError(f"{run.clusters} has {len(clusters.assignments)} assignments but the "
-                             f"training set has {len(train)} images: rerun `hpcue cluster`")
-        unlearnable = make_unlearnable(train, deltas, clusters.assignments)
-        save_arrays(run.unlearnable / "train.npz", unlearnable)
-        write_preview(run.preview, train, unlearnable, deltas, clusters, cfg.train.epsilon)
-    diff = np.abs(unlearnable.images.astype(np.int16) - train.images.astype(np.int16))
-    record.update(num_images=len(unlearnable), max_abs_pixel_change=int(diff.max()),
-                  mean_abs_pixel_change=round(float(diff.mean()), 3))
+                             f"training set has {data.size('train')} images: rerun `hpcue cluster`")
+        record.update(write_unlearnable(data, run.unlearnable, deltas, clusters.assignments))
+        write_preview(run.preview, data, open_shards(run.unlearnable), deltas, clusters,
+                      cfg.train.epsilon)
+    record["num_images"] = data.size("train")
     run.write_record("generate", record)
     return run.unlearnable

@@ -8,10 +8,9 @@ import lightning as L
 import torch
 
 from hpcue.config import RunConfig
-from hpcue.data.loader import IndexedImages, make_loader
 from hpcue.models.generator import ClusterGenerators
 from hpcue.rundir import RunDir, atomic_write
-from hpcue.stages.common import load_clusters, load_data, load_surrogate, timed
+from hpcue.stages.common import load_clusters, load_data, load_surrogate, loader, timed
 from hpcue.trainer import Throughput, make_trainer
 from hpcue.uc.module import UCModule
 
@@ -29,14 +28,12 @@ def run_train(cfg: RunConfig, run: RunDir) -> Path:
     record: dict = {}
     with timed(record):
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        train = load_data(cfg)["train"]
+        data = load_data(cfg, run)
         clusters = load_clusters(run)
-        module = build_module(cfg, load_surrogate(cfg, run, train.num_classes), clusters)
-        loader = make_loader(IndexedImages(train.images, train.labels), cfg.train.global_batch_size,
-                             shuffle=True, seed=cfg.seed, num_workers=cfg.data.num_workers)
+        module = build_module(cfg, load_surrogate(cfg, run, len(data.classes)), clusters)
         meter = Throughput()
         trainer = make_trainer(cfg.runtime, run, "train", cfg.train.epochs, [meter])
-        trainer.fit(module, loader)
+        trainer.fit(module, loader(cfg, data, "train", cfg.train.global_batch_size, train=True))
         module.generators.eval()
         with torch.no_grad():
             deltas = module.generators().cpu()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from hpcue.data.arrays import ImageArrays, gray_to_rgb, resize_uint8
@@ -26,3 +28,7 @@ def load_digits_splits(image_size: int, test_fraction: float, seed: int) -> dict
         "train": ImageArrays(images[np.sort(idx_train)], labels[np.sort(idx_train)], classes),
         "test": ImageArrays(images[np.sort(idx_test)], labels[np.sort(idx_test)], classes),
     }
+
+
+def load(root: Path | None, image_size: int, opts) -> dict[str, ImageArrays]:
+    return load_digits_splits(image_size, opts.test_fraction, opts.seed)

@@ -1,4 +1,8 @@
-"""MedMNIST 2D data sets from the official ``.npz`` (``<flag>.npz`` or ``<flag>_<size>.npz``)."""
+"""MedMNIST 2D data sets from the official ``.npz`` (``<flag>.npz`` or ``<flag>_<size>.npz``).
+
+Keys ``train_images``, ``train_labels``, ``val_images`` ... ``test_labels``. Downloading happens
+only when asked, and only through medmnist's own downloader.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import numpy as np
 from hpcue.data.arrays import ImageArrays, gray_to_rgb, resize_uint8
 
 SPLITS = ("train", "val", "test")
+SIZES = (28, 64, 128, 224)
 
 
 def medmnist_flags() -> list[str]:
@@ -31,6 +36,16 @@ def npz_path(root: Path, flag: str, size: int = 28) -> Path:
     )
 
 
+def download(root: Path, flag: str, size: int) -> None:
+    """medmnist's own downloader: fetches ``<flag>[_<size>].npz`` into root."""
+    import medmnist
+    from medmnist import INFO
+
+    root.mkdir(parents=True, exist_ok=True)
+    getattr(medmnist, INFO[flag]["python_class"])(split="train", root=str(root), size=size,
+                                                   download=True)
+
+
 def load_medmnist_split(path: Path, flag: str, split: str, image_size: int) -> ImageArrays:
     """Read ``<split>_images``/``<split>_labels`` from the npz, as 8-bit RGB at image_size."""
     from medmnist import INFO
@@ -42,24 +57,41 @@ def load_medmnist_split(path: Path, flag: str, split: str, image_size: int) -> I
             keys = set(npz.files)
             want = {f"{split}_images", f"{split}_labels"}
             if not want <= keys:
-                raise ValueError(
-                    f"{path}: missing keys {sorted(want - keys)} (has {sorted(keys)})"
-                )
+                raise ValueError(f"{path}: missing keys {sorted(want - keys)} (has {sorted(keys)})")
             images = npz[f"{split}_images"]
             labels = npz[f"{split}_labels"]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{path}: {split}_images holds images of mixed shapes "
+                             f"(an object array), expected one N x H x W[ x C] array") from None
+        raise
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
-    if images.dtype == object or images.ndim not in (3, 4):
-        raise ValueError(
-            f"{path}: {split}_images must be N x H x W[ x C], got shape {images.shape}")
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise ValueError(f"{path}: {split}_images must be N x H x W[ x C], got {images.shape}")
     if len(images) == 0:
         raise ValueError(f"{path}: split {split!r} is empty")
+    if len(labels) != len(images):
+        raise ValueError(f"{path}: {len(images)} {split}_images but {len(labels)} labels")
     labels = np.asarray(labels).reshape(len(labels), -1)[:, 0].astype(np.int64)
     classes = [INFO[flag]["label"][k] for k in sorted(INFO[flag]["label"], key=int)]
     if labels.min() < 0 or labels.max() >= len(classes):
-        raise ValueError(
-            f"{path}: {split}_labels outside 0..{len(classes) - 1} "
-            f"(min {labels.min()}, max {labels.max()})"
-        )
+        raise ValueError(f"{path}: {split}_labels outside 0..{len(classes) - 1} "
+                         f"(min {labels.min()}, max {labels.max()})")
     images = resize_uint8(gray_to_rgb(images.astype(np.uint8)), image_size)
     return ImageArrays(images, labels, classes)
+
+
+def load(root: Path, image_size: int, opts, flag: str) -> dict[str, ImageArrays]:
+    if root is None:
+        raise ValueError(f"medmnist:{flag} needs --root, the folder holding {flag}_<size>.npz")
+    root = Path(root)
+    size = opts.size if opts.size is not None else next((s for s in SIZES if s >= image_size), 224)
+    if size not in SIZES:
+        raise ValueError(f"MedMNIST size must be one of {SIZES}, got {size}")
+    if opts.download:
+        download(root, flag, size)
+    elif not root.is_dir():
+        raise FileNotFoundError(f"{root}: MedMNIST root folder not found")
+    path = npz_path(root, flag, size)
+    return {split: load_medmnist_split(path, flag, split, image_size) for split in SPLITS}

@@ -1,0 +1,58 @@
+"""Users' own data: one subfolder per class.
+
+Either ``<root>/<split>/<class>/<image>`` for splits among train, val, test, or
+``<root>/<class>/<image>``, which becomes train plus a seeded, stratified test hold-out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hpcue.data.arrays import ImageArrays
+from hpcue.data.images import decode_all
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _scan(folder: Path) -> tuple[list[str], list[Path], list[int]]:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"{folder}: no class subfolders")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in EXTENSIONS)
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise ValueError(f"{folder}: class folders hold no images ({', '.join(EXTENSIONS)})")
+    return classes, paths, labels
+
+
+def load(root: Path, image_size: int, opts) -> dict[str, ImageArrays]:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: image folder not found")
+    split_dirs = [s for s in SPLIT_NAMES if (root / s).is_dir()]
+    if split_dirs:
+        scans = {s: _scan(root / s) for s in split_dirs}
+        classes = scans[split_dirs[0]][0]
+        for s, (names, _, _) in scans.items():
+            if names != classes:
+                raise ValueError(f"{root / s}: classes {names} differ from "
+                                 f"{root / split_dirs[0]}: {classes}")
+        return {s: ImageArrays(decode_all(p, image_size, f"imagefolder {s}"),
+                               np.array(lab, np.int64), classes)
+                for s, (_, p, lab) in scans.items()}
+    from sklearn.model_selection import train_test_split
+
+    classes, paths, labels = _scan(root)
+    idx = np.arange(len(paths))
+    tr, te = train_test_split(idx, test_size=opts.test_fraction, random_state=opts.seed,
+                              stratify=labels if min(np.bincount(labels)) > 1 else None)
+    images = decode_all(paths, image_size, "imagefolder")
+    lab = np.array(labels, np.int64)
+    return {"train": ImageArrays(images[np.sort(tr)], lab[np.sort(tr)], classes),
+            "test": ImageArrays(images[np.sort(te)], lab[np.sort(te)], classes)}
