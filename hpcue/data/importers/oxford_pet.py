@@ -27,7 +27,8 @@ def _read_list(path: Path) -> list[tuple[str, int]]:
         try:
             rows.append((parts[0], int(parts[1]) - 1))
         except (IndexError, ValueError):
-            raise ValueError(f"{path}:{n}: expected '<image> <class id> ...', got {line!r}") from None
+            raise ValueError(
+                f"{path}:{n}: expected '<image> <class id> ...', got {line!r}") from None
     return rows
 
 

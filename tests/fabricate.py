@@ -1,0 +1,64 @@
+"""Raw data sets in their exact on-disk formats, at a few images each, as torchvision's tests do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def jpeg(path: Path, seed: int, size: tuple[int, int] = (32, 32)) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
+        path, quality=95)
+
+
+def oxford_pet(root: Path, per_split: int = 6) -> Path:
+    base = root / "oxford-iiit-pet"
+    breeds = ["Abyssinian", "american_bulldog", "Bengal"]
+    (base / "annotations").mkdir(parents=True)
+    for split, name, start in (("train", "trainval.txt", 1), ("test", "test.txt", 100)):
+        lines = []
+        for i in range(per_split):
+            cls = i % 3
+            image_id = f"{breeds[cls]}_{start + i}"
+            jpeg(base / "images" / f"{image_id}.jpg", seed=start + i)
+            lines.append(f"{image_id} {cls + 1} {1 if cls != 1 else 2} {cls + 1}")
+        (base / "annotations" / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def flowers102(root: Path, n: int = 12) -> Path:
+    from scipy.io import savemat
+
+    base = root / "flowers-102"
+    for i in range(1, n + 1):
+        jpeg(base / "jpg" / f"image_{i:05d}.jpg", seed=i)
+    savemat(base / "imagelabels.mat", {"labels": np.array([[1 + (i % 5) for i in range(n)]])})
+    ids = np.arange(1, n + 1)
+    savemat(base / "setid.mat", {"trnid": ids[0::3][None], "valid": ids[1::3][None],
+                                 "tstid": ids[2::3][None]})
+    return root
+
+
+def medmnist_npz(root: Path, flag: str = "bloodmnist", size: int = 28, channels: int = 3,
+                 n: int = 10) -> Path:
+    rng = np.random.default_rng(0)
+    shape = (size, size, channels) if channels == 3 else (size, size)
+    arrays = {}
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+        arrays[f"{split}_labels"] = rng.integers(0, 8, (n, 1)).astype(np.uint8)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+    np.savez(root / name, **arrays)
+    return root / name
+
+
+def image_folder(root: Path, classes=("cat", "dog"), per_class: int = 5) -> Path:
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            jpeg(root / name / f"{i}.jpg", seed=100 * c + i)
+    return root
