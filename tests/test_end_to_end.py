@@ -88,3 +88,31 @@ def test_stage_commands_reproduce_the_run(tiny_run, tmp_path):
     rb = json.loads((again / "results.json").read_text())
     for key in ("cluster_purity", "clean_test_acc", "unlearnable_test_acc"):
         assert ra[key] == rb[key], key
+
+
+def test_run_on_prepared_medmnist_shards(tmp_path):
+    from tests import fabricate
+
+    fabricate.medmnist_npz(tmp_path / "raw", "bloodmnist", 28, n=24)
+    shards = tmp_path / "shards"
+    hpcue("data", "prepare", "medmnist:bloodmnist", "--root", str(tmp_path / "raw"),
+          "--out", str(shards), "--image-size", "28", "--shards", "3")
+    out = tmp_path / "run"
+    hpcue("run", "--out", str(out), *tiny_sets(["data.image_size=28",
+                                                "data.dataset=medmnist:bloodmnist",
+                                                f"data.shards={shards}", "cluster.num_clusters=3",
+                                                "train.global_batch_size=8"]))
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "medmnist:bloodmnist" and results["num_clusters"] == 3
+    assert not (out / "data").exists()  # read in place, not copied
+    assert verify(out / "unlearnable") == {"train": 24}
+    assert len(open_shards(out / "unlearnable").paths("train")) == 3
+
+
+def test_shards_of_another_data_set_are_refused(tmp_path):
+    shards = tmp_path / "shards"
+    hpcue("data", "prepare", "digits", "--out", str(shards), "--image-size", "16")
+    proc = hpcue("run", "--out", str(tmp_path / "run"), *tiny_sets(
+        [f"data.shards={shards}", "data.dataset=imagefolder"]), check=False)
+    assert proc.returncode == 2
+    assert f"{shards} holds 'digits' but the config says data.dataset='imagefolder'" in proc.stderr
