@@ -100,7 +100,7 @@ class VictimConfig(_Section):
     """The model trained from scratch on clean and on unlearnable data."""
 
     arch: Literal["small_cnn", "resnet18"] = "small_cnn"
-    epochs: int = Field(15, ge=1)
+    epochs: int = Field(8, ge=1)
     global_batch_size: int = Field(64, gt=0)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
