@@ -19,7 +19,7 @@ def oxford_pet(root: Path, per_split: int = 6) -> Path:
     base = root / "oxford-iiit-pet"
     breeds = ["Abyssinian", "american_bulldog", "Bengal"]
     (base / "annotations").mkdir(parents=True)
-    for split, name, start in (("train", "trainval.txt", 1), ("test", "test.txt", 100)):
+    for name, start in (("trainval.txt", 1), ("test.txt", 100)):
         lines = []
         for i in range(per_split):
             cls = i % 3

@@ -148,7 +148,8 @@ def test_bad_raw_input(tmp_path, case, message):
                 arrays["train_labels"] = arrays["train_labels"][:0]
             else:
                 mixed = np.empty(2, dtype=object)
-                mixed[0], mixed[1] = np.zeros((28, 28, 3), np.uint8), np.zeros((20, 20, 3), np.uint8)
+                mixed[0] = np.zeros((28, 28, 3), np.uint8)
+                mixed[1] = np.zeros((20, 20, 3), np.uint8)
                 arrays["train_images"] = mixed
             np.savez(path, **arrays)
     elif case == "flowers_empty_split":
