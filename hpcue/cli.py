@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from hpcue.config import ConfigError, load_config
+from hpcue.dist.topology import TopologyError
 from hpcue.rundir import RunDir
 
 STAGES = ("cluster", "train", "generate", "evaluate")
@@ -18,6 +19,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+    p.add_argument("--launcher", choices=("auto", "local", "torchrun", "slurm", "lsf", "mpi"),
+                   help="skip launcher detection (sets runtime.launcher)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +84,10 @@ def _resolve(args: argparse.Namespace):
     config_path = args.config
     if config_path is None and out is not None and RunDir(out).config.is_file():
         config_path = RunDir(out).config
-    cfg = load_config(config_path, args.overrides)
+    overrides = list(args.overrides)
+    if args.launcher:
+        overrides.append(f"runtime.launcher={args.launcher}")
+    cfg = load_config(config_path, overrides)
     return cfg, Path(out) if out is not None else Path("runs") / cfg.name
 
 
@@ -92,14 +98,15 @@ def main(argv: list[str] | None = None) -> int:
             _data_command(args)
             return 0
         cfg, out = _resolve(args)
-        from hpcue.pipeline import print_summary, run_pipeline, run_stage
+        from hpcue.pipeline import print_summary, run_pipeline, run_stage, start
 
+        start(cfg)
         if args.command == "run":
             print_summary(run_pipeline(cfg, out))
         else:
             path = run_stage(args.command, cfg, out)
             print(f"[hpcue] {args.command}: wrote {path}")
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, TopologyError) as exc:
         if os.environ.get("HPCUE_DEBUG"):
             raise
         print(f"hpcue: error: {exc}", file=sys.stderr)

@@ -73,7 +73,16 @@ class ClusterConfig(_Section):
     tol: float = Field(1e-6, ge=0)
 
 
-class TrainConfig(_Section):
+class _Batching(_Section):
+    """Global batch semantics shared by stage 1 and the victim (see hpcue/schedule.py)."""
+
+    global_batch_size: int = Field(64, gt=0)
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    base_batch_size: int | None = Field(None, gt=0)  # lr is given for this batch size
+    warmup_epochs: float = Field(0.0, ge=0)
+
+
+class TrainConfig(_Batching):
     """Per-cluster generator training (stage 1 of UC)."""
 
     epsilon: float = 16 / 255
@@ -83,7 +92,6 @@ class TrainConfig(_Section):
     generator_width: int = Field(16, ge=1)
     generator_blocks: int = Field(2, ge=0)
     epochs: int = Field(30, ge=1)
-    global_batch_size: int = Field(64, gt=0)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     min_lr: float = Field(1e-6, ge=0)
@@ -96,12 +104,11 @@ class TrainConfig(_Section):
         return value
 
 
-class VictimConfig(_Section):
+class VictimConfig(_Batching):
     """The model trained from scratch on clean and on unlearnable data."""
 
     arch: Literal["small_cnn", "resnet18"] = "small_cnn"
     epochs: int = Field(8, ge=1)
-    global_batch_size: int = Field(64, gt=0)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
@@ -110,7 +117,10 @@ class VictimConfig(_Section):
 class RuntimeConfig(_Section):
     """Where and how the work runs; launcher detection fills in the rest."""
 
+    launcher: Literal["auto", "local", "torchrun", "slurm", "lsf", "mpi"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    timeout_s: float = Field(600.0, gt=0)   # every collective; a dead rank ends the job
+    max_micro_batch: int | None = Field(None, gt=0)  # per-device limit -> accumulation
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
     deterministic: bool = True
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpcue.config import RunConfig, save_config
+from hpcue.dist import collectives
+from hpcue.dist.topology import activate, detect, init_process_group
 from hpcue.rundir import RunDir, StageInputError
 from hpcue.stages.cluster import run_cluster
 from hpcue.stages.evaluate import run_evaluate
@@ -21,13 +23,24 @@ STAGE_FUNCS: dict[str, Callable[[RunConfig, RunDir], Path]] = {
 }
 
 
+def start(cfg: RunConfig) -> None:
+    """Find the launcher's topology, join the process group, say what was found (rank 0)."""
+    topo = detect(cfg.runtime.launcher, cfg.runtime.accelerator)
+    init_process_group(topo, cfg.runtime.timeout_s)
+    activate(topo)
+    if topo.is_main:
+        print(f"[hpcue] {topo.summary()}", flush=True)
+
+
 def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
     run = RunDir(Path(out))
     if stage != "cluster" and not run.root.is_dir():
         raise StageInputError(f"run directory {run.root} does not exist: start with "
                               f"`hpcue cluster --out {run.root}` or `hpcue run`")
-    run.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run.config)
+    if collectives.is_main():
+        run.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.config)
+    collectives.barrier()
     return STAGE_FUNCS[stage](cfg, run)
 
 
@@ -35,7 +48,8 @@ def run_pipeline(cfg: RunConfig, out: Path) -> Path:
     """cluster -> train -> generate -> evaluate; returns the path of results.json."""
     path = Path(out)
     for stage in STAGE_FUNCS:
-        print(f"[hpcue] stage {stage} -> {path}", flush=True)
+        if collectives.is_main():
+            print(f"[hpcue] stage {stage} -> {path}", flush=True)
         path_out = run_stage(stage, cfg, out)
     return path_out
 
@@ -59,5 +73,7 @@ def summary_table(results: dict) -> str:
 
 
 def print_summary(results_path: Path) -> None:
+    if not collectives.is_main():
+        return
     results = json.loads(Path(results_path).read_text())
     print(f"\nhpcue results ({results_path}):\n{summary_table(results)}", flush=True)

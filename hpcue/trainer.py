@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from datetime import timedelta
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
 
 from hpcue.config import RuntimeConfig
+from hpcue.dist.lightning_env import RankAsNode
+from hpcue.dist.topology import current
 from hpcue.rundir import RunDir
 
 # Lightning's advice on worker counts and small logging intervals is noise for tiny debug runs.
@@ -41,11 +45,22 @@ class Throughput(Callback):
 
 
 def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
-                 callbacks: list[Callback] | None = None) -> L.Trainer:
+                 callbacks: list[Callback] | None = None, accumulate: int = 1) -> L.Trainer:
+    """DDP over the process group the launcher set up (NCCL on GPUs, gloo on CPU), or plain."""
+    topo = current()
+    on_gpu = topo.device.startswith("cuda")
+    strategy = "auto"
+    if topo.distributed:
+        strategy = DDPStrategy(cluster_environment=RankAsNode(topo),
+                               process_group_backend=topo.backend,
+                               timeout=timedelta(seconds=runtime.timeout_s))
     return L.Trainer(
         max_epochs=epochs,
-        accelerator=runtime.accelerator,
-        devices=1,
+        accelerator="gpu" if on_gpu else "cpu",
+        devices=[int(topo.device.split(":")[1])] if on_gpu else 1,
+        num_nodes=topo.world_size,
+        strategy=strategy,
+        accumulate_grad_batches=accumulate,
         precision=runtime.precision,
         deterministic=runtime.deterministic,
         logger=CSVLogger(run.logs, name=stage, version=""),

@@ -44,3 +44,43 @@ def test_purity():
     assign = torch.tensor([0, 0, 0, 1, 1, 1])
     labels = torch.tensor([2, 2, 1, 0, 0, 0])
     assert purity(assign, labels) == pytest.approx(5 / 6)
+
+
+def test_split_across_simulated_ranks_equals_one_process():
+    """Two 'ranks' hold interleaved slices; a reduce that sums both gives the 1-process result."""
+    x, _ = make_blobs(n_samples=300, centers=6, n_features=5, cluster_std=2.0, random_state=3)
+    x = torch.from_numpy(x)
+    single = kmeans(x, 6, n_init=3, seed=4)
+    slices = [torch.arange(0, 300, 2), torch.arange(1, 300, 2)]
+    # run both ranks in lock step: each reduce call sums the two ranks' contributions
+    import threading
+
+    barrier = threading.Barrier(2)
+    box: list = [None, None]
+    results: list = [None, None]
+
+    def make_reduce(r):
+        def reduce(t):
+            box[r] = t.clone()
+            barrier.wait()
+            out = box[0] + box[1]
+            barrier.wait()
+            return out
+        return reduce
+
+    def work(r):
+        results[r] = kmeans(x[slices[r]], 6, n_init=3, seed=4, ids=slices[r], total=300,
+                            reduce=make_reduce(r))
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    torch.testing.assert_close(results[0].centers, single.centers)
+    torch.testing.assert_close(results[1].centers, single.centers)
+    merged = torch.empty(300, dtype=torch.long)
+    for r in range(2):
+        merged[slices[r]] = results[r].assignments
+    assert torch.equal(merged, single.assignments)
+    assert results[0].inertia == pytest.approx(single.inertia)

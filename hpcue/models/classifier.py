@@ -8,17 +8,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpcue.data.loader import augment_batch
+from hpcue.schedule import warmup_cosine
 
 
 class Classifier(L.LightningModule):
     """Cross-entropy training; test accuracy is summed over ranks as correct / total counts."""
 
     def __init__(self, model: nn.Module, *, lr: float, momentum: float, weight_decay: float,
-                 augment: str = "none") -> None:
+                 augment: str = "none", warmup_epochs: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.augment = augment
+        self.augment, self.warmup_epochs = augment, warmup_epochs
         self.test_accuracy: float | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,5 +51,6 @@ class Classifier(L.LightningModule):
         opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum,
                               weight_decay=self.weight_decay, nesterov=False)
         steps = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        warmup = round(self.warmup_epochs * steps / self.trainer.max_epochs)
+        sched = warmup_cosine(opt, steps, warmup, 0.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -10,6 +10,8 @@ from tqdm import tqdm
 
 from hpcue.config import RunConfig
 from hpcue.data.shards import ShardSet
+from hpcue.dist import collectives
+from hpcue.dist.topology import current
 from hpcue.models.classifier import Classifier
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
@@ -24,18 +26,25 @@ def pretrain_small_surrogate(cfg: RunConfig, run: RunDir, data: ShardSet) -> Pat
     model = Classifier(SmallCNN(len(data.classes)), lr=cfg.surrogate.pretrain_lr, momentum=0.9,
                        weight_decay=5e-4, augment=cfg.data.augment)
     trainer = make_trainer(cfg.runtime, run, "surrogate", cfg.surrogate.pretrain_epochs)
-    trainer.fit(model, loader(cfg, data, "train", cfg.surrogate.pretrain_batch_size, train=True))
-    atomic_write(run.surrogate, lambda tmp: torch.save(model.model.state_dict(), tmp))
+    per_rank = max(1, cfg.surrogate.pretrain_batch_size // collectives.world_size())
+    trainer.fit(model, loader(cfg, data, "train", per_rank, train=True))
+    if collectives.is_main():
+        atomic_write(run.surrogate, lambda tmp: torch.save(model.model.state_dict(), tmp))
+    collectives.barrier()
     return run.surrogate
 
 
 @torch.no_grad()
-def extract_features(surrogate: Surrogate, batches, device: torch.device) -> torch.Tensor:
-    """Features in sample-id order (the evaluation loader reads each sample once, in order)."""
+def extract_features(surrogate: Surrogate, batches,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's features and their global sample ids (each sample on exactly one rank)."""
     surrogate.to(device).eval()
-    feats = [surrogate(x.to(device)).cpu() for x, _, _ in tqdm(batches, desc="features",
-                                                                 leave=False)]
-    return torch.cat(feats)
+    feats, ids = [], []
+    for x, _, idx in tqdm(batches, desc="features", leave=False,
+                          disable=not collectives.is_main()):
+        feats.append(surrogate(x.to(device)).cpu())
+        ids.append(idx)
+    return torch.cat(feats), torch.cat(ids)
 
 
 def run_cluster(cfg: RunConfig, run: RunDir) -> Path:
@@ -48,21 +57,26 @@ def run_cluster(cfg: RunConfig, run: RunDir) -> Path:
         if cfg.surrogate.arch == "small_cnn" and cfg.surrogate.weights is None:
             pretrain_small_surrogate(cfg, run, data)
         surrogate = load_surrogate(cfg, run, len(data.classes))
-        device = torch.device("cuda" if torch.cuda.is_available()
-                              and cfg.runtime.accelerator != "cpu" else "cpu")
-        feats = extract_features(
-            surrogate, loader(cfg, data, "train", cfg.train.global_batch_size, train=False), device)
-        c = cfg.cluster
-        result = kmeans(feats, c.num_clusters, c.n_init, c.max_iter, c.tol, seed=cfg.seed)
-        state = {"centers": result.centers, "assignments": result.assignments}
-        atomic_write(run.clusters, lambda tmp: torch.save(state, tmp))
+        per_rank = max(1, cfg.train.global_batch_size // collectives.world_size())
+        feats, ids = extract_features(
+            surrogate, loader(cfg, data, "train", per_rank, train=False),
+            torch.device(current().device))
+        c, total = cfg.cluster, data.size("train")
+        result = kmeans(feats, c.num_clusters, c.n_init, c.max_iter, c.tol, seed=cfg.seed,
+                        ids=ids, total=total, reduce=collectives.all_reduce_sum)
+        assignments = collectives.assemble(result.assignments, ids, total)
+        state = {"centers": result.centers, "assignments": assignments}
+        if collectives.is_main():
+            atomic_write(run.clusters, lambda tmp: torch.save(state, tmp))
     labels = torch.from_numpy(data.labels("train"))
     record.update(
-        num_images=len(labels), feature_dim=int(feats.shape[1]), inertia=result.inertia,
+        num_images=total, feature_dim=int(feats.shape[1]), inertia=result.inertia,
         kmeans_iterations=result.n_iter,
-        cluster_purity=round(purity(result.assignments, labels), 4),
-        cluster_nmi=round(float(normalized_mutual_info_score(labels, result.assignments)), 4),
-        cluster_sizes=torch.bincount(result.assignments, minlength=c.num_clusters).tolist(),
+        cluster_purity=round(purity(assignments, labels), 4),
+        cluster_nmi=round(float(normalized_mutual_info_score(labels, assignments)), 4),
+        cluster_sizes=torch.bincount(assignments, minlength=c.num_clusters).tolist(),
     )
-    run.write_record("cluster", record)
+    if collectives.is_main():
+        run.write_record("cluster", record)
+    collectives.barrier()
     return run.clusters

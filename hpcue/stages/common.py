@@ -12,8 +12,10 @@ from hpcue.config import RunConfig, check_consistency
 from hpcue.data.loader import ShardDataset, make_loader
 from hpcue.data.prepare import PrepareOptions, prepare
 from hpcue.data.shards import ShardError, ShardSet, open_shards
+from hpcue.dist import collectives
 from hpcue.models.surrogate import Surrogate, build_surrogate
 from hpcue.rundir import RunDir
+from hpcue.schedule import BatchPlan, plan_batches
 
 
 @dataclass
@@ -37,18 +39,30 @@ def load_data(cfg: RunConfig, run: RunDir) -> ShardSet:
         if shards.image_shape[0] != d.image_size:
             raise ShardError(f"{d.shards} was prepared at {shards.image_shape[0]} px but the "
                              f"config says data.image_size={d.image_size}")
-    else:
-        opts = PrepareOptions(image_size=d.image_size, shards=d.num_shards, seed=cfg.seed,
-                              test_fraction=d.test_fraction)
-        shards = open_shards(prepare(d.dataset, d.root, run.data, opts))
+    else:  # rank 0 prepares into the run directory, the others wait and read it
+        if collectives.is_main():
+            opts = PrepareOptions(image_size=d.image_size, shards=d.num_shards, seed=cfg.seed,
+                                  test_fraction=d.test_fraction)
+            prepare(d.dataset, d.root, run.data, opts)
+        collectives.barrier()
+        shards = open_shards(run.data)
     check_consistency(cfg, shards.size("train"))
     return shards
 
 
 def loader(cfg: RunConfig, shards: ShardSet, split: str, batch_size: int, *, train: bool):
-    """Training order (shuffled, padded) or evaluation order (each sample once)."""
+    """This rank's part: training order (shuffled, padded) or evaluation (each sample once)."""
     return make_loader(ShardDataset(shards, split, cache=cfg.data.cache), batch_size,
-                       shuffle=train, seed=cfg.seed, num_workers=cfg.data.num_workers)
+                       shuffle=train, seed=cfg.seed, num_workers=cfg.data.num_workers,
+                       rank=collectives.rank(), world_size=collectives.world_size())
+
+
+def batch_plan(cfg: RunConfig, section: str) -> BatchPlan:
+    """Per-rank batch, accumulation and effective lr of ``train`` or ``victim``."""
+    s = getattr(cfg, section)
+    return plan_batches(section, s.global_batch_size, collectives.world_size(),
+                        cfg.runtime.max_micro_batch, s.lr, s.lr_scaling, s.base_batch_size,
+                        s.warmup_epochs)
 
 
 def load_clusters(run: RunDir) -> Clusters:

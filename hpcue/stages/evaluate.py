@@ -8,10 +8,12 @@ import lightning as L
 
 from hpcue.config import RunConfig
 from hpcue.data.shards import ShardSet, open_shards
+from hpcue.dist import collectives
+from hpcue.dist.topology import current
 from hpcue.models.classifier import Classifier
 from hpcue.models.victims import build_victim
 from hpcue.rundir import RunDir, atomic_write_json
-from hpcue.stages.common import load_data, loader, timed
+from hpcue.stages.common import batch_plan, load_data, loader, timed
 from hpcue.trainer import make_trainer
 
 STAGES = ("cluster", "train", "generate", "evaluate")
@@ -21,12 +23,14 @@ def train_victim(cfg: RunConfig, run: RunDir, train: ShardSet, test: ShardSet,
                  tag: str) -> float:
     """Same seed, same model, same schedule for both training sets: only the data differs."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    v = cfg.victim
-    model = Classifier(build_victim(v.arch, len(train.classes)), lr=v.lr, momentum=v.momentum,
-                       weight_decay=v.weight_decay, augment=cfg.data.augment)
-    trainer = make_trainer(cfg.runtime, run, f"victim_{tag}", v.epochs)
-    trainer.fit(model, loader(cfg, train, "train", v.global_batch_size, train=True))
-    trainer.test(model, loader(cfg, test, "test", v.global_batch_size, train=False),
+    v, plan = cfg.victim, batch_plan(cfg, "victim")
+    model = Classifier(build_victim(v.arch, len(train.classes)), lr=plan.effective_lr,
+                       momentum=v.momentum, weight_decay=v.weight_decay, augment=cfg.data.augment,
+                       warmup_epochs=v.warmup_epochs)
+    trainer = make_trainer(cfg.runtime, run, f"victim_{tag}", v.epochs,
+                           accumulate=plan.accumulate_grad_batches)
+    trainer.fit(model, loader(cfg, train, "train", plan.micro_batch_size, train=True))
+    trainer.test(model, loader(cfg, test, "test", plan.per_rank_batch_size, train=False),
                  verbose=False)
     return float(model.test_accuracy)
 
@@ -41,7 +45,9 @@ def collect_results(cfg: RunConfig, run: RunDir) -> dict:
         "num_clusters": cfg.cluster.num_clusters,
         "epsilon": cfg.train.epsilon,
         "global_batch_size": cfg.train.global_batch_size,
-        "world_size": 1,
+        "world_size": current().world_size,
+        "launcher": current().launcher,
+        "num_nodes": current().num_nodes,
         "surrogate": cfg.surrogate.arch,
         "victim": cfg.victim.arch,
         "cluster_purity": records["cluster"]["cluster_purity"],
@@ -53,6 +59,8 @@ def collect_results(cfg: RunConfig, run: RunDir) -> dict:
         "stage1_images_per_second": records["train"]["images_per_second"],
         "max_abs_pixel_change": records["generate"]["max_abs_pixel_change"],
         "seconds": {stage: records[stage]["seconds"] for stage in STAGES},
+        "stage1_batch": records["train"]["batch_plan"],
+        "victim_batch": records["evaluate"]["batch_plan"],
     }
 
 
@@ -64,6 +72,9 @@ def run_evaluate(cfg: RunConfig, run: RunDir) -> Path:
         record["clean_test_acc"] = round(train_victim(cfg, run, data, data, "clean"), 4)
         record["unlearnable_test_acc"] = round(
             train_victim(cfg, run, unlearnable, data, "unlearnable"), 4)
-    run.write_record("evaluate", record)
-    atomic_write_json(run.results, collect_results(cfg, run))
+    record["batch_plan"] = batch_plan(cfg, "victim").as_dict()
+    if collectives.is_main():
+        run.write_record("evaluate", record)
+        atomic_write_json(run.results, collect_results(cfg, run))
+    collectives.barrier()
     return run.results

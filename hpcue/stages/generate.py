@@ -19,6 +19,7 @@ from torchvision.utils import save_image
 from hpcue.config import RunConfig
 from hpcue.data.arrays import to_float, to_uint8
 from hpcue.data.shards import ShardInfo, ShardSet, sha256, write_meta, write_shard
+from hpcue.dist import collectives
 from hpcue.rundir import RunDir, atomic_write
 from hpcue.stages.common import Clusters, load_clusters, load_data, load_deltas, timed
 from hpcue.uc.objective import perturb
@@ -30,27 +31,40 @@ def perturb_uint8(images: np.ndarray, deltas: torch.Tensor, clusters: torch.Tens
 
 def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
                       assignments: torch.Tensor) -> dict:
-    """Perturb each clean training shard into a shard of the same name; returns pixel stats."""
+    """Perturb each clean training shard into a shard of the same name; returns pixel stats.
+
+    Shard j is written by rank j mod world size; rank 0 checksums them, writes meta.json and
+    renames the finished directory into place.
+    """
     tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    infos, max_change, total_change, count = [], 0, 0.0, 0
-    for info in data.shards("train"):
+    if collectives.is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    collectives.barrier()
+    rank, world = collectives.rank(), collectives.world_size()
+    stats = torch.zeros(3, dtype=torch.float64)  # max change, sum of changes, count
+    for info in data.shards("train")[rank::world]:
         with h5py.File(data.root / info.file, "r") as f:
             images, labels, index = f["images"][:], f["labels"][:], f["index"][:]
         perturbed = perturb_uint8(images, deltas, assignments[torch.from_numpy(index)])
         write_shard(tmp / info.file, perturbed, labels, index)
-        infos.append(ShardInfo(info.file, info.num_samples, sha256(tmp / info.file)))
         diff = np.abs(perturbed.astype(np.int16) - images.astype(np.int16))
-        max_change = max(max_change, int(diff.max()))
-        total_change += float(diff.sum())
-        count += diff.size
-    write_meta(tmp, f"{data.meta['dataset']}+uc", data.classes, data.image_shape,
-               {"train": infos}, {"source": str(data.root)})
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return {"max_abs_pixel_change": max_change,
-            "mean_abs_pixel_change": round(total_change / max(count, 1), 3)}
+        stats[0] = max(float(stats[0]), float(diff.max()))
+        stats[1] += float(diff.sum())
+        stats[2] += diff.size
+    maxima = collectives.assemble(stats[:1], torch.tensor([rank]), world)
+    sums = collectives.all_reduce_sum(stats[1:])
+    collectives.barrier()
+    if collectives.is_main():
+        infos = [ShardInfo(i.file, i.num_samples, sha256(tmp / i.file))
+                 for i in data.shards("train")]
+        write_meta(tmp, f"{data.meta['dataset']}+uc", data.classes, data.image_shape,
+                   {"train": infos}, {"source": str(data.root)})
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    collectives.barrier()
+    return {"max_abs_pixel_change": int(maxima.max()),
+            "mean_abs_pixel_change": round(float(sums[0] / max(float(sums[1]), 1.0)), 3)}
 
 
 def write_preview(path: Path, clean: ShardSet, unlearnable: ShardSet, deltas: torch.Tensor,
@@ -85,8 +99,11 @@ def run_generate(cfg: RunConfig, run: RunDir) -> Path:
             raise ValueError(f"{run.clusters} has {len(clusters.assignments)} assignments but the "
                              f"training set has {data.size('train')} images: rerun `hpcue cluster`")
         record.update(write_unlearnable(data, run.unlearnable, deltas, clusters.assignments))
-        write_preview(run.preview, data, open_shards(run.unlearnable), deltas, clusters,
-                      cfg.train.epsilon)
+        if collectives.is_main():
+            write_preview(run.preview, data, open_shards(run.unlearnable), deltas, clusters,
+                          cfg.train.epsilon)
     record["num_images"] = data.size("train")
-    run.write_record("generate", record)
+    if collectives.is_main():
+        run.write_record("generate", record)
+    collectives.barrier()
     return run.unlearnable

@@ -8,6 +8,7 @@ import torch
 from hpcue.data.loader import augment_batch
 from hpcue.models.generator import ClusterGenerators
 from hpcue.models.surrogate import Surrogate
+from hpcue.schedule import warmup_cosine
 from hpcue.uc.objective import perturb, target_clusters, uc_loss
 
 
@@ -21,14 +22,15 @@ class UCModule(L.LightningModule):
 
     def __init__(self, generators: ClusterGenerators, surrogate: Surrogate,
                  centers: torch.Tensor, assignments: torch.Tensor, *, offset: int, lr: float,
-                 weight_decay: float, min_lr: float, augment: str = "none") -> None:
+                 weight_decay: float, min_lr: float, augment: str = "none",
+                 warmup_epochs: float = 0.0) -> None:
         super().__init__()
         self.generators = generators
         object.__setattr__(self, "surrogate", surrogate)
         self.centers = centers.float()
         self.assignments = assignments.long()
         self.offset, self.lr, self.weight_decay, self.min_lr = offset, lr, weight_decay, min_lr
-        self.augment = augment
+        self.augment, self.warmup_epochs = augment, warmup_epochs
 
     def on_fit_start(self) -> None:
         self.surrogate.to(self.device).eval()
@@ -51,5 +53,6 @@ class UCModule(L.LightningModule):
         opt = torch.optim.Adam(self.generators.parameters(), lr=self.lr,
                                weight_decay=self.weight_decay)
         steps = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=self.min_lr)
+        warmup = round(self.warmup_epochs * steps / self.trainer.max_epochs)
+        sched = warmup_cosine(opt, steps, warmup, self.min_lr)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
