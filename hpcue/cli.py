@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from hpcue.config import ConfigError, load_config
-from hpcue.dist.topology import TopologyError
+from hpcue.dist.threads import limit_threads_per_rank
 from hpcue.rundir import RunDir
 
 STAGES = ("cluster", "train", "generate", "evaluate")
@@ -93,6 +93,9 @@ def _resolve(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    limit_threads_per_rank()  # before torch is imported
+    from hpcue.dist.topology import TopologyError
+
     try:
         if args.command == "data":
             _data_command(args)

@@ -45,12 +45,18 @@ class Throughput(Callback):
 
 
 def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
-                 callbacks: list[Callback] | None = None, accumulate: int = 1) -> L.Trainer:
-    """DDP over the process group the launcher set up (NCCL on GPUs, gloo on CPU), or plain."""
+                 callbacks: list[Callback] | None = None, accumulate: int = 1,
+                 this_rank_only: bool = False) -> L.Trainer:
+    """DDP over the process group the launcher set up (NCCL on GPUs, gloo on CPU), or plain.
+
+    Batch norm is synchronised across ranks on GPUs, so a global batch behaves as in one
+    process; torch has no SyncBatchNorm on CPU, where each rank normalises its own part.
+    """
     topo = current()
     on_gpu = topo.device.startswith("cuda")
+    distributed = topo.distributed and not this_rank_only
     strategy = "auto"
-    if topo.distributed:
+    if distributed:
         strategy = DDPStrategy(cluster_environment=RankAsNode(topo),
                                process_group_backend=topo.backend,
                                timeout=timedelta(seconds=runtime.timeout_s))
@@ -58,8 +64,9 @@ def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
         max_epochs=epochs,
         accelerator="gpu" if on_gpu else "cpu",
         devices=[int(topo.device.split(":")[1])] if on_gpu else 1,
-        num_nodes=topo.world_size,
+        num_nodes=topo.world_size if distributed else 1,
         strategy=strategy,
+        sync_batchnorm=distributed and on_gpu,
         accumulate_grad_batches=accumulate,
         precision=runtime.precision,
         deterministic=runtime.deterministic,

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from hpcue.config import RunConfig
+from hpcue.data.loader import ShardDataset, make_loader
 from hpcue.data.shards import ShardSet
 from hpcue.dist import collectives
 from hpcue.dist.topology import current
@@ -22,13 +23,19 @@ from hpcue.uc.kmeans import kmeans, purity
 
 
 def pretrain_small_surrogate(cfg: RunConfig, run: RunDir, data: ShardSet) -> Path:
-    """Debugging mode has no ImageNet weights: train the small CNN on the data for a few epochs."""
-    model = Classifier(SmallCNN(len(data.classes)), lr=cfg.surrogate.pretrain_lr, momentum=0.9,
-                       weight_decay=5e-4, augment=cfg.data.augment)
-    trainer = make_trainer(cfg.runtime, run, "surrogate", cfg.surrogate.pretrain_epochs)
-    per_rank = max(1, cfg.surrogate.pretrain_batch_size // collectives.world_size())
-    trainer.fit(model, loader(cfg, data, "train", per_rank, train=True))
+    """Debugging mode has no ImageNet weights: train the small CNN on the data for a few epochs.
+
+    Rank 0 trains it alone (seconds on a CPU) and the others wait: the surrogate, and so the
+    clusters, are then the same for any world size.
+    """
     if collectives.is_main():
+        model = Classifier(SmallCNN(len(data.classes)), lr=cfg.surrogate.pretrain_lr,
+                           momentum=0.9, weight_decay=5e-4, augment=cfg.data.augment)
+        trainer = make_trainer(cfg.runtime, run, "surrogate", cfg.surrogate.pretrain_epochs,
+                               this_rank_only=True)
+        trainer.fit(model, make_loader(ShardDataset(data, "train", cache=cfg.data.cache),
+                                       cfg.surrogate.pretrain_batch_size, shuffle=True,
+                                       seed=cfg.seed, num_workers=cfg.data.num_workers))
         atomic_write(run.surrogate, lambda tmp: torch.save(model.model.state_dict(), tmp))
     collectives.barrier()
     return run.surrogate
