@@ -157,6 +157,11 @@ if [ "$conf_changed" -eq 1 ] && { running slurmctld || running slurmd; }; then
         running slurmd || running slurmctld || break
         sleep 0.5
     done
+    if running slurmd || running slurmctld; then
+        pkill -KILL -x slurmd || true
+        pkill -KILL -x slurmctld || true
+        sleep 1
+    fi
 fi
 
 if ! running slurmctld; then

@@ -11,6 +11,7 @@ timing, in one run and on the same images:
 each through the same shuffled torch DataLoader, for num_workers 0 and 2. Every pass is one
 untimed warm-up pass then --epochs timed passes; a rate is images actually read per second in
 the fastest timed pass.
+
 Targets: hdf5 at least 5x the JPEG folder and at least 50% of the memory ceiling.
 
     python benchmarks/loader_throughput.py [--images 1024] [--batch 64] [--epochs 2]

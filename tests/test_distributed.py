@@ -125,7 +125,7 @@ def test_jsrun_emulated(one_process, tmp_path):
     out = tmp_path / "run"
     procs = _jsrun(["run", "--out", str(out), *DIST], 2, rankfile, random.randint(1000, 90000))
     outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (so, se) in zip(procs, outputs, strict=True):
+    for p, (_, se) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, se[-3000:]
     assert "launcher=lsf world_size=2 nodes=1 ranks_per_node=2" in outputs[0][0]
     assert_matches_one_process(out, one_process, "lsf")
