@@ -189,7 +189,13 @@ for i in $(seq 1 120); do   # bounded: 120 x 0.5 s = 60 s
     state="$(node_state)"
     case "$state" in
         idle|mixed|allocated|completing) break ;;
-        down*|drain*|fail*|inval*)
+        inval*)
+            # slurmd reported fewer resources than slurm.conf names: resuming cannot help
+            sleep 0.5
+            state="$(node_state)"
+            break
+            ;;
+        down*|drain*|fail*)
             if [ "$resumed" -eq 0 ] && [ "$i" -ge 4 ]; then
                 log "node is $state; resuming it"
                 scontrol update nodename="$HOST" state=resume || true
@@ -205,7 +211,7 @@ case "$state" in
     *)
         sinfo -N -l >&2 || true
         scontrol show node "$HOST" >&2 || true
-        fail "node $HOST is not idle after 60 s (state: ${state:-unknown})"
+        fail "node $HOST is not idle (state: ${state:-unknown}; waited up to 60 s)"
         ;;
 esac
 

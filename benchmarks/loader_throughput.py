@@ -5,8 +5,11 @@ raw pixels instead of decoding thousands of JPEGs. This script checks that the t
 timing, in one run and on the same images:
 
     hdf5     hpcue.data.loader.ShardDataset over a prepared shard directory ("train" split)
-    jpeg     torchvision ImageFolder decoding the source JPEGs (pil_to_tensor, float / 255)
-    memory   the same uint8 arrays already in memory, converted per item as ShardDataset does
+    jpeg     torchvision ImageFolder decoding the source JPEGs (pil_to_tensor: uint8 CHW)
+    memory   the same uint8 arrays already in memory, as uint8 CHW tensors
+
+All three yield uint8 batches, as hpcue's loaders do: the float conversion happens on the device
+after the transfer (hpcue.data.loader.to_unit), identical for every source and not measured.
 
 each through the same shuffled torch DataLoader, for num_workers 0 and 2. Every pass is one
 untimed warm-up pass then --epochs timed passes; a rate is images actually read per second in
@@ -63,12 +66,8 @@ def make_folder(root: Path, n: int, seed: int = 0) -> None:
         Image.fromarray(fake_image(rng)).save(folder / f"{i:05d}.jpg", quality=90)
 
 
-def jpeg_to_float(img: Image.Image) -> torch.Tensor:
-    return pil_to_tensor(img).float().div_(255.0)
-
-
 class MemoryImages(Dataset):
-    """uint8 N x H x W x 3 in memory; items converted exactly as ShardDataset converts them."""
+    """uint8 N x H x W x 3 in memory; items shaped exactly as ShardDataset shapes them."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
         self.images, self.labels = images, labels
@@ -77,8 +76,7 @@ class MemoryImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        image = torch.from_numpy(self.images[i]).permute(2, 0, 1).float().div_(255.0)
-        return image, torch.tensor(int(self.labels[i])), i
+        return torch.from_numpy(self.images[i]).permute(2, 0, 1), int(self.labels[i]), i
 
 
 def make_loader(dataset: Dataset, batch: int, workers: int) -> DataLoader:
@@ -117,7 +115,7 @@ def build(tmp: Path, n: int) -> dict[str, Callable[[], Dataset]]:
     train = shards.read_split("train")
     return {
         "hdf5": lambda: ShardDataset(shards, "train"),
-        "jpeg": lambda: ImageFolder(str(root), transform=jpeg_to_float),
+        "jpeg": lambda: ImageFolder(str(root), transform=pil_to_tensor),
         "memory": lambda: MemoryImages(train.images, train.labels),
     }
 

@@ -69,8 +69,8 @@ def test_reads_match_the_shards_with_and_without_workers(tmp_path):
                 seen[i] = (xi, int(yi))
         assert sorted(seen) == list(range(len(arrays)))
         for i, (x, y) in seen.items():
-            expected = torch.from_numpy(arrays.images[i]).permute(2, 0, 1).float() / 255
-            assert torch.equal(x, expected) and y == arrays.labels[i]
+            expected = torch.from_numpy(arrays.images[i]).permute(2, 0, 1)
+            assert x.dtype == torch.uint8 and torch.equal(x, expected) and y == arrays.labels[i]
 
 
 def test_bad_rank():

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpcue.data.loader import augment_batch
+from hpcue.data.loader import UnitBatches, augment_batch
 from hpcue.schedule import warmup_cosine
 
 
-class Classifier(L.LightningModule):
+class Classifier(UnitBatches, L.LightningModule):
     """Cross-entropy training; test accuracy is summed over ranks as correct / total counts."""
 
     def __init__(self, model: nn.Module, *, lr: float, momentum: float, weight_decay: float,

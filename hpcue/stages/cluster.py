@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from hpcue.config import RunConfig
-from hpcue.data.loader import ShardDataset, make_loader
+from hpcue.data.loader import ShardDataset, make_loader, to_unit
 from hpcue.data.shards import ShardSet
 from hpcue.dist import collectives
 from hpcue.dist.topology import current
@@ -49,7 +49,7 @@ def extract_features(surrogate: Surrogate, batches,
     feats, ids = [], []
     for x, _, idx in tqdm(batches, desc="features", leave=False,
                           disable=not collectives.is_main()):
-        feats.append(surrogate(x.to(device)).cpu())
+        feats.append(surrogate(to_unit(x.to(device))).cpu())
         ids.append(idx)
     return torch.cat(feats), torch.cat(ids)
 

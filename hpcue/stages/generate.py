@@ -70,7 +70,7 @@ def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
 def write_preview(path: Path, clean: ShardSet, unlearnable: ShardSet, deltas: torch.Tensor,
                   clusters: Clusters, epsilon: float) -> None:
     """One row per cluster: a clean image, its perturbed version, the perturbation amplified."""
-    from hpcue.data.loader import ShardDataset
+    from hpcue.data.loader import ShardDataset, to_unit
 
     clean_ds, ul_ds = ShardDataset(clean, "train"), ShardDataset(unlearnable, "train")
     rows = []
@@ -80,7 +80,7 @@ def write_preview(path: Path, clean: ShardSet, unlearnable: ShardSet, deltas: to
             continue
         i = int(members[0])
         amplified = (deltas[k] / (2 * epsilon) + 0.5).clamp(0, 1)
-        rows += [clean_ds[i][0], ul_ds[i][0], amplified]
+        rows += [to_unit(clean_ds[i][0]), to_unit(ul_ds[i][0]), amplified]
     grid = torch.stack(rows)
     scale = max(1, math.ceil(64 / grid.shape[-1]))
     grid = F.interpolate(grid, scale_factor=scale, mode="nearest")

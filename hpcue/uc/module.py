@@ -5,14 +5,14 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from hpcue.data.loader import augment_batch
+from hpcue.data.loader import UnitBatches, augment_batch
 from hpcue.models.generator import ClusterGenerators
 from hpcue.models.surrogate import Surrogate
 from hpcue.schedule import warmup_cosine
 from hpcue.uc.objective import perturb, target_clusters, uc_loss
 
 
-class UCModule(L.LightningModule):
+class UCModule(UnitBatches, L.LightningModule):
     """Generators are the only parameters; the surrogate is held outside the module tree.
 
     Keeping the surrogate out of ``children()`` means DDP neither wraps nor all-reduces it and
