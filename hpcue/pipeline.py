@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from hpcue.config import RunConfig, save_config
+from hpcue.config import ConfigError, RunConfig, load_config, save_config
 from hpcue.dist import collectives
 from hpcue.dist.topology import activate, detect, init_process_group
 from hpcue.rundir import RunDir, StageInputError
@@ -44,14 +44,30 @@ def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
     return STAGE_FUNCS[stage](cfg, run)
 
 
+def check_same_config(cfg: RunConfig, run: RunDir) -> None:
+    """Resuming is only sound into a run directory written with the same config."""
+    if run.config.is_file() and load_config(run.config) != cfg:
+        raise ConfigError(f"{run.root} holds a run with a different config ({run.config}); "
+                          f"use another --out, or the same config to resume it")
+
+
 def run_pipeline(cfg: RunConfig, out: Path) -> Path:
-    """cluster -> train -> generate -> evaluate; returns the path of results.json."""
-    path = Path(out)
+    """cluster -> train -> generate -> evaluate; returns the path of results.json.
+
+    Rerun on the same run directory, it skips the stages that finished and resumes a stopped
+    training from its last epoch checkpoint, so a job killed by its wall time just runs again.
+    """
+    run = RunDir(Path(out))
+    check_same_config(cfg, run)
     for stage in STAGE_FUNCS:
+        if run.stage_record(stage).is_file():
+            if collectives.is_main():
+                print(f"[hpcue] stage {stage}: done earlier ({run.stage_record(stage)})")
+            continue
         if collectives.is_main():
-            print(f"[hpcue] stage {stage} -> {path}", flush=True)
-        path_out = run_stage(stage, cfg, out)
-    return path_out
+            print(f"[hpcue] stage {stage} -> {run.root}", flush=True)
+        run_stage(stage, cfg, out)
+    return run.results
 
 
 def summary_table(results: dict) -> str:

@@ -8,7 +8,7 @@ import warnings
 from datetime import timedelta
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -44,6 +44,16 @@ class Throughput(Callback):
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
+def checkpoint_dir(run: RunDir, stage: str):
+    return run.checkpoints / stage
+
+
+def resume_path(run: RunDir, stage: str) -> str | None:
+    """The stage's last epoch checkpoint, if an earlier attempt was stopped mid-training."""
+    last = checkpoint_dir(run, stage) / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
 def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
                  callbacks: list[Callback] | None = None, accumulate: int = 1,
                  this_rank_only: bool = False) -> L.Trainer:
@@ -73,8 +83,10 @@ def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
         logger=CSVLogger(run.logs, name=stage, version=""),
         # a terminal gets a live bar; a batch log gets a line every 50 steps, not every step
         callbacks=[TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50),
+                   # every epoch: a run stopped by its wall time resumes from the last one
+                   ModelCheckpoint(dirpath=checkpoint_dir(run, stage), save_last=True,
+                                   save_top_k=1, every_n_epochs=1),
                    *(callbacks or [])],
-        enable_checkpointing=False,
         enable_model_summary=False,
         log_every_n_steps=5,
         num_sanity_val_steps=0,

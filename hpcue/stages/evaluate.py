@@ -14,7 +14,7 @@ from hpcue.models.classifier import Classifier
 from hpcue.models.victims import build_victim
 from hpcue.rundir import RunDir, atomic_write_json
 from hpcue.stages.common import batch_plan, load_data, loader, timed
-from hpcue.trainer import make_trainer
+from hpcue.trainer import make_trainer, resume_path
 
 STAGES = ("cluster", "train", "generate", "evaluate")
 
@@ -29,7 +29,8 @@ def train_victim(cfg: RunConfig, run: RunDir, train: ShardSet, test: ShardSet,
                        warmup_epochs=v.warmup_epochs)
     trainer = make_trainer(cfg.runtime, run, f"victim_{tag}", v.epochs,
                            accumulate=plan.accumulate_grad_batches)
-    trainer.fit(model, loader(cfg, train, "train", plan.micro_batch_size, train=True))
+    trainer.fit(model, loader(cfg, train, "train", plan.micro_batch_size, train=True),
+                ckpt_path=resume_path(run, f"victim_{tag}"))
     trainer.test(model, loader(cfg, test, "test", plan.per_rank_batch_size, train=False),
                  verbose=False)
     return float(model.test_accuracy)

@@ -20,7 +20,7 @@ from hpcue.stages.common import (
     loader,
     timed,
 )
-from hpcue.trainer import Throughput, make_trainer
+from hpcue.trainer import Throughput, make_trainer, resume_path
 from hpcue.uc.module import UCModule
 
 
@@ -44,7 +44,8 @@ def run_train(cfg: RunConfig, run: RunDir) -> Path:
         meter = Throughput()
         trainer = make_trainer(cfg.runtime, run, "train", cfg.train.epochs, [meter],
                                accumulate=plan.accumulate_grad_batches)
-        trainer.fit(module, loader(cfg, data, "train", plan.micro_batch_size, train=True))
+        trainer.fit(module, loader(cfg, data, "train", plan.micro_batch_size, train=True),
+                    ckpt_path=resume_path(run, "train"))
         module.generators.eval()
         with torch.no_grad():
             deltas = module.generators().cpu()

@@ -1,0 +1,54 @@
+"""A run killed mid-training and run again equals an uninterrupted run with the same seed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from tests.conftest import REPO, hpcue, tiny_sets
+
+SETS = tiny_sets(["train.epochs=40"])
+
+
+def test_killed_then_rerun_equals_uninterrupted(tmp_path):
+    whole = tmp_path / "whole"
+    hpcue("run", "--out", str(whole), *SETS)
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "hpcue.cli", "run", "--out", str(cut), *SETS],
+                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = cut / "checkpoints" / "train" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while True:  # wait for an epoch checkpoint of stage 1 past its first epoch
+        assert proc.poll() is None and time.monotonic() < deadline
+        if last.is_file():
+            try:
+                if torch.load(last, weights_only=False)["epoch"] >= 1:
+                    break
+            except Exception:  # being written
+                pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "perturbations.pt").exists()
+
+    rerun = hpcue("run", "--out", str(cut), *SETS)
+    assert "stage cluster: done earlier" in rerun.stdout
+    a = torch.load(whole / "perturbations.pt", weights_only=True)["deltas"]
+    b = torch.load(cut / "perturbations.pt", weights_only=True)["deltas"]
+    torch.testing.assert_close(a, b)
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (whole, cut))
+    for key in ("cluster_purity", "clean_test_acc", "unlearnable_test_acc"):
+        assert ra[key] == rb[key], key
+
+
+def test_rerun_with_another_config_is_refused(tmp_path):
+    out = tmp_path / "run"
+    hpcue("cluster", "--out", str(out), *SETS)
+    proc = hpcue("run", "--out", str(out), *tiny_sets(["train.epochs=41"]), check=False)
+    assert proc.returncode == 2 and "holds a run with a different config" in proc.stderr
