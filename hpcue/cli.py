@@ -48,7 +48,47 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("verify", "check checksums, shapes, labels and counts"),
                        ("info", "describe a shard directory")):
         dsub.add_parser(name, help=text).add_argument("dir", type=Path)
+    sweep = sub.add_parser("sweep", help="batch-size sweeps: render, submit, status, local")
+    ssub = sweep.add_subparsers(dest="sweep_command", required=True)
+    rend = ssub.add_parser("render", help="one job script per point, from jobs/ templates")
+    rend.add_argument("spec", type=Path)
+    rend.add_argument("--scheduler", required=True, help="slurm or lsf")
+    rend.add_argument("--out", type=Path, required=True)
+    for name, text in (("submit", "sbatch/bsub every unfinished point"),
+                       ("status", "where each point stands"),
+                       ("local", "run every unfinished point here, one after another")):
+        p = ssub.add_parser(name, help=text)
+        p.add_argument("spec", type=Path)
+        p.add_argument("--runs", type=Path, default=Path("runs"))
+        if name == "local":
+            p.add_argument("--mpiexec", type=int, metavar="N", help="run each point under "
+                                                                   "mpiexec -n N")
+    rep = sub.add_parser("report", help="CSV, Markdown table and plots from a runs directory")
+    rep.add_argument("runs", type=Path)
+    rep.add_argument("--out", type=Path, help="default: RUNS/report")
     return parser
+
+
+def _sweep_command(args: argparse.Namespace) -> int:
+    from hpcue.sweep import submit as sweeps
+    from hpcue.sweep.render import render
+    from hpcue.sweep.spec import load_sweep
+
+    sweep = load_sweep(args.spec)
+    if args.sweep_command == "render":
+        paths = render(sweep, args.scheduler, args.out)
+        print(f"[hpcue] rendered {len(paths)} {args.scheduler} scripts into {args.out}")
+    elif args.sweep_command == "submit":
+        sweeps.submit(sweep, args.runs)
+    elif args.sweep_command == "status":
+        for point, state in sweeps.status(sweep, args.runs).items():
+            print(f"{point}: {state}")
+    else:
+        failed = sweeps.run_local(sweep, args.runs, args.mpiexec)
+        if failed:
+            print(f"hpcue: error: points failed: {', '.join(failed)}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def _data_command(args: argparse.Namespace) -> None:
@@ -99,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "data":
             _data_command(args)
+            return 0
+        if args.command == "sweep":
+            return _sweep_command(args)
+        if args.command == "report":
+            from hpcue.sweep.report import report
+
+            for kind, path in report(args.runs, args.out).items():
+                print(f"[hpcue] {kind}: {path}")
             return 0
         cfg, out = _resolve(args)
         from hpcue.pipeline import print_summary, run_pipeline, run_stage, start

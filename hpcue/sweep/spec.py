@@ -1,0 +1,194 @@
+"""Sweep specs and machine profiles: data sets x global batch sizes x seeds, as job points.
+
+A spec names configs (one per data set), the batch sizes and seeds to cross (and optionally lr
+rules, K and eps), nodes per point and a machine profile from ``configs/machines/``. Every point
+is validated as a full run config before anything is rendered or submitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hpcue.config import ConfigError, RunConfig, load_config
+
+MACHINES_DIR = Path("configs") / "machines"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MachineProfile(_Strict):
+    name: str
+    scheduler: Literal["slurm", "lsf"]
+    gpus_per_node: int = Field(ge=0)
+    cores_per_node: int = Field(ge=1)
+    ranks_per_node: int = Field(ge=1)
+    cpus_per_task: int = Field(1, ge=1)
+    launch: str                       # srun/jsrun line; {world_size}, {ranks_per_node}, {nodes}
+    account_required: bool = False
+    partition: str | None = None      # Slurm
+    queue: str | None = None          # LSF
+    setup: list[str] = []             # environment lines: modules, venv
+
+
+def parse_walltime(text: str) -> int:
+    """'HH:MM:SS', 'HH:MM' or 'D-HH:MM:SS' -> minutes (rounded up)."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d{1,3}):(\d{2})(?::(\d{2}))?", str(text).strip())
+    if not m or int(m.group(3)) >= 60 or (m.group(4) and int(m.group(4)) >= 60):
+        raise ValueError(f"malformed walltime {text!r}: expected HH:MM:SS, HH:MM or D-HH:MM:SS")
+    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    total = days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    if total <= 0:
+        raise ValueError(f"walltime {text!r} is zero")
+    return total
+
+
+class SweepSpec(_Strict):
+    name: str
+    machine: str
+    configs: list[Path] = Field(min_length=1)
+    global_batch_sizes: list[int] = Field(min_length=1)
+    seeds: list[int] = [0]
+    lr_scaling: list[Literal["none", "linear", "sqrt"]] | None = None
+    num_clusters: list[int] | None = None
+    epsilon: list[float] | None = None
+    nodes: int = Field(1, ge=1)
+    ranks_per_node: int | None = Field(None, ge=1)  # default: the machine's
+    walltime: str = "01:00:00"
+    account: str | None = None
+    overrides: list[str] = []
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, value: str) -> str:
+        parse_walltime(value)
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise ValueError(f"sweep name {value!r}: use letters, digits, '.', '_' and '-'")
+        return value
+
+
+@dataclass
+class Point:
+    name: str
+    config: Path
+    overrides: list[str]
+    nodes: int
+    ranks_per_node: int
+    run_config: RunConfig = field(repr=False)
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.ranks_per_node
+
+
+@dataclass
+class Sweep:
+    spec: SweepSpec
+    machine: MachineProfile
+    points: list[Point]
+    source: Path
+
+    def digest(self) -> str:
+        """Identifies what the sweep directory was written for."""
+        blob = json.dumps({"spec": self.spec.model_dump(mode="json"),
+                           "machine": self.machine.model_dump(mode="json")}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load_yaml(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def _errors(exc: ValidationError, source: Path) -> ConfigError:
+    lines = [f"{source}: {'.'.join(map(str, e['loc']))}: "
+             f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+             for e in exc.errors()]
+    return ConfigError("invalid sweep:\n  " + "\n  ".join(
+        line.replace("Value error, ", "") for line in lines))
+
+
+def load_machine(name: str, machines_dir: Path = MACHINES_DIR) -> MachineProfile:
+    path = machines_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in machines_dir.glob("*.yaml"))
+        raise ConfigError(f"unknown machine profile {name!r}: no {path} "
+                          f"(known: {', '.join(known) or 'none'})")
+    try:
+        return MachineProfile.model_validate(_load_yaml(path, "machine profile"))
+    except ValidationError as exc:
+        raise _errors(exc, path) from None
+
+
+def _slug(config: RunConfig) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", config.data.dataset).strip("-")
+
+
+def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
+    """Read, expand and validate a sweep: every point must be a valid, divisible run."""
+    path = Path(path)
+    try:
+        spec = SweepSpec.model_validate(_load_yaml(path, "sweep spec"))
+    except ValidationError as exc:
+        raise _errors(exc, path) from None
+    machine = load_machine(spec.machine, machines_dir)
+    if machine.account_required and not spec.account:
+        raise ConfigError(f"{path}: machine {machine.name!r} needs an account (set account:)")
+    per_node = spec.ranks_per_node or machine.ranks_per_node
+    if machine.gpus_per_node and per_node > machine.gpus_per_node:
+        raise ConfigError(f"{path}: {per_node} ranks per node but {machine.name} has "
+                          f"{machine.gpus_per_node} GPUs a node")
+    world = spec.nodes * per_node
+    axes = [spec.configs, spec.global_batch_sizes, spec.seeds, spec.lr_scaling or [None],
+            spec.num_clusters or [None], spec.epsilon or [None]]
+    points = []
+    for config, batch, seed, rule, k, eps in product(*axes):
+        sets = list(spec.overrides) + [f"train.global_batch_size={batch}", f"seed={seed}"]
+        parts = [f"b{batch}", f"s{seed}"]
+        if rule is not None:
+            sets += [f"train.lr_scaling={rule}"]
+            parts.append(f"lr{rule}")
+        if k is not None:
+            sets.append(f"cluster.num_clusters={k}")
+            parts.append(f"k{k}")
+        if eps is not None:
+            sets.append(f"train.epsilon={eps}")
+            parts.append(f"eps{eps:g}")
+        try:
+            cfg = load_config(config, sets)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: point {config} {' '.join(parts)}: {exc}") from None
+        for section in ("train", "victim"):
+            gbs = getattr(cfg, section).global_batch_size
+            if gbs % world:
+                raise ConfigError(f"{path}: point {config} {' '.join(parts)}: {section} global "
+                                  f"batch {gbs} is not divisible by the world size {world} "
+                                  f"({spec.nodes} nodes x {per_node} ranks)")
+        points.append(Point(f"{_slug(cfg)}-{'-'.join(parts)}", Path(config), sets, spec.nodes,
+                            per_node, cfg))
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: two points share a name; give each config its own data set")
+    return Sweep(spec, machine, points, path)
