@@ -163,3 +163,42 @@ def test_killed_rank_ends_the_job(tmp_path):
     assert procs[0].returncode != 0
     assert time.monotonic() - t0 < 120  # bounded by runtime.timeout_s, not a hang
     assert not (out / "perturbations.pt").exists() and not (out / "results.json").exists()
+
+
+def test_lsf_script_jsrun_line_runs_under_emulated_jsrun(tmp_path, monkeypatch):
+    """Render an LSF script for a 2-rank profile and run its jsrun line with jsrun's variables."""
+    import re
+    import shlex
+
+    import yaml
+
+    from hpcue.sweep.render import render_point
+    from hpcue.sweep.spec import load_sweep
+
+    machines = tmp_path / "machines"
+    machines.mkdir()
+    (machines / "minisummit.yaml").write_text(yaml.safe_dump({
+        "name": "minisummit", "scheduler": "lsf", "gpus_per_node": 0, "cores_per_node": 2,
+        "ranks_per_node": 2, "launch": "jsrun -n{world_size} -r{ranks_per_node} -a1 -c1",
+        "account_required": True, "queue": "debug"}))
+    spec = yaml.safe_load((REPO / "configs" / "sweeps" / "digits-local.yaml").read_text())
+    spec.update(name="mini", machine="minisummit", account="ABC", global_batch_sizes=[64])
+    spec["overrides"] = spec["overrides"] + ["runtime.timeout_s=60"]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(REPO)
+    sweep = load_sweep(tmp_path / "spec.yaml", machines)
+    script = render_point(sweep, sweep.points[0], "lsf", tmp_path / "runs")
+    line = next(x for x in script.splitlines() if x.startswith("jsrun "))
+    words = shlex.split(line.removesuffix(" &"))
+    n, r = (int(re.search(rf"-{f}(\d+)", line).group(1)) for f in ("n", "r"))
+    assert (n, r) == (2, 2) and words[words.index("hpcue") + 1] == "run"
+    args = words[words.index("hpcue") + 1:]
+    rankfile = _rankfile(tmp_path, [socket.gethostname()] * r)
+    procs = _jsrun(args, n, rankfile, random.randint(1000, 90000))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, se) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, se[-3000:]
+    assert "launcher=lsf world_size=2 nodes=1 ranks_per_node=2" in outputs[0][0]
+    results = json.loads((tmp_path / "runs" / "mini" / sweep.points[0].name /
+                          "results.json").read_text())
+    assert results["world_size"] == 2 and results["global_batch_size"] == 64

@@ -48,3 +48,51 @@ def test_sbatch_srun_two_tasks(slurm, one_process, tmp_path):  # noqa: F811
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{logs[-4000:]}"
     assert "launcher=slurm world_size=2 nodes=1 ranks_per_node=2 backend=gloo" in logs
     assert_matches_one_process(out, one_process, "slurm")
+
+
+def test_sweep_submitted_to_slurm_then_reported(slurm, tmp_path):
+    import csv
+    import json
+    import os
+    import time
+
+    runs = tmp_path / "runs"
+    env = _env(PATH=f"{BIN}:{os.environ['PATH']}")
+    spec = "configs/sweeps/digits-local.yaml"
+    proc = subprocess.run([str(BIN / "hpcue"), "sweep", "submit", spec, "--runs", str(runs)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    jobs = json.loads((runs / "digits-local" / "submitted.json").read_text())
+    ids = {v[-1] for v in jobs.values()}
+    assert len(ids) == 2
+    deadline = time.monotonic() + 900
+    while ids & set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
+                                   text=True).stdout.split()):
+        assert time.monotonic() < deadline, "sweep jobs did not finish"
+        time.sleep(2)
+    status = subprocess.run([str(BIN / "hpcue"), "sweep", "status", spec, "--runs", str(runs)],
+                            cwd=REPO, env=env, capture_output=True, text=True).stdout
+    assert status.count(": finished") == 2, status
+    logs = "".join(p.read_text() for p in runs.rglob("slurm-*.out"))
+    assert logs.count("launcher=slurm world_size=2") == 2
+
+    # a second submit skips the finished points
+    again = subprocess.run([str(BIN / "hpcue"), "sweep", "submit", spec, "--runs", str(runs)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.stdout.count("finished, skipped") == 2
+
+    hpcue_report = subprocess.run([str(BIN / "hpcue"), "report", str(runs)], cwd=REPO, env=env,
+                                  capture_output=True, text=True)
+    assert hpcue_report.returncode == 0, hpcue_report.stderr
+    rows = {int(r["global_batch_size"]): r for r in
+            csv.DictReader((runs / "report" / "report.csv").open())}
+    for point, batch in (("digits-b32-s0", 32), ("digits-b64-s0", 64)):
+        result = json.loads((runs / "digits-local" / point / "results.json").read_text())
+        assert result["world_size"] == 2 and result["launcher"] == "slurm"
+        assert float(rows[batch]["clean_test_acc_mean"]) == result["clean_test_acc"]
+        assert float(rows[batch]["unlearnable_test_acc_mean"]) == result["unlearnable_test_acc"]
+        assert int(rows[batch]["world_size"]) == 2
+    md = (runs / "report" / "report.md").read_text()
+    assert "| digits | 32 | 2 | none | 1 |" in md
+    for png in ("unlearnable_vs_batch.png", "throughput_vs_world_size.png"):
+        assert (runs / "report" / png).stat().st_size > 1000

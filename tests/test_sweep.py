@@ -1,0 +1,140 @@
+"""Sweep specs, job scripts (golden files, bash -n), bad input, and the report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hpcue.config import ConfigError
+from hpcue.sweep.render import render, render_point
+from hpcue.sweep.report import report
+from hpcue.sweep.spec import load_sweep, parse_walltime
+from hpcue.sweep.submit import claim_sweep_dir, submit
+from tests.conftest import REPO, hpcue
+
+GOLDEN = REPO / "tests" / "golden"
+SWEEPS = REPO / "configs" / "sweeps"
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    monkeypatch.chdir(REPO)  # specs name configs relative to the repository root
+
+
+@pytest.mark.parametrize("spec,index,scheduler,golden", [
+    ("digits-local.yaml", 0, "slurm", "digits-local-digits-b32-s0.sbatch"),
+    ("paper-summit.yaml", 0, "lsf", "paper-summit-first.bsub"),
+    ("paper-frontier.yaml", -1, "slurm", "paper-frontier-last.sbatch"),
+])
+def test_rendered_scripts_match_reviewed_golden_files(spec, index, scheduler, golden):
+    sweep = load_sweep(SWEEPS / spec)
+    assert render_point(sweep, sweep.points[index], scheduler) == (GOLDEN / golden).read_text()
+
+
+@pytest.mark.parametrize("spec,scheduler,count", [
+    ("digits-local.yaml", "slurm", 2), ("paper-summit.yaml", "lsf", 90),
+    ("paper-frontier.yaml", "slurm", 60)])
+def test_every_rendered_script_passes_bash_n(spec, scheduler, count, tmp_path):
+    paths = render(load_sweep(SWEEPS / spec), scheduler, tmp_path)
+    assert len(paths) == count
+    for path in paths:
+        proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{path}: {proc.stderr}"
+
+
+def test_summit_jsrun_line_and_lsf_directives():
+    sweep = load_sweep(SWEEPS / "paper-summit.yaml")
+    text = render_point(sweep, sweep.points[0], "lsf")
+    assert "jsrun -n12 -r6 -a1 -g1 -c7 -bpacked:7 hpcue run" in text
+    for directive in ("#BSUB -P ABC123", "#BSUB -W 02:00", "#BSUB -nnodes 2", "#BSUB -q batch",
+                      "#BSUB -J paper-summit-", "#BSUB -o ", "#BSUB -e ", "#BSUB -wa URG"):
+        assert directive in text
+
+
+def _spec(tmp_path, **changes) -> Path:
+    data = yaml.safe_load((SWEEPS / "digits-local.yaml").read_text())
+    data.update(changes)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"machine": "cray-xyz"}, "unknown machine profile 'cray-xyz'"),
+    ({"global_batch_sizes": [33]}, "train global batch 33 is not divisible by the world size 2"),
+    ({"walltime": "90 minutes"}, "malformed walltime '90 minutes'"),
+    ({"walltime": "01:75:00"}, "malformed walltime '01:75:00'"),
+    ({"machine": "summit"}, "machine 'summit' needs an account"),
+    ({"colour": "red"}, "colour: unknown key"),
+    ({"overrides": ["train.bogus=1"]}, "train.bogus: unknown key"),
+])
+def test_bad_specs(tmp_path, changes, message):
+    with pytest.raises(ConfigError) as err:
+        load_sweep(_spec(tmp_path, **changes))
+    assert message in str(err.value)
+
+
+def test_unknown_or_mismatched_scheduler(tmp_path):
+    sweep = load_sweep(SWEEPS / "digits-local.yaml")
+    with pytest.raises(ConfigError, match="unknown scheduler 'pbs'"):
+        render(sweep, "pbs", tmp_path / "a")
+    with pytest.raises(ConfigError, match="machine profile 'local' uses slurm, not lsf"):
+        render(sweep, "lsf", tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    proc = hpcue("sweep", "render", str(SWEEPS / "digits-local.yaml"), "--scheduler", "pbs",
+                 "--out", str(tmp_path / "c"), check=False)
+    assert proc.returncode == 2 and "unknown scheduler 'pbs'" in proc.stderr
+
+
+def test_walltime_parsing():
+    assert parse_walltime("02:00") == 120 and parse_walltime("00:20:00") == 20
+    assert parse_walltime("1-00:00:30") == 1441
+
+
+def test_sweep_dir_of_another_spec_is_refused_before_submitting(tmp_path):
+    runs = tmp_path / "runs"
+    claim_sweep_dir(load_sweep(SWEEPS / "digits-local.yaml"), runs)
+    other = load_sweep(_spec(tmp_path, global_batch_sizes=[16, 64]))
+    with pytest.raises(ConfigError, match="was written by a different sweep spec"):
+        submit(other, runs)
+    assert not (runs / "digits-local" / "submitted.json").exists()
+
+
+def _fake_result(root: Path, name: str, batch: int, seed: int, clean: float, unl: float):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({
+        "dataset": "digits", "global_batch_size": batch, "world_size": 2, "seed": seed,
+        "clean_test_acc": clean, "unlearnable_test_acc": unl, "cluster_purity": 0.8,
+        "seconds": {"cluster": 1.0, "train": 2.0}, "stage1_images_per_second": 100.0 * batch,
+        "stage1_batch": {"lr_scaling": "none"}}))
+
+
+def test_report_means_stds_and_missing_points(tmp_path):
+    runs = tmp_path / "runs" / "sw"
+    _fake_result(runs, "b32-s0", 32, 0, 0.9, 0.5)
+    _fake_result(runs, "b32-s1", 32, 1, 0.8, 0.7)
+    _fake_result(runs, "b64-s0", 64, 0, 0.95, 0.6)
+    (runs / "sweep.json").write_text(json.dumps({"points": ["b32-s0", "b32-s1", "b64-s0",
+                                                             "b128-s0"]}))
+    paths = report(tmp_path / "runs")
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [(r["global_batch_size"], r["seeds"]) for r in rows] == [("32", "2"), ("64", "1")]
+    assert float(rows[0]["clean_test_acc_mean"]) == pytest.approx(0.85)
+    assert float(rows[0]["unlearnable_test_acc_std"]) == pytest.approx(0.1414, abs=1e-4)
+    md = paths["markdown"].read_text()
+    assert "| digits | 32 | 2 | none | 2 | 0.8500 ± 0.0707 | 0.6000 ± 0.1414 |" in md
+    assert "Missing or failed points (1): sw/b128-s0" in md
+    for key in ("batch_plot", "throughput_plot"):
+        assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_nothing_is_an_error(tmp_path):
+    proc = hpcue("report", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "no results.json found" in proc.stderr
+    assert not (tmp_path / "report").exists()
