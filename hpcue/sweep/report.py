@@ -80,6 +80,19 @@ def markdown(rows: list[dict], missing: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
 def plot(rows: list[dict], out: Path) -> list[Path]:
     import matplotlib
 
@@ -98,14 +111,9 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         ax.plot(xs, [r["clean_test_acc_mean"] for r in mine], linestyle="--",
                 color=line[0].get_color(), label=f"{dataset}: clean")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("global batch size")
-    ax.set_ylabel("victim accuracy on the clean test set")
-    ax.set_title("Unlearnability against batch size (lower is better protection)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "unlearnable_vs_batch.png")
-    atomic_write(paths[-1], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    paths.append(_finish(fig, ax, out / "unlearnable_vs_batch.png", "global batch size",
+                         "victim accuracy on the clean test set",
+                         "Unlearnability against batch size (lower is better protection)"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for dataset in sorted({r["dataset"] for r in rows}):
@@ -116,14 +124,8 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         worlds = sorted(by_world)
         ax.plot(worlds, [statistics.mean(by_world[w]) for w in worlds], marker="o",
                 label=dataset)
-    ax.set_xlabel("world size (ranks)")
-    ax.set_ylabel("stage-1 images per second")
-    ax.set_title("Throughput against world size")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "throughput_vs_world_size.png")
-    atomic_write(paths[-1], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    paths.append(_finish(fig, ax, out / "throughput_vs_world_size.png", "world size (ranks)",
+                         "stage-1 images per second", "Throughput against world size"))
     return paths
 
 

@@ -15,10 +15,9 @@ from itertools import product
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hpcue.config import ConfigError, RunConfig, load_config
+from hpcue.config import ConfigError, RunConfig, format_errors, load_config, read_yaml_mapping
 
 MACHINES_DIR = Path("configs") / "machines"
 
@@ -110,24 +109,8 @@ class Sweep:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _load_yaml(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    return data
-
-
 def _errors(exc: ValidationError, source: Path) -> ConfigError:
-    lines = [f"{source}: {'.'.join(map(str, e['loc']))}: "
-             f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
-             for e in exc.errors()]
-    return ConfigError("invalid sweep:\n  " + "\n  ".join(
-        line.replace("Value error, ", "") for line in lines))
+    return ConfigError(format_errors(exc, str(source)))
 
 
 def load_machine(name: str, machines_dir: Path = MACHINES_DIR) -> MachineProfile:
@@ -137,7 +120,7 @@ def load_machine(name: str, machines_dir: Path = MACHINES_DIR) -> MachineProfile
         raise ConfigError(f"unknown machine profile {name!r}: no {path} "
                           f"(known: {', '.join(known) or 'none'})")
     try:
-        return MachineProfile.model_validate(_load_yaml(path, "machine profile"))
+        return MachineProfile.model_validate(read_yaml_mapping(path, "machine profile"))
     except ValidationError as exc:
         raise _errors(exc, path) from None
 
@@ -150,7 +133,7 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
     """Read, expand and validate a sweep: every point must be a valid, divisible run."""
     path = Path(path)
     try:
-        spec = SweepSpec.model_validate(_load_yaml(path, "sweep spec"))
+        spec = SweepSpec.model_validate(read_yaml_mapping(path, "sweep spec"))
     except ValidationError as exc:
         raise _errors(exc, path) from None
     machine = load_machine(spec.machine, machines_dir)
