@@ -20,6 +20,8 @@ from hpcue.rundir import RunDir
 # Lightning's advice on worker counts and small logging intervals is noise for tiny debug runs.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*training batches.*smaller than the logging.*")
+# epoch metrics are progress display only; results are all-reduced explicitly where they count
+warnings.filterwarnings("ignore", message=r".*recommended to use `self.log\(.*sync_dist=True.*")
 
 
 class Throughput(Callback):
