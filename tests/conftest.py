@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,8 +38,3 @@ def tiny_sets(extra: list[str] | None = None) -> list[str]:
     for item in TINY + (extra or []):
         out += ["--set", item]
     return out
-
-
-@pytest.fixture
-def tiny_args():
-    return tiny_sets
