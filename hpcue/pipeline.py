@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
                               f"`hpcue cluster --out {run.root}` or `hpcue run`")
     if collectives.is_main():
         run.root.mkdir(parents=True, exist_ok=True)
+        if run.config.is_file() and load_config(run.config) != cfg:
+            # a stage rerun with other settings: old epoch checkpoints must not be resumed
+            shutil.rmtree(run.checkpoints, ignore_errors=True)
         save_config(cfg, run.config)
     collectives.barrier()
     return STAGE_FUNCS[stage](cfg, run)

@@ -52,3 +52,15 @@ def test_rerun_with_another_config_is_refused(tmp_path):
     hpcue("cluster", "--out", str(out), *SETS)
     proc = hpcue("run", "--out", str(out), *tiny_sets(["train.epochs=41"]), check=False)
     assert proc.returncode == 2 and "holds a run with a different config" in proc.stderr
+
+
+def test_stage_rerun_with_other_settings_does_not_resume_old_checkpoints(tmp_path):
+    out, fresh = tmp_path / "run", tmp_path / "fresh"
+    hpcue("run", "--out", str(out), *tiny_sets())
+    assert (out / "checkpoints" / "victim_clean" / "last.ckpt").is_file()
+    hpcue("evaluate", "--out", str(out), "--set", "victim.epochs=3")
+    hpcue("run", "--out", str(fresh), *tiny_sets(["victim.epochs=3"]))
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (out, fresh))
+    # trained anew for 3 epochs, exactly as a fresh run; not resumed from the 2-epoch victims
+    assert (ra["clean_test_acc"], ra["unlearnable_test_acc"]) == (
+        rb["clean_test_acc"], rb["unlearnable_test_acc"])
