@@ -9,9 +9,7 @@ from pathlib import Path
 
 from hpcue.config import ConfigError, load_config
 from hpcue.dist.threads import limit_threads_per_rank
-from hpcue.rundir import RunDir
-
-STAGES = ("cluster", "train", "generate", "evaluate")
+from hpcue.rundir import STAGES, RunDir
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:

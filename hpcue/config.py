@@ -234,10 +234,15 @@ def save_config(cfg: RunConfig, path: Path) -> None:
     atomic_write_text(path, dump_config(cfg))
 
 
-def check_consistency(cfg: RunConfig, num_train: int) -> None:
-    """Checks that need the data: K cannot exceed the number of training images."""
+def check_consistency(cfg: RunConfig, num_train: int, num_test: int | None = None,
+                      world_size: int = 1) -> None:
+    """Checks that need the data: K within the training set, every rank some samples."""
     if cfg.cluster.num_clusters > num_train:
         raise ConfigError(
             f"cluster.num_clusters={cfg.cluster.num_clusters} is larger than the training set "
             f"of {cfg.data.dataset} ({num_train} images)"
         )
+    for split, n in (("train", num_train), ("test", num_test)):
+        if n is not None and n < world_size:
+            raise ConfigError(f"the {split} split of {cfg.data.dataset} has {n} images, fewer "
+                              f"than the {world_size} ranks: a rank would have none")

@@ -10,18 +10,15 @@ from pathlib import Path
 from hpcue.config import ConfigError, RunConfig, load_config, save_config
 from hpcue.dist import collectives
 from hpcue.dist.topology import activate, detect, init_process_group
-from hpcue.rundir import RunDir, StageInputError
+from hpcue.rundir import STAGES, RunDir, StageInputError
 from hpcue.stages.cluster import run_cluster
+from hpcue.stages.common import batch_plan
 from hpcue.stages.evaluate import run_evaluate
 from hpcue.stages.generate import run_generate
 from hpcue.stages.train import run_train
 
-STAGE_FUNCS: dict[str, Callable[[RunConfig, RunDir], Path]] = {
-    "cluster": run_cluster,
-    "train": run_train,
-    "generate": run_generate,
-    "evaluate": run_evaluate,
-}
+STAGE_FUNCS: dict[str, Callable[[RunConfig, RunDir], Path]] = dict(zip(
+    STAGES, (run_cluster, run_train, run_generate, run_evaluate), strict=True))
 
 
 def start(cfg: RunConfig) -> None:
@@ -33,24 +30,57 @@ def start(cfg: RunConfig) -> None:
         print(f"[hpcue] {topo.summary()}", flush=True)
 
 
+def validate(cfg: RunConfig) -> None:
+    """Config errors that need the world size, found before anything is written."""
+    for section in ("train", "victim"):
+        batch_plan(cfg, section)
+
+
 def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
+    """Run one stage; rank 0 decides what is kept, the others follow its decision.
+
+    A stage that runs again invalidates itself and every later stage (records, outputs and
+    epoch checkpoints), so nothing derived from its old outputs is skipped or resumed later.
+    A config error in a run directory this call created removes the directory again.
+    """
+    validate(cfg)
     run = RunDir(Path(out))
-    if stage != "cluster" and not run.root.is_dir():
-        raise StageInputError(f"run directory {run.root} does not exist: start with "
-                              f"`hpcue cluster --out {run.root}` or `hpcue run`")
+    created = False
     if collectives.is_main():
-        run.root.mkdir(parents=True, exist_ok=True)
-        if run.config.is_file() and load_config(run.config) != cfg:
-            # a stage rerun with other settings: old epoch checkpoints must not be resumed
-            shutil.rmtree(run.checkpoints, ignore_errors=True)
-        save_config(cfg, run.config)
-    collectives.barrier()
-    return STAGE_FUNCS[stage](cfg, run)
+        created = not run.root.exists()
+        if stage != "cluster" and created:
+            error = (f"run directory {run.root} does not exist: start with "
+                     f"`hpcue cluster --out {run.root}` or `hpcue run`")
+        else:
+            error = None
+            run.root.mkdir(parents=True, exist_ok=True)
+            if run.config.is_file() and load_config(run.config) != cfg:
+                # other settings: nothing earlier may be resumed, by this stage or later ones
+                shutil.rmtree(run.checkpoints, ignore_errors=True)
+            cleared = run.clear_from(stage)
+            if cleared:
+                print(f"[hpcue] cleared earlier results of: {', '.join(cleared)}", flush=True)
+            save_config(cfg, run.config)
+        error = collectives.broadcast_object(error)
+    else:
+        error = collectives.broadcast_object(None)
+    if error:
+        raise StageInputError(error)
+    try:
+        return STAGE_FUNCS[stage](cfg, run)
+    except ConfigError:
+        if created:
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
 
 
 def check_same_config(cfg: RunConfig, run: RunDir) -> None:
-    """Resuming is only sound into a run directory written with the same config."""
-    if run.config.is_file() and load_config(run.config) != cfg:
+    """Resuming is only sound into a run directory written with the same config.
+
+    A directory whose stages never finished holds nothing worth protecting: it is reused.
+    """
+    if (run.config.is_file() and load_config(run.config) != cfg
+            and any(run.stage_record(s).is_file() for s in STAGES)):
         raise ConfigError(f"{run.root} holds a run with a different config ({run.config}); "
                           f"use another --out, or the same config to resume it")
 
@@ -60,14 +90,26 @@ def run_pipeline(cfg: RunConfig, out: Path) -> Path:
 
     Rerun on the same run directory, it skips the stages that finished and resumes a stopped
     training from its last epoch checkpoint, so a job killed by its wall time just runs again.
+    Rank 0 decides what to skip, so ranks never disagree about a file one of them saw late.
     """
+    validate(cfg)
     run = RunDir(Path(out))
-    check_same_config(cfg, run)
-    for stage in STAGE_FUNCS:
-        if run.stage_record(stage).is_file():
-            if collectives.is_main():
+    todo: list[str] | str = []
+    if collectives.is_main():
+        try:
+            check_same_config(cfg, run)
+            done = [s for s in STAGES if run.stage_record(s).is_file()]
+            # everything after the first unfinished stage runs again
+            first = next((i for i, s in enumerate(STAGES) if s not in done), len(STAGES))
+            todo = list(STAGES[first:])
+            for stage in STAGES[:first]:
                 print(f"[hpcue] stage {stage}: done earlier ({run.stage_record(stage)})")
-            continue
+        except ConfigError as exc:
+            todo = str(exc)
+    todo = collectives.broadcast_object(todo)
+    if isinstance(todo, str):
+        raise ConfigError(todo)
+    for stage in todo:
         if collectives.is_main():
             print(f"[hpcue] stage {stage} -> {run.root}", flush=True)
         run_stage(stage, cfg, out)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+#: The pipeline's stages in order; each reads what the ones before it wrote.
+STAGES = ("cluster", "train", "generate", "evaluate")
 
 
 class StageInputError(FileNotFoundError):
@@ -27,6 +31,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        # mkstemp creates 0600; a result file gets the mode any other new file would get
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -86,6 +94,39 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    def stage_outputs(self, stage: str) -> list[Path]:
+        """What ``stage`` writes, so that a rerun can clear what was derived from it."""
+        return {
+            "cluster": [self.clusters, self.surrogate, self.checkpoints / "surrogate"],
+            "train": [self.perturbations, self.checkpoints / "train"],
+            "generate": [self.unlearnable, self.preview],
+            "evaluate": [self.results, self.checkpoints / "victim_clean",
+                         self.checkpoints / "victim_unlearnable"],
+        }[stage]
+
+    def clear_from(self, stage: str) -> list[str]:
+        """Called (rank 0) before ``stage`` runs: forget what must not survive it.
+
+        Later stages' files were derived from this stage's old outputs: their records,
+        outputs and epoch checkpoints go. The stage itself keeps its epoch checkpoints (a
+        stopped training resumes) unless it had finished, in which case it starts afresh.
+        Returns the stages whose finished results were cleared.
+        """
+        cleared = []
+        for name in STAGES[STAGES.index(stage):]:
+            record = self.stage_record(name)
+            if name == stage and not record.exists():
+                continue
+            if record.exists():
+                cleared.append(name)
+            record.unlink(missing_ok=True)
+            for path in self.stage_outputs(name):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        return cleared
 
     def stage_record(self, stage: str) -> Path:
         return self.root / "stages" / f"{stage}.json"

@@ -87,3 +87,10 @@ def test_cli_stage_before_its_input_exists(tmp_path):
     assert proc.returncode == 2
     assert f"run directory {out} does not exist" in proc.stderr
     assert not out.exists()
+
+
+def test_split_smaller_than_world_size():
+    cfg = load_config(None, ["cluster.num_clusters=2"])
+    check_consistency(cfg, 20, 3, world_size=3)
+    with pytest.raises(ConfigError, match="test split of digits has 2 images, fewer than the 3"):
+        check_consistency(cfg, 20, 2, world_size=3)

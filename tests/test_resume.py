@@ -64,3 +64,30 @@ def test_stage_rerun_with_other_settings_does_not_resume_old_checkpoints(tmp_pat
     # trained anew for 3 epochs, exactly as a fresh run; not resumed from the 2-epoch victims
     assert (ra["clean_test_acc"], ra["unlearnable_test_acc"]) == (
         rb["clean_test_acc"], rb["unlearnable_test_acc"])
+
+
+def test_stage_rerun_clears_the_stages_derived_from_it(tmp_path):
+    out = tmp_path / "run"
+    hpcue("run", "--out", str(out), *tiny_sets())
+    train = hpcue("train", "--out", str(out), "--set", "train.epsilon=0.02")
+    assert "cleared earlier results of: train, generate, evaluate" in train.stdout
+    for gone in ("stages/generate.json", "stages/evaluate.json", "results.json", "unlearnable",
+                 "preview.png", "checkpoints/victim_clean"):
+        assert not (out / gone).exists(), gone
+    rerun = hpcue("run", "--out", str(out))  # the saved config, now with the new epsilon
+    assert "stage train: done earlier" in rerun.stdout
+    assert "stage generate ->" in rerun.stdout and "stage evaluate ->" in rerun.stdout
+    assert json.loads((out / "results.json").read_text())["epsilon"] == 0.02
+
+
+def test_config_error_found_late_leaves_no_run_directory(tmp_path):
+    out = tmp_path / "run"
+    proc = hpcue("run", "--out", str(out), *tiny_sets(["cluster.num_clusters=5000"]),
+                 check=False)
+    assert proc.returncode == 2 and "num_clusters=5000 is larger than the training set" in (
+        proc.stderr)
+    assert not out.exists()
+    proc = hpcue("run", "--out", str(out), *tiny_sets(["runtime.max_micro_batch=5"]),
+                 check=False)
+    assert proc.returncode == 2 and "not a multiple of runtime.max_micro_batch=5" in proc.stderr
+    assert not out.exists()

@@ -46,7 +46,7 @@ def load_data(cfg: RunConfig, run: RunDir) -> ShardSet:
             prepare(d.dataset, d.root, run.data, opts)
         collectives.barrier()
         shards = open_shards(run.data)
-    check_consistency(cfg, shards.size("train"))
+    check_consistency(cfg, shards.size("train"), shards.size("test"), collectives.world_size())
     return shards
 
 

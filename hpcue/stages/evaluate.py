@@ -12,11 +12,9 @@ from hpcue.dist import collectives
 from hpcue.dist.topology import current
 from hpcue.models.classifier import Classifier
 from hpcue.models.victims import build_victim
-from hpcue.rundir import RunDir, atomic_write_json
+from hpcue.rundir import STAGES, RunDir, atomic_write_json
 from hpcue.stages.common import batch_plan, load_data, loader, timed
 from hpcue.trainer import make_trainer, resume_path
-
-STAGES = ("cluster", "train", "generate", "evaluate")
 
 
 def train_victim(cfg: RunConfig, run: RunDir, train: ShardSet, test: ShardSet,
