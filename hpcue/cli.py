@@ -132,6 +132,7 @@ def _resolve(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limit_threads_per_rank()  # before torch is imported
+    from hpcue.dist.collectives import PeerError
     from hpcue.dist.topology import TopologyError
 
     try:
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path = run_stage(args.command, cfg, out)
             print(f"[hpcue] {args.command}: wrote {path}")
-    except (ConfigError, FileNotFoundError, ValueError, TopologyError) as exc:
+    except (ConfigError, OSError, ValueError, TopologyError, PeerError) as exc:
         if os.environ.get("HPCUE_DEBUG"):
             raise
         print(f"hpcue: error: {exc}", file=sys.stderr)

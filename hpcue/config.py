@@ -120,6 +120,8 @@ class RuntimeConfig(_Section):
     launcher: Literal["auto", "local", "torchrun", "slurm", "lsf", "mpi"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     timeout_s: float = Field(600.0, gt=0)   # every collective; a dead rank ends the job
+    # how long the other ranks wait while rank 0 alone prepares data or pretrains a surrogate
+    setup_timeout_s: float = Field(3600.0, gt=0)
     max_micro_batch: int | None = Field(None, gt=0)  # per-device limit -> accumulation
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
     deterministic: bool = True

@@ -24,7 +24,7 @@ STAGE_FUNCS: dict[str, Callable[[RunConfig, RunDir], Path]] = dict(zip(
 def start(cfg: RunConfig) -> None:
     """Find the launcher's topology, join the process group, say what was found (rank 0)."""
     topo = detect(cfg.runtime.launcher, cfg.runtime.accelerator)
-    init_process_group(topo, cfg.runtime.timeout_s)
+    init_process_group(topo, cfg.runtime.timeout_s, cfg.runtime.setup_timeout_s)
     activate(topo)
     if topo.is_main:
         print(f"[hpcue] {topo.summary()}", flush=True)
@@ -41,7 +41,7 @@ def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
 
     A stage that runs again invalidates itself and every later stage (records, outputs and
     epoch checkpoints), so nothing derived from its old outputs is skipped or resumed later.
-    A config error in a run directory this call created removes the directory again.
+    Bad input (config, data) found in a run directory this call created removes it again.
     """
     validate(cfg)
     run = RunDir(Path(out))
@@ -68,7 +68,7 @@ def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
         raise StageInputError(error)
     try:
         return STAGE_FUNCS[stage](cfg, run)
-    except ConfigError:
+    except (ValueError, OSError, collectives.PeerError):  # bad input, not a crash to resume
         if created:
             shutil.rmtree(run.root, ignore_errors=True)
         raise

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from hpcue.config import RuntimeConfig
+from hpcue.dist import collectives
 from hpcue.dist.lightning_env import RankAsNode
 from hpcue.dist.topology import current
 from hpcue.rundir import RunDir
@@ -51,9 +52,12 @@ def checkpoint_dir(run: RunDir, stage: str):
 
 
 def resume_path(run: RunDir, stage: str) -> str | None:
-    """The stage's last epoch checkpoint, if an earlier attempt was stopped mid-training."""
+    """The stage's last epoch checkpoint, if an earlier attempt was stopped mid-training.
+
+    Rank 0 looks and tells the others, so all ranks resume from the same point or none does.
+    """
     last = checkpoint_dir(run, stage) / "last.ckpt"
-    return str(last) if last.is_file() else None
+    return collectives.broadcast_object(str(last) if last.is_file() else None)
 
 
 def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,

@@ -95,11 +95,41 @@ def test_rerun_keeps_finished_shards(tmp_path):
     out = _prepare("imagefolder", root, tmp_path / "o", shards=3).root
     first = out / "train-00000-of-00003.h5"
     mtime = first.stat().st_mtime_ns
-    (out / "meta.json").unlink()                      # as if killed before the end
+    _as_if_killed(out)
     (out / "train-00002-of-00003.h5").unlink()
     prepare("imagefolder", root, out, PrepareOptions(image_size=32, shards=3))
     assert first.stat().st_mtime_ns == mtime          # not rewritten
     assert verify(out)["train"] > 0
+    assert not (out / "prepare.json").exists()
+
+
+def _as_if_killed(out):
+    """What a prepare killed before its end leaves: shards and prepare.json, no meta.json."""
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "prepare.json").write_text(json.dumps(meta["recipe"]))
+    (out / "meta.json").unlink()
+
+
+def test_rerun_with_another_recipe_never_mixes_shards(tmp_path):
+    root = fabricate.image_folder(tmp_path / "raw", per_class=8)
+    out = _prepare("imagefolder", root, tmp_path / "o", shards=3, seed=1).root
+    _as_if_killed(out)
+    (out / "notes.txt").write_text("the user's own file")
+    # another seed draws another train/test split: no old shard may be kept
+    prepare("imagefolder", root, out, PrepareOptions(image_size=32, shards=3, seed=2))
+    fresh = _prepare("imagefolder", root, tmp_path / "fresh", shards=3, seed=2)
+    for split in ("train", "test"):
+        assert np.array_equal(open_shards(out).read_split(split).images,
+                              fresh.read_split(split).images)
+    assert (out / "notes.txt").is_file()
+    # a finished directory is not silently reused, nor overwritten, for another recipe
+    with pytest.raises(ShardError, match="prepared with .* choose another --out"):
+        prepare("imagefolder", root, out, PrepareOptions(image_size=32, shards=2, seed=2))
+    replaced = prepare("imagefolder", root, out, PrepareOptions(image_size=32, shards=2, seed=2),
+                       replace_other=True)
+    assert len(open_shards(replaced).paths("train")) == 2
+    assert sorted(p.name for p in out.glob("train-*")) == [
+        "train-00000-of-00002.h5", "train-00001-of-00002.h5"]
 
 
 # -- bad input: one clear error naming the file, and nothing left behind ---------------------
@@ -204,6 +234,8 @@ def test_cli_prepare_verify_info(tmp_path):
     (["prepare", "imagefolder", "--root", "NOPE", "--out", "X"], "NOPE: image folder not found"),
     (["prepare", "digits", "--out", "X", "--compression", "zstd"], "unknown compression 'zstd'"),
     (["verify", "NOPE"], "meta.json not found"),
+    (["prepare", "flowers102", "--out", "X"], "flowers102 needs --root"),
+    (["prepare", "imagefolder", "--out", "X"], "imagefolder needs --root"),
 ])
 def test_cli_errors(tmp_path, args, message):
     args = [str(tmp_path / a) if a in ("X", "NOPE") else a for a in args]
@@ -211,3 +243,17 @@ def test_cli_errors(tmp_path, args, message):
     assert proc.returncode == 2 and message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "X").exists()
+
+
+def test_damaged_shard_is_one_clear_error_in_a_run(tmp_path):
+    shards = tmp_path / "shards"
+    hpcue("data", "prepare", "digits", "--out", str(shards), "--image-size", "16",
+          "--shards", "2")
+    victim = shards / "train-00001-of-00002.h5"
+    victim.write_bytes(victim.read_bytes()[:2000])  # truncated
+    proc = hpcue("run", "--out", str(tmp_path / "run"), "--set", f"data.shards={shards}",
+                 "--set", "data.image_size=16", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{victim}: not a readable HDF5 shard" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from hpcue.data.shards import ShardSet
+from hpcue.data.shards import ShardError, ShardSet, open_h5
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -83,7 +83,10 @@ class ShardDataset(Dataset):
         if self._pid != os.getpid():
             self._handles, self._pid = {}, os.getpid()
         if s not in self._handles:
-            self._handles[s] = h5py.File(self.paths[s], "r")["images"]
+            f = open_h5(self.paths[s])
+            if "images" not in f:
+                raise ShardError(f"{self.paths[s]}: no 'images' dataset")
+            self._handles[s] = f["images"]
         return self._handles[s]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:

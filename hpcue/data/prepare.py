@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from hpcue.data.registry import importer
+from hpcue.data.registry import check_dataset_name, importer
 from hpcue.data.shards import COMPRESSIONS, META, ShardError, open_shards, write_meta, write_split
+from hpcue.rundir import atomic_write_json
 
 
 @dataclass
@@ -34,23 +37,56 @@ def _check_options(opts: PrepareOptions) -> None:
                          f"got {opts.image_size}")
 
 
-def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions) -> Path:
+MANIFEST = "prepare.json"  # the options the shards in a directory are being written with
+
+
+def _recipe(name: str, opts: PrepareOptions) -> dict:
+    """What decides the bytes of every shard; a directory is reused only for the same recipe."""
+    return {"dataset": name, "image_size": opts.image_size, "shards": opts.shards,
+            "compression": opts.compression, "size": opts.size, "seed": opts.seed,
+            "test_fraction": opts.test_fraction}
+
+
+_OURS = re.compile(rf"\w+-\d{{5}}-of-\d{{5}}\.h5|\..+\.tmp|{re.escape(META)}|{re.escape(MANIFEST)}")
+
+
+def _our_files(out: Path) -> list[Path]:
+    """Shards, meta, manifest and temporaries: never a user's own file in the same folder."""
+    return [p for p in out.iterdir() if p.is_file() and _OURS.fullmatch(p.name)]
+
+
+def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions,
+            replace_other: bool = False) -> Path:
     """Import every split into memory (all input checked first), then write shards and meta.
 
-    A finished directory for the same data set and size is reused. A failure removes what this
-    call wrote; a killed prepare leaves finished shards that a rerun keeps.
+    A finished directory with the same recipe (data set, sizes, shards, seed, split) is reused;
+    one with another recipe is an error, or is replaced when ``replace_other`` (a run
+    directory's own copy). A killed prepare leaves finished shards and prepare.json; a rerun
+    keeps the shards only if the recipe matches, so shards of two recipes never mix. A failure
+    removes what this call wrote.
     """
     _check_options(opts)
+    check_dataset_name(name)
+    if root is None and name != "digits":
+        raise ValueError(f"{name} needs --root, the folder holding its raw files "
+                         f"(data.root in a config)")
     out = Path(out)
+    recipe = _recipe(name, opts)
     if (out / META).is_file():
         meta = open_shards(out).meta
-        if meta["dataset"] == name and meta["image_shape"][0] == opts.image_size:
+        if meta.get("recipe") == recipe:
             return out
-        raise ShardError(f"{out} already holds {meta['dataset']} at "
-                         f"{meta['image_shape'][0]} px; choose another --out")
+        if not replace_other:
+            raise ShardError(f"{out} already holds {meta['dataset']} prepared with "
+                             f"{meta.get('recipe')}, not {recipe}; choose another --out")
     splits = importer(name)(root, opts.image_size, opts)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    manifest = out / MANIFEST
+    if not manifest.is_file() or json.loads(manifest.read_text()) != recipe:
+        for path in _our_files(out):  # another recipe's shards must not be kept
+            path.unlink()
+        atomic_write_json(manifest, recipe)
     before = set(out.iterdir())
     try:
         total = sum(len(a) for a in splits.values())
@@ -61,7 +97,9 @@ def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions) -> Pa
                                            opts.shards, opts.compression, bar)
         first = next(iter(splits.values()))
         write_meta(out, name, first.classes, first.images.shape[1:], infos,
-                   {"source_root": str(root) if root else None, "compression": opts.compression})
+                   {"source_root": str(root) if root else None, "compression": opts.compression,
+                    "recipe": recipe})
+        manifest.unlink()
     except Exception:  # bad input: leave nothing; an interrupt keeps finished shards
         if created:
             shutil.rmtree(out, ignore_errors=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,26 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def open_h5(path: Path) -> h5py.File:
+    """Open a shard for reading; an unreadable file is one ShardError that names it."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ShardError(f"{path}: not a readable HDF5 shard ({exc}); check the directory with "
+                         f"`hpcue data verify {Path(path).parent}`") from None
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[h5py.File]:
+    """``with reading(path) as f``: a missing dataset or a failed read is a ShardError too."""
+    with open_h5(path) as f:
+        try:
+            yield f
+        except (OSError, KeyError) as exc:
+            raise ShardError(f"{path}: damaged shard ({exc}); check the directory with "
+                             f"`hpcue data verify {Path(path).parent}`") from None
 
 
 def shard_bounds(n: int, num_shards: int) -> list[tuple[int, int]]:
@@ -118,7 +140,7 @@ class ShardSet:
     def labels(self, split: str) -> np.ndarray:
         out = []
         for path in self.paths(split):
-            with h5py.File(path, "r") as f:
+            with reading(path) as f:
                 out.append(f["labels"][:])
         return np.concatenate(out)
 
@@ -128,7 +150,7 @@ class ShardSet:
 
         images, labels = [], []
         for path in self.paths(split):
-            with h5py.File(path, "r") as f:
+            with reading(path) as f:
                 images.append(f["images"][:])
                 labels.append(f["labels"][:])
         return ImageArrays(np.concatenate(images), np.concatenate(labels), self.classes)

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
+
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
+_LONG_WAIT: dist.ProcessGroup | None = None
+
+
+class PeerError(RuntimeError):
+    """Rank 0 failed at work the other ranks were waiting for; they stop with its message."""
 
 
 def active() -> bool:
@@ -51,9 +62,39 @@ def assemble(values: torch.Tensor, ids: torch.Tensor, total: int) -> torch.Tenso
     return all_reduce_sum(full)
 
 
-def broadcast_object(obj):
+def broadcast_object(obj, group: dist.ProcessGroup | None = None):
+    """Rank 0's ``obj`` on every rank (pickled; for decisions and small records)."""
     if not active():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
+
+
+def init_long_wait_group(timeout_s: float) -> None:
+    """A gloo group with its own, longer timeout, for ranks that wait while rank 0 works alone.
+
+    Collective calls within the job keep the short timeout that catches a dead rank quickly.
+    """
+    global _LONG_WAIT
+    _LONG_WAIT = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+
+
+def on_main(work: Callable[[], T], what: str) -> T | None:
+    """Run ``work`` on rank 0 alone; the others wait (up to runtime.setup_timeout_s).
+
+    If it fails, rank 0 raises its own error and every other rank a PeerError naming it, so
+    each process ends with one clear line instead of a timeout or a traceback.
+    """
+    result, error = None, None
+    if is_main():
+        try:
+            result = work()
+        except Exception as exc:  # every kind: the other ranks must hear of it
+            error = exc
+    message = broadcast_object(None if error is None else f"{error}", group=_LONG_WAIT)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise PeerError(f"rank 0 failed while {what}: {message}")
+    return result

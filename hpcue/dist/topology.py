@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from hpcue.dist import collectives
 from lightning.fabric.plugins.environments import (
     ClusterEnvironment,
     LightningEnvironment,
@@ -190,7 +191,7 @@ def detect(launcher: str = "auto", accelerator: str = "auto") -> Topology:
                     device, env)
 
 
-def init_process_group(topo: Topology, timeout_s: float) -> None:
+def init_process_group(topo: Topology, timeout_s: float, setup_timeout_s: float) -> None:
     """One process group for every stage; Lightning's DDP finds it and reuses it.
 
     Address and port come from the job (Slurm job id, LSB_JOBID, torchrun's rendezvous, or
@@ -205,6 +206,7 @@ def init_process_group(topo: Topology, timeout_s: float) -> None:
     dist.init_process_group(
         topo.backend, init_method=f"tcp://{env.main_address}:{env.main_port}",
         rank=topo.rank, world_size=topo.world_size, timeout=timedelta(seconds=timeout_s))
+    collectives.init_long_wait_group(setup_timeout_s)
 
 
 _ACTIVE: Topology | None = None

@@ -28,7 +28,7 @@ def pretrain_small_surrogate(cfg: RunConfig, run: RunDir, data: ShardSet) -> Pat
     Rank 0 trains it alone (seconds on a CPU) and the others wait: the surrogate, and so the
     clusters, are then the same for any world size.
     """
-    if collectives.is_main():
+    def pretrain() -> None:
         model = Classifier(SmallCNN(len(data.classes)), lr=cfg.surrogate.pretrain_lr,
                            momentum=0.9, weight_decay=5e-4, augment=cfg.data.augment)
         trainer = make_trainer(cfg.runtime, run, "surrogate", cfg.surrogate.pretrain_epochs,
@@ -37,7 +37,8 @@ def pretrain_small_surrogate(cfg: RunConfig, run: RunDir, data: ShardSet) -> Pat
                                        cfg.surrogate.pretrain_batch_size, shuffle=True,
                                        seed=cfg.seed, num_workers=cfg.data.num_workers))
         atomic_write(run.surrogate, lambda tmp: torch.save(model.model.state_dict(), tmp))
-    collectives.barrier()
+
+    collectives.on_main(pretrain, "pretraining the small surrogate")
     return run.surrogate
 
 

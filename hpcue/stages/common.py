@@ -40,11 +40,10 @@ def load_data(cfg: RunConfig, run: RunDir) -> ShardSet:
             raise ShardError(f"{d.shards} was prepared at {shards.image_shape[0]} px but the "
                              f"config says data.image_size={d.image_size}")
     else:  # rank 0 prepares into the run directory, the others wait and read it
-        if collectives.is_main():
-            opts = PrepareOptions(image_size=d.image_size, shards=d.num_shards, seed=cfg.seed,
-                                  test_fraction=d.test_fraction)
-            prepare(d.dataset, d.root, run.data, opts)
-        collectives.barrier()
+        opts = PrepareOptions(image_size=d.image_size, shards=d.num_shards, seed=cfg.seed,
+                              test_fraction=d.test_fraction)
+        collectives.on_main(lambda: prepare(d.dataset, d.root, run.data, opts, replace_other=True),
+                            f"preparing {d.dataset} into {run.data}")
         shards = open_shards(run.data)
     check_consistency(cfg, shards.size("train"), shards.size("test"), collectives.world_size())
     return shards

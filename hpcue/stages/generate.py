@@ -10,7 +10,6 @@ import math
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,14 @@ from torchvision.utils import save_image
 
 from hpcue.config import RunConfig
 from hpcue.data.arrays import to_float, to_uint8
-from hpcue.data.shards import ShardInfo, ShardSet, sha256, write_meta, write_shard
+from hpcue.data.shards import (
+    ShardInfo,
+    ShardSet,
+    reading,
+    sha256,
+    write_meta,
+    write_shard,
+)
 from hpcue.dist import collectives
 from hpcue.rundir import RunDir, atomic_write
 from hpcue.stages.common import Clusters, load_clusters, load_data, load_deltas, timed
@@ -44,7 +50,7 @@ def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
     rank, world = collectives.rank(), collectives.world_size()
     stats = torch.zeros(3, dtype=torch.float64)  # max change, sum of changes, count
     for info in data.shards("train")[rank::world]:
-        with h5py.File(data.root / info.file, "r") as f:
+        with reading(data.root / info.file) as f:
             images, labels, index = f["images"][:], f["labels"][:], f["index"][:]
         perturbed = perturb_uint8(images, deltas, assignments[torch.from_numpy(index)])
         write_shard(tmp / info.file, perturbed, labels, index)
