@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     limit_threads_per_rank()  # before torch is imported
     from hpcue.dist.collectives import PeerError
     from hpcue.dist.topology import TopologyError
+    from hpcue.sweep.submit import SchedulerError
 
     try:
         if args.command == "data":
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path = run_stage(args.command, cfg, out)
             print(f"[hpcue] {args.command}: wrote {path}")
-    except (ConfigError, OSError, ValueError, TopologyError, PeerError) as exc:
+    except (ConfigError, OSError, ValueError, TopologyError, PeerError, SchedulerError) as exc:
         if os.environ.get("HPCUE_DEBUG"):
             raise
         print(f"hpcue: error: {exc}", file=sys.stderr)

@@ -202,3 +202,19 @@ def test_lsf_script_jsrun_line_runs_under_emulated_jsrun(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "runs" / "mini" / sweep.points[0].name /
                           "results.json").read_text())
     assert results["world_size"] == 2 and results["global_batch_size"] == 64
+
+
+def test_rank0_setup_failure_reaches_every_rank(tmp_path):
+    # rank 0 alone prepares the data; its error must end the other rank too, clearly and at once
+    out = tmp_path / "run"
+    missing = tmp_path / "no-such-folder"
+    proc = subprocess.run(
+        [str(BIN / "mpiexec"), "-n", "2", str(BIN / "hpcue"), "run", "--out", str(out), *DIST,
+         "--set", "data.dataset=imagefolder", "--set", f"data.root={missing}"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert f"hpcue: error: {missing}: image folder not found" in proc.stderr
+    assert (f"hpcue: error: rank 0 failed while preparing imagefolder into {out / 'data'}: "
+            f"{missing}: image folder not found") in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()

@@ -65,6 +65,12 @@ def test_sweep_submitted_to_slurm_then_reported(slurm, tmp_path):
     jobs = json.loads((runs / "digits-local" / "submitted.json").read_text())
     ids = {v[-1] for v in jobs.values()}
     assert len(ids) == 2
+    # submitted again while they are queued or running: left alone, never a second job
+    early = subprocess.run([str(BIN / "hpcue"), "sweep", "submit", spec, "--runs", str(runs)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert early.returncode == 0, early.stderr
+    assert early.stdout.count("still queued or running, skipped") == 2, early.stdout
+    assert json.loads((runs / "digits-local" / "submitted.json").read_text()) == jobs
     deadline = time.monotonic() + 900
     while ids & set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
                                    text=True).stdout.split()):
@@ -80,6 +86,12 @@ def test_sweep_submitted_to_slurm_then_reported(slurm, tmp_path):
     again = subprocess.run([str(BIN / "hpcue"), "sweep", "submit", spec, "--runs", str(runs)],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert again.stdout.count("finished, skipped") == 2
+    # a queue that cannot be read (here: a Slurm config that does not exist) submits nothing
+    blind = subprocess.run([str(BIN / "hpcue"), "sweep", "submit", spec, "--runs", str(runs)],
+                           cwd=REPO, env={**env, "SLURM_CONF": str(tmp_path / "none.conf")},
+                           capture_output=True, text=True, timeout=120)
+    assert blind.returncode == 2 and "cannot read the queue with `squeue" in blind.stderr
+    assert json.loads((runs / "digits-local" / "submitted.json").read_text()) == jobs
 
     hpcue_report = subprocess.run([str(BIN / "hpcue"), "report", str(runs)], cwd=REPO, env=env,
                                   capture_output=True, text=True)

@@ -20,6 +20,11 @@ from hpcue.sweep.render import point_dir, render, run_command, sweep_dir
 from hpcue.sweep.spec import Sweep
 
 SUBMIT = {"slurm": "sbatch", "lsf": "bsub"}
+QUEUE = {"slurm": ["squeue", "-h", "-o", "%i"], "lsf": ["bjobs", "-noheader", "-o", "jobid"]}
+
+
+class SchedulerError(RuntimeError):
+    """sbatch/bsub or squeue/bjobs failed or is missing: nothing more is submitted."""
 
 
 def claim_sweep_dir(sweep: Sweep, runs: Path) -> Path:
@@ -46,48 +51,62 @@ def finished(sweep: Sweep, runs: Path) -> set[str]:
 def _job_id(output: str) -> str:
     m = re.search(r"Submitted batch job (\d+)", output) or re.search(r"Job <(\d+)>", output)
     if not m:
-        raise RuntimeError(f"could not read a job id from: {output.strip()!r}")
+        raise SchedulerError(f"could not read a job id from: {output.strip()!r}")
     return m.group(1)
 
 
+def _queued(scheduler: str) -> set[str] | None:
+    """Job ids in the queue (pending or running); None when the queue cannot be read here."""
+    args = QUEUE[scheduler]
+    if shutil.which(args[0]) is None:
+        return None
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode:
+        return None
+    return {job.split("[")[0] for job in proc.stdout.split()}  # array jobs: 123[4] -> 123
+
+
 def submit(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
-    """Render and submit every unfinished point; returns {point: job id} of this call."""
+    """Render and submit every point that is neither finished nor in the queue.
+
+    Returns {point: job id} of this call. A point whose last job is still pending or running
+    is left alone (two jobs on one run directory would race); so the queue must be readable.
+    """
     scheduler = sweep.machine.scheduler
-    tool = shutil.which(SUBMIT[scheduler])
-    if tool is None:
-        raise ConfigError(f"{SUBMIT[scheduler]} not found on PATH: is this a {scheduler} "
-                          f"login node?")
     root = claim_sweep_dir(sweep, runs)
     scripts = render(sweep, scheduler, root / "jobs", runs)
+    tool = shutil.which(SUBMIT[scheduler])
+    if tool is None:
+        raise SchedulerError(f"{SUBMIT[scheduler]} not found on PATH: is this a {scheduler} "
+                             f"login node?")
+    queued = _queued(scheduler)
+    if queued is None:
+        raise SchedulerError(f"cannot read the queue with `{' '.join(QUEUE[scheduler])}`, so "
+                             f"cannot tell which points are already queued; nothing submitted")
     done = finished(sweep, runs)
     record_path = root / "submitted.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     new = {}
     for point, script in zip(sweep.points, scripts, strict=True):
+        jobs = record.get(point.name, [])
         if point.name in done:
             print(f"[hpcue] {point.name}: finished, skipped")
             continue
+        if jobs and jobs[-1] in queued:
+            print(f"[hpcue] {point.name}: job {jobs[-1]} still queued or running, skipped")
+            continue
         point_dir(sweep, point, runs).mkdir(parents=True, exist_ok=True)
-        if scheduler == "slurm":
-            proc = subprocess.run([tool, str(script)], capture_output=True, text=True)
-        else:
-            proc = subprocess.run([tool], stdin=script.open(), capture_output=True, text=True)
+        with script.open() as fh:  # sbatch reads the file, bsub its standard input
+            proc = subprocess.run([tool, str(script)] if scheduler == "slurm" else [tool],
+                                  stdin=None if scheduler == "slurm" else fh,
+                                  capture_output=True, text=True)
         if proc.returncode:
-            raise RuntimeError(f"{tool} {script} failed: {proc.stderr.strip()}")
+            raise SchedulerError(f"{tool} {script} failed: {proc.stderr.strip()}")
         new[point.name] = _job_id(proc.stdout)
         record.setdefault(point.name, []).append(new[point.name])
         atomic_write_json(record_path, record)
         print(f"[hpcue] {point.name}: job {new[point.name]}")
     return new
-
-
-def _queued(scheduler: str) -> set[str]:
-    tool = "squeue" if scheduler == "slurm" else "bjobs"
-    if shutil.which(tool) is None:
-        return set()
-    args = [tool, "-h", "-o", "%i"] if scheduler == "slurm" else [tool, "-noheader", "-o", "jobid"]
-    out = subprocess.run(args, capture_output=True, text=True).stdout
-    return set(out.split())
 
 
 def status(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
@@ -102,6 +121,8 @@ def status(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
         jobs = record.get(p.name, [])
         if p.name in done:
             states[p.name] = "finished"
+        elif jobs and queued is None:
+            states[p.name] = f"submitted (job {jobs[-1]}); the queue is not readable here"
         elif jobs and jobs[-1] in queued:
             states[p.name] = f"queued or running (job {jobs[-1]})"
         elif jobs:
