@@ -42,6 +42,13 @@ class Throughput(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.seconds += time.perf_counter() - self._t0
 
+    # kept in epoch checkpoints, so a resumed training reports the whole training's rate
+    def state_dict(self) -> dict:
+        return {"images": self.images, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.images, self.seconds = state["images"], state["seconds"]
+
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0

@@ -11,7 +11,8 @@ import torch
 
 from tests.conftest import REPO, hpcue, tiny_sets
 
-SETS = tiny_sets(["train.epochs=40"])
+# crop_flip: a resumed run must draw the same augmentation as an uninterrupted one
+SETS = tiny_sets(["train.epochs=40", "data.augment=crop_flip"])
 
 
 def test_killed_then_rerun_equals_uninterrupted(tmp_path):
@@ -45,6 +46,9 @@ def test_killed_then_rerun_equals_uninterrupted(tmp_path):
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (whole, cut))
     for key in ("cluster_purity", "clean_test_acc", "unlearnable_test_acc"):
         assert ra[key] == rb[key], key
+    # the throughput meter is resumed too: every epoch's images counted once
+    ta, tb = (json.loads((d / "stages" / "train.json").read_text()) for d in (whole, cut))
+    assert ta["train_images"] == tb["train_images"] > 0 and tb["images_per_second"] > 0
 
 
 def test_rerun_with_another_config_is_refused(tmp_path):

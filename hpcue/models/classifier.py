@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpcue.data.loader import UnitBatches, augment_batch
+from hpcue.data.loader import UnitBatches
 from hpcue.schedule import warmup_cosine
 
 
@@ -15,11 +15,11 @@ class Classifier(UnitBatches, L.LightningModule):
     """Cross-entropy training; test accuracy is summed over ranks as correct / total counts."""
 
     def __init__(self, model: nn.Module, *, lr: float, momentum: float, weight_decay: float,
-                 augment: str = "none", warmup_epochs: float = 0.0) -> None:
+                 augment: str = "none", warmup_epochs: float = 0.0, seed: int = 0) -> None:
         super().__init__()
         self.model = model
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.augment, self.warmup_epochs = augment, warmup_epochs
+        self.augment, self.augment_seed, self.warmup_epochs = augment, seed, warmup_epochs
         self.test_accuracy: float | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -27,7 +27,7 @@ class Classifier(UnitBatches, L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, _ = batch
-        logits = self(augment_batch(images, self.augment))
+        logits = self(self.augmented(images, batch_idx))
         loss = F.cross_entropy(logits, labels)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=len(images))

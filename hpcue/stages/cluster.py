@@ -30,7 +30,8 @@ def pretrain_small_surrogate(cfg: RunConfig, run: RunDir, data: ShardSet) -> Pat
     """
     def pretrain() -> None:
         model = Classifier(SmallCNN(len(data.classes)), lr=cfg.surrogate.pretrain_lr,
-                           momentum=0.9, weight_decay=5e-4, augment=cfg.data.augment)
+                           momentum=0.9, weight_decay=5e-4, augment=cfg.data.augment,
+                           seed=cfg.seed)
         trainer = make_trainer(cfg.runtime, run, "surrogate", cfg.surrogate.pretrain_epochs,
                                this_rank_only=True)
         trainer.fit(model, make_loader(ShardDataset(data, "train", cache=cfg.data.cache),

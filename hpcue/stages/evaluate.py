@@ -24,7 +24,7 @@ def train_victim(cfg: RunConfig, run: RunDir, train: ShardSet, test: ShardSet,
     v, plan = cfg.victim, batch_plan(cfg, "victim")
     model = Classifier(build_victim(v.arch, len(train.classes)), lr=plan.effective_lr,
                        momentum=v.momentum, weight_decay=v.weight_decay, augment=cfg.data.augment,
-                       warmup_epochs=v.warmup_epochs)
+                       warmup_epochs=v.warmup_epochs, seed=cfg.seed)
     trainer = make_trainer(cfg.runtime, run, f"victim_{tag}", v.epochs,
                            accumulate=plan.accumulate_grad_batches)
     trainer.fit(model, loader(cfg, train, "train", plan.micro_batch_size, train=True),

@@ -30,7 +30,8 @@ def build_module(cfg: RunConfig, surrogate, clusters, plan: BatchPlan) -> UCModu
                                    t.generator_width, t.generator_blocks, t.bound, seed=cfg.seed)
     return UCModule(generators, surrogate, clusters.centers, clusters.assignments,
                     offset=t.target_offset, lr=plan.effective_lr, weight_decay=t.weight_decay,
-                    min_lr=t.min_lr, augment=cfg.data.augment, warmup_epochs=t.warmup_epochs)
+                    min_lr=t.min_lr, augment=cfg.data.augment, warmup_epochs=t.warmup_epochs,
+                    seed=cfg.seed)
 
 
 def run_train(cfg: RunConfig, run: RunDir) -> Path:

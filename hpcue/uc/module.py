@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from hpcue.data.loader import UnitBatches, augment_batch
+from hpcue.data.loader import UnitBatches
 from hpcue.models.generator import ClusterGenerators
 from hpcue.models.surrogate import Surrogate
 from hpcue.schedule import warmup_cosine
@@ -23,14 +23,14 @@ class UCModule(UnitBatches, L.LightningModule):
     def __init__(self, generators: ClusterGenerators, surrogate: Surrogate,
                  centers: torch.Tensor, assignments: torch.Tensor, *, offset: int, lr: float,
                  weight_decay: float, min_lr: float, augment: str = "none",
-                 warmup_epochs: float = 0.0) -> None:
+                 warmup_epochs: float = 0.0, seed: int = 0) -> None:
         super().__init__()
         self.generators = generators
         object.__setattr__(self, "surrogate", surrogate)
         self.centers = centers.float()
         self.assignments = assignments.long()
         self.offset, self.lr, self.weight_decay, self.min_lr = offset, lr, weight_decay, min_lr
-        self.augment, self.warmup_epochs = augment, warmup_epochs
+        self.augment, self.augment_seed, self.warmup_epochs = augment, seed, warmup_epochs
 
     def on_fit_start(self) -> None:
         self.surrogate.to(self.device).eval()
@@ -39,7 +39,7 @@ class UCModule(UnitBatches, L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, _labels, index = batch
-        images = augment_batch(images, self.augment)
+        images = self.augmented(images, batch_idx)
         clusters = self.assignments[index]
         perturbed = perturb(images, self.generators(), clusters)
         features = self.surrogate(perturbed)
