@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("spec", type=Path)
     rend.add_argument("--scheduler", required=True, help="slurm or lsf")
     rend.add_argument("--out", type=Path, required=True)
+    rend.add_argument("--runs", type=Path, default=Path("runs"),
+                      help="where the points' run directories go (created, for the job logs)")
     for name, text in (("submit", "sbatch/bsub every unfinished point"),
                        ("status", "where each point stands"),
                        ("local", "run every unfinished point here, one after another")):
@@ -74,7 +76,7 @@ def _sweep_command(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.spec)
     if args.sweep_command == "render":
-        paths = render(sweep, args.scheduler, args.out)
+        paths = render(sweep, args.scheduler, args.out, args.runs)
         print(f"[hpcue] rendered {len(paths)} {args.scheduler} scripts into {args.out}")
     elif args.sweep_command == "submit":
         sweeps.submit(sweep, args.runs)

@@ -13,7 +13,7 @@ import yaml
 from hpcue.config import ConfigError
 from hpcue.sweep.render import render, render_point
 from hpcue.sweep.report import report
-from hpcue.sweep.spec import load_sweep, parse_walltime
+from hpcue.sweep.spec import MachineProfile, load_sweep, parse_walltime
 from hpcue.sweep.submit import claim_sweep_dir, submit
 from tests.conftest import REPO, hpcue
 
@@ -40,8 +40,12 @@ def test_rendered_scripts_match_reviewed_golden_files(spec, index, scheduler, go
     ("digits-local.yaml", "slurm", 2), ("paper-summit.yaml", "lsf", 90),
     ("paper-frontier.yaml", "slurm", 60)])
 def test_every_rendered_script_passes_bash_n(spec, scheduler, count, tmp_path):
-    paths = render(load_sweep(SWEEPS / spec), scheduler, tmp_path)
+    sweep = load_sweep(SWEEPS / spec)
+    paths = render(sweep, scheduler, tmp_path, tmp_path / "runs")
     assert len(paths) == count
+    # the job logs' folders exist before anything is submitted
+    assert sorted(d.name for d in (tmp_path / "runs" / sweep.spec.name).iterdir()) == sorted(
+        p.name for p in sweep.points)
     for path in paths:
         proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{path}: {proc.stderr}"
@@ -138,3 +142,10 @@ def test_report_of_nothing_is_an_error(tmp_path):
     proc = hpcue("report", str(tmp_path), check=False)
     assert proc.returncode == 2 and "no results.json found" in proc.stderr
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("launch", ["srun -n {}", "jsrun -n{gpus}", "srun {nodes"])
+def test_launch_line_with_unknown_placeholder_is_refused(launch):
+    data = yaml.safe_load((REPO / "configs" / "machines" / "local.yaml").read_text())
+    with pytest.raises(ValueError, match="may only use {world_size}, {ranks_per_node} and"):
+        MachineProfile(**{**data, "launch": launch})

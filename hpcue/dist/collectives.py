@@ -80,6 +80,10 @@ def init_long_wait_group(timeout_s: float) -> None:
     _LONG_WAIT = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
 
 
+def long_wait_group() -> dist.ProcessGroup | None:
+    return _LONG_WAIT
+
+
 def on_main(work: Callable[[], T], what: str) -> T | None:
     """Run ``work`` on rank 0 alone; the others wait (up to runtime.setup_timeout_s).
 

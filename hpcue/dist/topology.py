@@ -207,6 +207,26 @@ def init_process_group(topo: Topology, timeout_s: float, setup_timeout_s: float)
         topo.backend, init_method=f"tcp://{env.main_address}:{env.main_port}",
         rank=topo.rank, world_size=topo.world_size, timeout=timedelta(seconds=timeout_s))
     collectives.init_long_wait_group(setup_timeout_s)
+    check_distinct_gpus(topo)
+
+
+def check_distinct_gpus(topo: Topology) -> None:
+    """Two ranks on one GPU (one visible device, not isolated per rank) is a clear error.
+
+    A rank that sees a single GPU cannot tell from its own environment whether its neighbours
+    see the same one (srun --gpus-per-task isolates with cgroups, leaving "0" everywhere), so
+    the ranks compare GPU UUIDs per host, over gloo, before any NCCL collective.
+    """
+    if not (topo.distributed and topo.device.startswith("cuda")):
+        return
+    mine = (socket.gethostname(), str(torch.cuda.get_device_properties(topo.device).uuid))
+    seen: list = [None] * topo.world_size
+    dist.all_gather_object(seen, mine, group=collectives.long_wait_group())
+    shared = sorted({r for r, key in enumerate(seen) if seen.count(key) > 1})
+    if shared:
+        raise TopologyError(f"ranks {shared} share one GPU ({mine[1]} on {mine[0]}): give each "
+                            f"rank its own GPU (jsrun -g1, srun --gpus-per-task=1, or "
+                            f"CUDA_VISIBLE_DEVICES per rank) or start fewer ranks per node")
 
 
 _ACTIVE: Topology | None = None

@@ -61,7 +61,11 @@ def render_point(sweep: Sweep, point: Point, scheduler: str, runs: Path = Path("
 
 
 def render(sweep: Sweep, scheduler: str, out: Path, runs: Path = Path("runs")) -> list[Path]:
-    """Write one script per point into ``out``; returns their paths."""
+    """Write one script per point into ``out``; returns their paths.
+
+    Each point's run directory is created too: the scripts send the scheduler's log there,
+    and Slurm and LSF fail a job whose log directory does not exist.
+    """
     if scheduler not in TEMPLATES:
         raise ConfigError(f"unknown scheduler {scheduler!r}: expected slurm or lsf")
     if scheduler != sweep.machine.scheduler:
@@ -72,4 +76,6 @@ def render(sweep: Sweep, scheduler: str, out: Path, runs: Path = Path("runs")) -
              for p in sweep.points}
     for path, text in texts.items():
         atomic_write_text(path, text)
+    for p in sweep.points:
+        point_dir(sweep, p, runs).mkdir(parents=True, exist_ok=True)
     return list(texts)

@@ -39,6 +39,17 @@ class MachineProfile(_Strict):
     queue: str | None = None          # LSF
     setup: list[str] = []             # environment lines: modules, venv
 
+    @field_validator("launch")
+    @classmethod
+    def _launch(cls, value: str) -> str:
+        try:
+            value.format(world_size=2, ranks_per_node=2, nodes=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"launch line {value!r} may only use {{world_size}}, "
+                             f"{{ranks_per_node}} and {{nodes}} (literal braces doubled: "
+                             f"{{{{ }}}}); failed on {exc}") from None
+        return value
+
 
 def parse_walltime(text: str) -> int:
     """'HH:MM:SS', 'HH:MM' or 'D-HH:MM:SS' -> minutes (rounded up)."""
