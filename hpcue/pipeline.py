@@ -8,11 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpcue.config import ConfigError, RunConfig, load_config, save_config
+from hpcue.data.shards import ShardError
 from hpcue.dist import collectives
 from hpcue.dist.topology import activate, detect, init_process_group
+from hpcue.models.surrogate import MissingWeightsError
 from hpcue.rundir import STAGES, RunDir, StageInputError
 from hpcue.stages.cluster import run_cluster
-from hpcue.stages.common import batch_plan
+from hpcue.stages.common import batch_plan, preflight
 from hpcue.stages.evaluate import run_evaluate
 from hpcue.stages.generate import run_generate
 from hpcue.stages.train import run_train
@@ -36,39 +38,43 @@ def validate(cfg: RunConfig) -> None:
         batch_plan(cfg, section)
 
 
+# bad input found by a stage in a run directory it just created: the directory goes again
+INPUT_ERRORS = (ConfigError, ShardError, StageInputError, MissingWeightsError, FileNotFoundError,
+                collectives.PeerError)
+
+
 def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
     """Run one stage; rank 0 decides what is kept, the others follow its decision.
 
     A stage that runs again invalidates itself and every later stage (records, outputs and
-    epoch checkpoints), so nothing derived from its old outputs is skipped or resumed later.
-    Bad input (config, data) found in a run directory this call created removes it again.
+    epoch checkpoints), so nothing derived from its old outputs is skipped or resumed later;
+    the config is checked against data already prepared before anything is cleared. Bad input
+    found in a run directory this call created removes it again.
     """
     validate(cfg)
     run = RunDir(Path(out))
-    created = False
-    if collectives.is_main():
+    preflight(cfg, run)
+
+    def claim() -> bool:
         created = not run.root.exists()
         if stage != "cluster" and created:
-            error = (f"run directory {run.root} does not exist: start with "
-                     f"`hpcue cluster --out {run.root}` or `hpcue run`")
-        else:
-            error = None
-            run.root.mkdir(parents=True, exist_ok=True)
-            if run.config.is_file() and load_config(run.config) != cfg:
+            raise StageInputError(f"run directory {run.root} does not exist: start with "
+                                  f"`hpcue cluster --out {run.root}` or `hpcue run`")
+        run.root.mkdir(parents=True, exist_ok=True)
+        if run.config.is_file():  # an hpcue run directory: clear what this stage invalidates
+            if load_config(run.config) != cfg:
                 # other settings: nothing earlier may be resumed, by this stage or later ones
                 shutil.rmtree(run.checkpoints, ignore_errors=True)
             cleared = run.clear_from(stage)
             if cleared:
                 print(f"[hpcue] cleared earlier results of: {', '.join(cleared)}", flush=True)
-            save_config(cfg, run.config)
-        error = collectives.broadcast_object(error)
-    else:
-        error = collectives.broadcast_object(None)
-    if error:
-        raise StageInputError(error)
+        save_config(cfg, run.config)
+        return created
+
+    created = collectives.on_main(claim, f"setting up {run.root}")
     try:
         return STAGE_FUNCS[stage](cfg, run)
-    except (ValueError, OSError, collectives.PeerError):  # bad input, not a crash to resume
+    except INPUT_ERRORS:
         if created:
             shutil.rmtree(run.root, ignore_errors=True)
         raise
@@ -94,22 +100,19 @@ def run_pipeline(cfg: RunConfig, out: Path) -> Path:
     """
     validate(cfg)
     run = RunDir(Path(out))
-    todo: list[str] | str = []
-    if collectives.is_main():
-        try:
-            check_same_config(cfg, run)
-            done = [s for s in STAGES if run.stage_record(s).is_file()]
-            # everything after the first unfinished stage runs again
-            first = next((i for i, s in enumerate(STAGES) if s not in done), len(STAGES))
-            todo = list(STAGES[first:])
-            for stage in STAGES[:first]:
-                print(f"[hpcue] stage {stage}: done earlier ({run.stage_record(stage)})")
-        except ConfigError as exc:
-            todo = str(exc)
-    todo = collectives.broadcast_object(todo)
-    if isinstance(todo, str):
-        raise ConfigError(todo)
-    for stage in todo:
+
+    def plan() -> list[str]:
+        check_same_config(cfg, run)
+        # everything from the first unfinished stage on runs (again)
+        first = next((i for i, s in enumerate(STAGES) if not run.stage_record(s).is_file()),
+                     len(STAGES))
+        if first == len(STAGES) and not run.results.is_file():
+            first = len(STAGES) - 1  # killed between the last record and results.json
+        for stage in STAGES[:first]:
+            print(f"[hpcue] stage {stage}: done earlier ({run.stage_record(stage)})")
+        return list(STAGES[first:])
+
+    for stage in collectives.on_main(plan, f"reading {run.root}"):
         if collectives.is_main():
             print(f"[hpcue] stage {stage} -> {run.root}", flush=True)
         run_stage(stage, cfg, out)

@@ -23,6 +23,15 @@ class StageInputError(FileNotFoundError):
     """A stage was asked to run before the stage it depends on wrote its files."""
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: setting it is process-wide, not safe beside other threads
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
@@ -32,9 +41,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(Path(tmp))
         # mkstemp creates 0600; a result file gets the mode any other new file would get
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -113,7 +120,9 @@ class RunDir:
         stopped training resumes) unless it had finished, in which case it starts afresh.
         Returns the stages whose finished results were cleared.
         """
-        cleared = []
+        cleared: list[str] = []
+        if not self.config.is_file():  # not an hpcue run directory: touch nothing
+            return cleared
         for name in STAGES[STAGES.index(stage):]:
             record = self.stage_record(name)
             if name == stage and not record.exists():

@@ -73,6 +73,16 @@ def test_stage_rerun_with_other_settings_does_not_resume_old_checkpoints(tmp_pat
 def test_stage_rerun_clears_the_stages_derived_from_it(tmp_path):
     out = tmp_path / "run"
     hpcue("run", "--out", str(out), *tiny_sets())
+    # a stage rerun with a config the data refutes clears nothing and keeps the saved config
+    config = (out / "config.yaml").read_text()
+    bad = hpcue("cluster", "--out", str(out), "--set", "cluster.num_clusters=5000", check=False)
+    assert bad.returncode == 2 and "num_clusters=5000 is larger" in bad.stderr
+    assert (out / "config.yaml").read_text() == config
+    assert (out / "results.json").is_file() and (out / "stages" / "evaluate.json").is_file()
+    # killed between results.json and the evaluate record: the rerun finishes evaluate
+    (out / "stages" / "evaluate.json").unlink()
+    again = hpcue("run", "--out", str(out))
+    assert "stage evaluate ->" in again.stdout and (out / "stages" / "evaluate.json").is_file()
     train = hpcue("train", "--out", str(out), "--set", "train.epsilon=0.02")
     assert "cleared earlier results of: train, generate, evaluate" in train.stdout
     for gone in ("stages/generate.json", "stages/evaluate.json", "results.json", "unlearnable",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hpcue.config import ConfigError
 from hpcue.sweep.render import render, render_point
 from hpcue.sweep.report import report
 from hpcue.sweep.spec import MachineProfile, load_sweep, parse_walltime
-from hpcue.sweep.submit import claim_sweep_dir, submit
+from hpcue.sweep.submit import claim_sweep_dir, status, submit
 from tests.conftest import REPO, hpcue
 
 GOLDEN = REPO / "tests" / "golden"
@@ -144,8 +145,50 @@ def test_report_of_nothing_is_an_error(tmp_path):
     assert not (tmp_path / "report").exists()
 
 
-@pytest.mark.parametrize("launch", ["srun -n {}", "jsrun -n{gpus}", "srun {nodes"])
+@pytest.mark.parametrize("launch", ["srun -n {}", "jsrun -n{gpus}", "srun {nodes",
+                                    "srun -N {nodes[0]}", "srun {world_size.x}"])
 def test_launch_line_with_unknown_placeholder_is_refused(launch):
     data = yaml.safe_load((REPO / "configs" / "machines" / "local.yaml").read_text())
     with pytest.raises(ValueError, match="may only use {world_size}, {ranks_per_node} and"):
         MachineProfile(**{**data, "launch": launch})
+
+
+LSF_BSUB = """#!/bin/bash
+# bsub as LSF's: the job script on standard input, "Job <id> is submitted to queue <q>."
+id=$((4200 + $(ls "$LSF_STATE" | wc -l)))
+cat > "$LSF_STATE/$id.bsub"
+echo "Job <$id> is submitted to queue <batch>."
+"""
+LSF_BJOBS = """#!/bin/bash
+# bjobs -noheader -o jobid as LSF's: one id a line, or the line below and exit 255 when empty
+ids=$(cat "$LSF_QUEUE" 2>/dev/null)
+if [ -z "$ids" ]; then echo "No unfinished job found" >&2; exit 255; fi
+echo "$ids"
+"""
+
+
+def test_lsf_submit_reads_job_ids_and_skips_queued_points(tmp_path, monkeypatch):
+    """LSF cannot be installed here: bsub and bjobs reproduce LSF's exact output and exits."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, text in (("bsub", LSF_BSUB), ("bjobs", LSF_BJOBS)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    queue = tmp_path / "queue"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("LSF_STATE", str(state))
+    monkeypatch.setenv("LSF_QUEUE", str(queue))
+    sweep = load_sweep(_spec(tmp_path, machine="summit", account="ABC123",
+                             global_batch_sizes=[32, 64], ranks_per_node=2))
+    runs = tmp_path / "runs"
+    jobs = submit(sweep, runs)  # empty queue: bjobs says so and exits 255
+    assert sorted(jobs.values()) == ["4200", "4201"]
+    scripts = sorted(state.glob("*.bsub"))
+    assert "#BSUB -P ABC123" in scripts[0].read_text() and "jsrun" in scripts[0].read_text()
+    queue.write_text("4201\n")  # the second point's job is still pending
+    again = submit(sweep, runs)
+    assert list(again.values()) == ["4202"] and len(list(state.glob("*.bsub"))) == 3
+    record = json.loads((runs / sweep.spec.name / "submitted.json").read_text())
+    assert sorted(record.values()) == [["4200", "4202"], ["4201"]]
+    assert "queued or running (job 4201)" in status(sweep, runs).values()

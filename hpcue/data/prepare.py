@@ -40,11 +40,25 @@ def _check_options(opts: PrepareOptions) -> None:
 MANIFEST = "prepare.json"  # the options the shards in a directory are being written with
 
 
-def _recipe(name: str, opts: PrepareOptions) -> dict:
+def _recipe(name: str, root: Path | None, opts: PrepareOptions) -> dict:
     """What decides the bytes of every shard; a directory is reused only for the same recipe."""
-    return {"dataset": name, "image_size": opts.image_size, "shards": opts.shards,
+    return {"dataset": name, "root": str(Path(root).resolve()) if root is not None else None,
+            "image_size": opts.image_size, "shards": opts.shards,
             "compression": opts.compression, "size": opts.size, "seed": opts.seed,
             "test_fraction": opts.test_fraction}
+
+
+def _same_recipe(meta: dict, recipe: dict) -> bool:
+    if "recipe" not in meta:  # written before recipes were recorded: data set and size decide
+        return (meta["dataset"], meta["image_shape"][0]) == (recipe["dataset"],
+                                                             recipe["image_size"])
+    return meta["recipe"] == recipe
+
+
+def is_prepared(name: str, root: Path | None, out: Path, opts: PrepareOptions) -> bool:
+    """Whether ``out`` holds a finished prepare of this exact recipe."""
+    return (Path(out) / META).is_file() and _same_recipe(open_shards(out).meta,
+                                                         _recipe(name, root, opts))
 
 
 _OURS = re.compile(rf"\w+-\d{{5}}-of-\d{{5}}\.h5|\..+\.tmp|{re.escape(META)}|{re.escape(MANIFEST)}")
@@ -71,10 +85,10 @@ def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions,
         raise ValueError(f"{name} needs --root, the folder holding its raw files "
                          f"(data.root in a config)")
     out = Path(out)
-    recipe = _recipe(name, opts)
+    recipe = _recipe(name, root, opts)
     if (out / META).is_file():
         meta = open_shards(out).meta
-        if meta.get("recipe") == recipe:
+        if _same_recipe(meta, recipe):
             return out
         if not replace_other:
             raise ShardError(f"{out} already holds {meta['dataset']} prepared with "

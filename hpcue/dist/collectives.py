@@ -84,11 +84,12 @@ def long_wait_group() -> dist.ProcessGroup | None:
     return _LONG_WAIT
 
 
-def on_main(work: Callable[[], T], what: str) -> T | None:
-    """Run ``work`` on rank 0 alone; the others wait (up to runtime.setup_timeout_s).
+def on_main(work: Callable[[], T], what: str) -> T:
+    """Run ``work`` on rank 0 alone and return its result on every rank.
 
-    If it fails, rank 0 raises its own error and every other rank a PeerError naming it, so
-    each process ends with one clear line instead of a timeout or a traceback.
+    The others wait (up to runtime.setup_timeout_s). If it fails, rank 0 raises its own error
+    and every other rank a PeerError naming it, so each process ends with one clear line
+    instead of a timeout or a traceback. The result must pickle (decisions, paths, flags).
     """
     result, error = None, None
     if is_main():
@@ -96,9 +97,28 @@ def on_main(work: Callable[[], T], what: str) -> T | None:
             result = work()
         except Exception as exc:  # every kind: the other ranks must hear of it
             error = exc
-    message = broadcast_object(None if error is None else f"{error}", group=_LONG_WAIT)
+    outcome = broadcast_object((result, None if error is None else str(error)),
+                               group=_LONG_WAIT)
     if error is not None:
         raise error
-    if message is not None:
-        raise PeerError(f"rank 0 failed while {what}: {message}")
-    return result
+    if outcome[1] is not None:
+        raise PeerError(f"rank 0 failed while {what}: {outcome[1]}")
+    return outcome[0]
+
+
+def raise_if_any(error: Exception | None, what: str) -> None:
+    """Every rank says whether its part of ``what`` failed; any failure ends every rank.
+
+    Called where ranks work on different files, so that one rank's bad shard is one clear
+    error everywhere instead of the others waiting in the next collective until the timeout.
+    """
+    messages: list = [None if error is None else str(error)]
+    if active():
+        messages = [None] * world_size()
+        dist.all_gather_object(messages, None if error is None else str(error))
+    if error is not None:
+        raise error
+    failed = [(r, m) for r, m in enumerate(messages) if m is not None]
+    if failed:
+        r, message = failed[0]
+        raise PeerError(f"rank {r} failed while {what}: {message}")

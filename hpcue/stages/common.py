@@ -10,7 +10,7 @@ import torch
 
 from hpcue.config import RunConfig, check_consistency
 from hpcue.data.loader import ShardDataset, make_loader
-from hpcue.data.prepare import PrepareOptions, prepare
+from hpcue.data.prepare import PrepareOptions, is_prepared, prepare
 from hpcue.data.shards import ShardError, ShardSet, open_shards
 from hpcue.dist import collectives
 from hpcue.models.surrogate import Surrogate, build_surrogate
@@ -28,24 +28,42 @@ class Clusters:
         return len(self.centers)
 
 
+def _prepare_options(cfg: RunConfig) -> PrepareOptions:
+    d = cfg.data
+    return PrepareOptions(image_size=d.image_size, shards=d.num_shards, seed=cfg.seed,
+                          test_fraction=d.test_fraction)
+
+
+def check_data(cfg: RunConfig, shards: ShardSet) -> None:
+    """The config against the shards it will read: data set, image size, K, split sizes."""
+    d = cfg.data
+    if shards.meta["dataset"] != d.dataset:
+        raise ShardError(f"{shards.root} holds {shards.meta['dataset']!r} but the config says "
+                         f"data.dataset={d.dataset!r}")
+    if shards.image_shape[0] != d.image_size:
+        raise ShardError(f"{shards.root} was prepared at {shards.image_shape[0]} px but the "
+                         f"config says data.image_size={d.image_size}")
+    check_consistency(cfg, shards.size("train"), shards.size("test"), collectives.world_size())
+
+
+def preflight(cfg: RunConfig, run: RunDir) -> None:
+    """check_data on shards that already exist, before a stage clears or overwrites anything."""
+    d = cfg.data
+    if d.shards is not None:
+        check_data(cfg, open_shards(d.shards))
+    elif is_prepared(d.dataset, d.root, run.data, _prepare_options(cfg)):
+        check_data(cfg, open_shards(run.data))
+
+
 def load_data(cfg: RunConfig, run: RunDir) -> ShardSet:
     """The prepared shards: ``data.shards`` if set, else prepared once into ``<run>/data``."""
     d = cfg.data
-    if d.shards is not None:
-        shards = open_shards(d.shards)
-        if shards.meta["dataset"] != d.dataset:
-            raise ShardError(f"{d.shards} holds {shards.meta['dataset']!r} but the config says "
-                             f"data.dataset={d.dataset!r}")
-        if shards.image_shape[0] != d.image_size:
-            raise ShardError(f"{d.shards} was prepared at {shards.image_shape[0]} px but the "
-                             f"config says data.image_size={d.image_size}")
-    else:  # rank 0 prepares into the run directory, the others wait and read it
-        opts = PrepareOptions(image_size=d.image_size, shards=d.num_shards, seed=cfg.seed,
-                              test_fraction=d.test_fraction)
+    if d.shards is None:  # rank 0 prepares into the run directory, the others wait and read it
+        opts = _prepare_options(cfg)
         collectives.on_main(lambda: prepare(d.dataset, d.root, run.data, opts, replace_other=True),
                             f"preparing {d.dataset} into {run.data}")
-        shards = open_shards(run.data)
-    check_consistency(cfg, shards.size("train"), shards.size("test"), collectives.world_size())
+    shards = open_shards(d.shards if d.shards is not None else run.data)
+    check_data(cfg, shards)
     return shards
 
 

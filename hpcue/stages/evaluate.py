@@ -34,9 +34,10 @@ def train_victim(cfg: RunConfig, run: RunDir, train: ShardSet, test: ShardSet,
     return float(model.test_accuracy)
 
 
-def collect_results(cfg: RunConfig, run: RunDir) -> dict:
-    """results.json: the run's headline numbers, gathered from every stage's record."""
-    records = {stage: run.read_record(stage) for stage in STAGES}
+def collect_results(cfg: RunConfig, run: RunDir, evaluate: dict) -> dict:
+    """results.json: the run's headline numbers, from the earlier stages' records and this one."""
+    records = {stage: run.read_record(stage) for stage in STAGES if stage != "evaluate"}
+    records["evaluate"] = evaluate
     return {
         "name": cfg.name,
         "dataset": cfg.data.dataset,
@@ -73,7 +74,8 @@ def run_evaluate(cfg: RunConfig, run: RunDir) -> Path:
             train_victim(cfg, run, unlearnable, data, "unlearnable"), 4)
     record["batch_plan"] = batch_plan(cfg, "victim").as_dict()
     if collectives.is_main():
+        # results.json first: a run killed between the two reruns evaluate, never skips it
+        atomic_write_json(run.results, collect_results(cfg, run, record))
         run.write_record("evaluate", record)
-        atomic_write_json(run.results, collect_results(cfg, run))
     collectives.barrier()
     return run.results

@@ -18,6 +18,7 @@ from torchvision.utils import save_image
 from hpcue.config import RunConfig
 from hpcue.data.arrays import to_float, to_uint8
 from hpcue.data.shards import (
+    ShardError,
     ShardInfo,
     ShardSet,
     reading,
@@ -49,15 +50,25 @@ def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
     collectives.barrier()
     rank, world = collectives.rank(), collectives.world_size()
     stats = torch.zeros(3, dtype=torch.float64)  # max change, sum of changes, count
-    for info in data.shards("train")[rank::world]:
-        with reading(data.root / info.file) as f:
-            images, labels, index = f["images"][:], f["labels"][:], f["index"][:]
-        perturbed = perturb_uint8(images, deltas, assignments[torch.from_numpy(index)])
-        write_shard(tmp / info.file, perturbed, labels, index)
-        diff = np.abs(perturbed.astype(np.int16) - images.astype(np.int16))
-        stats[0] = max(float(stats[0]), float(diff.max()))
-        stats[1] += float(diff.sum())
-        stats[2] += diff.size
+    error = None
+    try:
+        for info in data.shards("train")[rank::world]:
+            with reading(data.root / info.file) as f:
+                images, labels, index = f["images"][:], f["labels"][:], f["index"][:]
+            perturbed = perturb_uint8(images, deltas, assignments[torch.from_numpy(index)])
+            write_shard(tmp / info.file, perturbed, labels, index)
+            diff = np.abs(perturbed.astype(np.int16) - images.astype(np.int16))
+            stats[0] = max(float(stats[0]), float(diff.max()))
+            stats[1] += float(diff.sum())
+            stats[2] += diff.size
+    except (ShardError, OSError) as exc:  # this rank's shards only: every rank must hear of it
+        error = exc
+    try:
+        collectives.raise_if_any(error, "writing the unlearnable shards")
+    except Exception:
+        if collectives.is_main():  # nothing half-written stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     maxima = collectives.assemble(stats[:1], torch.tensor([rank]), world)
     sums = collectives.all_reduce_sum(stats[1:])
     collectives.barrier()

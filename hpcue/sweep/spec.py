@@ -44,7 +44,7 @@ class MachineProfile(_Strict):
     def _launch(cls, value: str) -> str:
         try:
             value.format(world_size=2, ranks_per_node=2, nodes=1)
-        except (KeyError, IndexError, ValueError) as exc:
+        except Exception as exc:  # str.format raises several kinds; each is this one error
             raise ValueError(f"launch line {value!r} may only use {{world_size}}, "
                              f"{{ranks_per_node}} and {{nodes}} (literal braces doubled: "
                              f"{{{{ }}}}); failed on {exc}") from None

@@ -61,6 +61,8 @@ def _queued(scheduler: str) -> set[str] | None:
     if shutil.which(args[0]) is None:
         return None
     proc = subprocess.run(args, capture_output=True, text=True)
+    if scheduler == "lsf" and "No unfinished job found" in proc.stdout + proc.stderr:
+        return set()  # bjobs exits 255 with this line when the user has nothing queued
     if proc.returncode:
         return None
     return {job.split("[")[0] for job in proc.stdout.split()}  # array jobs: 123[4] -> 123
