@@ -11,7 +11,6 @@ from hpcue.config import ConfigError, RunConfig, load_config, save_config
 from hpcue.data.shards import ShardError
 from hpcue.dist import collectives
 from hpcue.dist.topology import activate, detect, init_process_group
-from hpcue.models.surrogate import MissingWeightsError
 from hpcue.rundir import STAGES, RunDir, StageInputError
 from hpcue.stages.cluster import run_cluster
 from hpcue.stages.common import batch_plan, preflight
@@ -38,9 +37,9 @@ def validate(cfg: RunConfig) -> None:
         batch_plan(cfg, section)
 
 
-# bad input found by a stage in a run directory it just created: the directory goes again
-INPUT_ERRORS = (ConfigError, ShardError, StageInputError, MissingWeightsError, FileNotFoundError,
-                collectives.PeerError)
+# bad input (config, data, missing files or weights) found by a stage in a run directory it
+# just created: the directory goes again. Other errors (a full disk, a crash) keep it to resume.
+INPUT_ERRORS = (ConfigError, ShardError, FileNotFoundError, collectives.PeerError)
 
 
 def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
@@ -106,8 +105,6 @@ def run_pipeline(cfg: RunConfig, out: Path) -> Path:
         # everything from the first unfinished stage on runs (again)
         first = next((i for i, s in enumerate(STAGES) if not run.stage_record(s).is_file()),
                      len(STAGES))
-        if first == len(STAGES) and not run.results.is_file():
-            first = len(STAGES) - 1  # killed between the last record and results.json
         for stage in STAGES[:first]:
             print(f"[hpcue] stage {stage}: done earlier ({run.stage_record(stage)})")
         return list(STAGES[first:])

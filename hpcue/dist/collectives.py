@@ -14,7 +14,7 @@ _LONG_WAIT: dist.ProcessGroup | None = None
 
 
 class PeerError(RuntimeError):
-    """Rank 0 failed at work the other ranks were waiting for; they stop with its message."""
+    """Another rank failed at work this one depends on; this one stops with its message."""
 
 
 def active() -> bool:
@@ -112,10 +112,11 @@ def raise_if_any(error: Exception | None, what: str) -> None:
     Called where ranks work on different files, so that one rank's bad shard is one clear
     error everywhere instead of the others waiting in the next collective until the timeout.
     """
-    messages: list = [None if error is None else str(error)]
+    mine = None if error is None else str(error)
+    messages: list = [mine]
     if active():
         messages = [None] * world_size()
-        dist.all_gather_object(messages, None if error is None else str(error))
+        dist.all_gather_object(messages, mine)
     if error is not None:
         raise error
     failed = [(r, m) for r, m in enumerate(messages) if m is not None]
