@@ -229,14 +229,14 @@ def test_damaged_shard_on_one_rank_ends_every_rank(one_process, tmp_path):
                  "stages/evaluate.json"):
         path = run / gone
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    damaged = run / "data" / "train-00001-of-00003.h5"  # generate: rank 1 reads shard 1
+    damaged = run / "data" / "train-00001-of-00003.h5"  # rank 1 opens and reads shard 1
     damaged.write_bytes(damaged.read_bytes()[:4000])
     proc = subprocess.run([str(BIN / "mpiexec"), "-n", "2", str(BIN / "hpcue"), "generate",
                            "--out", str(run)], cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0
     assert f"hpcue: error: {damaged}: not a readable HDF5 shard" in proc.stderr
-    assert ("hpcue: error: rank 1 failed while writing the unlearnable shards: "
+    assert (f"hpcue: error: rank 1 failed while opening the shards in {run / 'data'}: "
             f"{damaged}: not a readable HDF5 shard") in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (run / "unlearnable").exists() and not (run / "unlearnable.partial").exists()

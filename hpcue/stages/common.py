@@ -11,7 +11,7 @@ import torch
 from hpcue.config import RunConfig, check_consistency
 from hpcue.data.loader import ShardDataset, make_loader
 from hpcue.data.prepare import PrepareOptions, is_prepared, prepare
-from hpcue.data.shards import ShardError, ShardSet, open_shards
+from hpcue.data.shards import ShardError, ShardSet, open_h5, open_shards
 from hpcue.dist import collectives
 from hpcue.models.surrogate import Surrogate, build_surrogate
 from hpcue.rundir import RunDir
@@ -64,7 +64,21 @@ def load_data(cfg: RunConfig, run: RunDir) -> ShardSet:
                             f"preparing {d.dataset} into {run.data}")
     shards = open_shards(d.shards if d.shards is not None else run.data)
     check_data(cfg, shards)
+    check_readable(shards)
     return shards
+
+
+def check_readable(shards: ShardSet) -> None:
+    """Each rank opens its share of the shard files: a truncated or damaged file ends every
+    rank at once with its name, not the others in a later all-reduce at the timeout."""
+    error = None
+    try:
+        for split in shards.splits:
+            for path in shards.paths(split)[collectives.rank()::collectives.world_size()]:
+                open_h5(path).close()
+    except ShardError as exc:
+        error = exc
+    collectives.raise_if_any(error, f"opening the shards in {shards.root}")
 
 
 def loader(cfg: RunConfig, shards: ShardSet, split: str, batch_size: int, *, train: bool):
