@@ -57,5 +57,5 @@ def test_objective_decreases():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert sum(losses[-5:]) < 0.92 * sum(losses[:5]), losses[::10] + losses[-1:]
