@@ -108,3 +108,52 @@ def test_sweep_submitted_to_slurm_then_reported(slurm, tmp_path):
     assert "| digits | 32 | 2 | none | 1 |" in md
     for png in ("unlearnable_vs_batch.png", "throughput_vs_world_size.png"):
         assert (runs / "report" / png).stat().st_size > 1000
+
+
+def test_usr1_requeues_and_the_rerun_resumes(slurm, tmp_path):
+    """The rendered script's wall-time path, for real: Slurm's USR1 (sent now, as --signal
+    would near the limit) requeues the job, and the requeued job resumes from the checkpoint."""
+    import json
+    import os
+    import time
+
+    import torch
+    import yaml
+
+    spec = yaml.safe_load((REPO / "configs" / "sweeps" / "digits-local.yaml").read_text())
+    spec.update(name="requeue", global_batch_sizes=[64],
+                overrides=[o for o in spec["overrides"] if not o.startswith("train.epochs")]
+                + ["train.epochs=60"])
+    spec_path = tmp_path / "requeue.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    runs, jobs = tmp_path / "runs", tmp_path / "jobs"
+    env = _env(PATH=f"{BIN}:{os.environ['PATH']}")
+    render = subprocess.run([str(BIN / "hpcue"), "sweep", "render", str(spec_path), "--scheduler",
+                             "slurm", "--out", str(jobs), "--runs", str(runs)], cwd=REPO, env=env,
+                            capture_output=True, text=True)
+    assert render.returncode == 0, render.stderr
+    (script,) = jobs.glob("*.sbatch")
+    out = subprocess.run([slurm, "--parsable", str(script)], cwd=REPO, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    job = out.stdout.strip().split(";")[0]
+    point = runs / "requeue" / "digits-b64-s0"
+    last = point / "checkpoints" / "train" / "last.ckpt"
+    deadline = time.monotonic() + 600
+    while True:  # past stage 1's first epoch checkpoint
+        assert time.monotonic() < deadline, "no stage-1 checkpoint"
+        try:
+            if last.is_file() and torch.load(last, weights_only=False)["epoch"] >= 1:
+                break
+        except Exception:  # being written
+            pass
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    while not (point / "results.json").is_file():
+        assert time.monotonic() < deadline, "the requeued job did not finish"
+        time.sleep(2)
+    log = (point / f"slurm-{job}.out").read_text()  # --open-mode=append: both attempts
+    assert log.count("launcher=slurm world_size=2") == 2, log[-3000:]
+    assert "stage cluster: done earlier" in log and "Restoring states from the checkpoint" in log
+    results = json.loads((point / "results.json").read_text())
+    assert results["world_size"] == 2 and 0 <= results["unlearnable_test_acc"] <= 1
