@@ -67,6 +67,14 @@ def resume_path(run: RunDir, stage: str) -> str | None:
     return collectives.broadcast_object(str(last) if last.is_file() else None)
 
 
+def _log_version(run: RunDir, stage: str) -> str:
+    """``logs/<stage>/metrics.csv`` for a first attempt; a resumed one writes its epochs to
+    ``logs/<stage>/resumed-N/`` instead of overwriting the epochs logged before the stop."""
+    if not (checkpoint_dir(run, stage) / "last.ckpt").is_file():
+        return ""
+    return f"resumed-{len(list((run.logs / stage).glob('resumed-*'))) + 1}"
+
+
 def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
                  callbacks: list[Callback] | None = None, accumulate: int = 1,
                  this_rank_only: bool = False) -> L.Trainer:
@@ -93,7 +101,7 @@ def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
         accumulate_grad_batches=accumulate,
         precision=runtime.precision,
         deterministic=runtime.deterministic,
-        logger=CSVLogger(run.logs, name=stage, version=""),
+        logger=CSVLogger(run.logs, name=stage, version=_log_version(run, stage)),
         # a terminal gets a live bar; a batch log gets a line every 50 steps, not every step
         callbacks=[TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50),
                    # every epoch: a run stopped by its wall time resumes from the last one

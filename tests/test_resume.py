@@ -46,6 +46,10 @@ def test_killed_then_rerun_equals_uninterrupted(tmp_path):
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (whole, cut))
     for key in ("cluster_purity", "clean_test_acc", "unlearnable_test_acc"):
         assert ra[key] == rb[key], key
+    # the first attempt's metrics are kept beside the resumed attempt's
+    first = (cut / "logs" / "train" / "metrics.csv").read_text()
+    later = (cut / "logs" / "train" / "resumed-1" / "metrics.csv").read_text()
+    assert first.count("\n") > 1 and later.count("\n") > 1
     # the throughput meter is resumed too: every epoch's images counted once
     ta, tb = (json.loads((d / "stages" / "train.json").read_text()) for d in (whole, cut))
     assert ta["train_images"] == tb["train_images"] > 0 and tb["images_per_second"] > 0
