@@ -15,11 +15,12 @@ import time
 
 import torch
 
+from hpcue.attacks.base import perturb
+from hpcue.attacks.uc.objective import target_clusters, uc_loss
 from hpcue.data.importers.digits import load_digits_splits
 from hpcue.models.generator import ClusterGenerators
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
-from hpcue.uc.objective import perturb, target_clusters, uc_loss
 
 
 def one_pass_epoch(gens, surrogate, x, clusters, centers, batch, opt, k):

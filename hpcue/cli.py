@@ -7,9 +7,11 @@ import os
 import sys
 from pathlib import Path
 
-from hpcue.config import ConfigError, load_config
-from hpcue.dist.threads import limit_threads_per_rank
-from hpcue.rundir import STAGES, RunDir
+from hpcue.config import load_config
+from hpcue.distributed.launchers import LAUNCHER_CHOICES
+from hpcue.distributed.threads import limit_threads_per_rank
+from hpcue.errors import HpcueError
+from hpcue.stages.rundir import STAGES, RunDir
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -17,7 +19,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
-    p.add_argument("--launcher", choices=("auto", "local", "torchrun", "slurm", "lsf", "mpi"),
+    p.add_argument("--launcher", choices=LAUNCHER_CHOICES,
                    help="skip launcher detection (sets runtime.launcher)")
 
 
@@ -97,7 +99,8 @@ def _data_command(args: argparse.Namespace) -> None:
     from hpcue.data.shards import open_shards, verify
 
     if args.data_command == "prepare":
-        from hpcue.data.prepare import PrepareOptions, prepare
+        from hpcue.data.options import PrepareOptions
+        from hpcue.data.prepare import prepare
 
         opts = PrepareOptions(image_size=args.image_size, shards=args.shards,
                               compression=args.compression, size=args.size,
@@ -134,10 +137,6 @@ def _resolve(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limit_threads_per_rank()  # before torch is imported
-    from hpcue.dist.collectives import PeerError
-    from hpcue.dist.topology import TopologyError
-    from hpcue.sweep.submit import SchedulerError
-
     try:
         if args.command == "data":
             _data_command(args)
@@ -159,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path = run_stage(args.command, cfg, out)
             print(f"[hpcue] {args.command}: wrote {path}")
-    except (ConfigError, OSError, ValueError, TopologyError, PeerError, SchedulerError) as exc:
+    # hpcue's own errors (bad input, a failed peer) and the system's (permissions, a full disk)
+    # are one line; anything else is a bug and keeps its traceback
+    except (HpcueError, OSError) as exc:
         if os.environ.get("HPCUE_DEBUG"):
             raise
         print(f"hpcue: error: {exc}", file=sys.stderr)

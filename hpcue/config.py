@@ -12,12 +12,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hpcue.distributed.launchers import LAUNCHER_CHOICES
+from hpcue.errors import ConfigError
+from hpcue.io import atomic_write_text
+
+__all__ = ["ConfigError", "RunConfig", "check_consistency", "load_config", "save_config"]
+
 SURROGATE_ARCHS = ("small_cnn", "resnet18", "resnet50")
 VICTIM_ARCHS = ("small_cnn", "resnet18")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run: names the file or key and what is wrong."""
 
 
 class _Section(BaseModel):
@@ -74,7 +76,7 @@ class ClusterConfig(_Section):
 
 
 class _Batching(_Section):
-    """Global batch semantics shared by stage 1 and the victim (see hpcue/schedule.py)."""
+    """Global batch semantics shared by stage 1 and the victim (hpcue/training/batch_plan.py)."""
 
     global_batch_size: int = Field(64, gt=0)
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
@@ -117,7 +119,7 @@ class VictimConfig(_Batching):
 class RuntimeConfig(_Section):
     """Where and how the work runs; launcher detection fills in the rest."""
 
-    launcher: Literal["auto", "local", "torchrun", "slurm", "lsf", "mpi"] = "auto"
+    launcher: Literal[LAUNCHER_CHOICES] = "auto"  # type: ignore[valid-type]
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     timeout_s: float = Field(600.0, gt=0)   # every collective; a dead rank ends the job
     # how long the other ranks wait while rank 0 alone prepares data or pretrains a surrogate
@@ -231,8 +233,6 @@ def dump_config(cfg: RunConfig) -> str:
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
-    from hpcue.rundir import atomic_write_text
-
     atomic_write_text(path, dump_config(cfg))
 
 

@@ -1,25 +1,33 @@
-"""Runs the stages in order over one run directory, and summarises the result."""
+"""Runs the stages in order over one run directory, and summarises the result.
+
+The pipeline owns what every stage shares: the context (built once per command), seeding,
+timing, writing each stage's record on rank 0 (and results.json after the last stage), and the
+barrier that ends a stage. A stage only does its work: ``run(ctx) -> record``.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hpcue.config import ConfigError, RunConfig, load_config, save_config
-from hpcue.data.shards import ShardError
-from hpcue.dist import collectives
-from hpcue.dist.topology import activate, detect, init_process_group
-from hpcue.rundir import STAGES, RunDir, StageInputError
-from hpcue.stages.cluster import run_cluster
-from hpcue.stages.common import batch_plan, preflight
-from hpcue.stages.evaluate import run_evaluate
-from hpcue.stages.generate import run_generate
-from hpcue.stages.train import run_train
+import lightning as L
 
-STAGE_FUNCS: dict[str, Callable[[RunConfig, RunDir], Path]] = dict(zip(
-    STAGES, (run_cluster, run_train, run_generate, run_evaluate), strict=True))
+from hpcue.config import ConfigError, RunConfig, load_config, save_config
+from hpcue.distributed import collectives
+from hpcue.distributed.topology import activate, detect, init_process_group
+from hpcue.errors import HpcueError
+from hpcue.stages import cluster, evaluate, generate, train
+from hpcue.stages.artifacts import write_results
+from hpcue.stages.context import StageContext
+from hpcue.stages.inputs import preflight
+from hpcue.stages.results import collect_results
+from hpcue.stages.rundir import STAGES, RunDir, StageInputError
+
+STAGE_RUNNERS: dict[str, Callable[[StageContext], dict]] = dict(zip(
+    STAGES, (cluster.run, train.run, generate.run, evaluate.run), strict=True))
 
 
 def start(cfg: RunConfig) -> None:
@@ -31,18 +39,26 @@ def start(cfg: RunConfig) -> None:
         print(f"[hpcue] {topo.summary()}", flush=True)
 
 
-def validate(cfg: RunConfig) -> None:
-    """Config errors that need the world size, found before anything is written."""
-    for section in ("train", "victim"):
-        batch_plan(cfg, section)
-
-
 # bad input (config, data, missing files or weights) found by a stage in a run directory it
 # just created: the directory goes again. Other errors (a full disk, a crash) keep it to resume.
-INPUT_ERRORS = (ConfigError, ShardError, FileNotFoundError, collectives.PeerError)
+INPUT_ERRORS = (HpcueError, FileNotFoundError)
 
 
-def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
+def execute(stage: str, ctx: StageContext) -> None:
+    """Seed, run and time one stage; rank 0 writes its record, then every rank waits for it."""
+    t0 = time.perf_counter()
+    L.seed_everything(ctx.cfg.seed, workers=True, verbose=False)
+    record = STAGE_RUNNERS[stage](ctx)
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    if collectives.is_main():
+        if stage == STAGES[-1]:
+            # results.json first: a run killed between the two reruns evaluate, never skips it
+            write_results(ctx.run, collect_results(ctx, record))
+        ctx.run.write_record(stage, record)
+    collectives.barrier()
+
+
+def run_stage(stage: str, cfg: RunConfig, out: Path, ctx: StageContext | None = None) -> Path:
     """Run one stage; rank 0 decides what is kept, the others follow its decision.
 
     A stage that runs again invalidates itself and every later stage (records, outputs and
@@ -50,8 +66,8 @@ def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
     the config is checked against data already prepared before anything is cleared. Bad input
     found in a run directory this call created removes it again.
     """
-    validate(cfg)
     run = RunDir(Path(out))
+    ctx = ctx if ctx is not None else StageContext.build(cfg, run)
     preflight(cfg, run)
 
     def claim() -> bool:
@@ -72,11 +88,12 @@ def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
 
     created = collectives.on_main(claim, f"setting up {run.root}")
     try:
-        return STAGE_FUNCS[stage](cfg, run)
+        execute(stage, ctx)
     except INPUT_ERRORS:
         if created:
             shutil.rmtree(run.root, ignore_errors=True)
         raise
+    return run.stage_outputs(stage)[0]  # the file or folder the next stage reads
 
 
 def check_same_config(cfg: RunConfig, run: RunDir) -> None:
@@ -97,8 +114,8 @@ def run_pipeline(cfg: RunConfig, out: Path) -> Path:
     training from its last epoch checkpoint, so a job killed by its wall time just runs again.
     Rank 0 decides what to skip, so ranks never disagree about a file one of them saw late.
     """
-    validate(cfg)
     run = RunDir(Path(out))
+    ctx = StageContext.build(cfg, run)
 
     def plan() -> list[str]:
         check_same_config(cfg, run)
@@ -112,7 +129,7 @@ def run_pipeline(cfg: RunConfig, out: Path) -> Path:
     for stage in collectives.on_main(plan, f"reading {run.root}"):
         if collectives.is_main():
             print(f"[hpcue] stage {stage} -> {run.root}", flush=True)
-        run_stage(stage, cfg, out)
+        run_stage(stage, cfg, out, ctx)
     return run.results
 
 

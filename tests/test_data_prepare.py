@@ -20,7 +20,7 @@ def _prepare(name, root, out, **kw):
 
 
 def _roundtrip(name, root, tmp_path, **kw):
-    expected = importer(name)(root, kw.get("image_size", 32), PrepareOptions(**kw))
+    expected = importer(name).load(root, kw.get("image_size", 32), PrepareOptions(**kw))
     shards = _prepare(name, root, tmp_path / "out", **kw)
     assert verify(shards.root) == {s: len(a) for s, a in expected.items()}
     for split, arrays in expected.items():

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
+from hpcue.attacks.base import perturb
+from hpcue.attacks.uc.objective import target_clusters, uc_loss
 from hpcue.models.generator import ClusterGenerators, ResnetGenerator
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
-from hpcue.uc.objective import perturb, target_clusters, uc_loss
 
 
 def test_paper_width_has_about_7_8m_parameters():

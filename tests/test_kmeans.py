@@ -5,7 +5,8 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from hpcue.uc.kmeans import kmeans, purity
+from hpcue.attacks.uc.kmeans import kmeans
+from hpcue.evaluation.metrics import purity
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -2,10 +2,10 @@
 
 import torch
 
+from hpcue.attacks.uc.module import UCModule
 from hpcue.models.generator import ClusterGenerators
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
-from hpcue.uc.module import UCModule
 
 
 def _module(assignments):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hpcue.config import ConfigError
-from hpcue.schedule import plan_batches, warmup_cosine
+from hpcue.training.batch_plan import plan_batches
+from hpcue.training.lr_schedule import warmup_cosine
 
 
 def test_per_rank_batch_and_accumulation():

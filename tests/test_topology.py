@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from hpcue.dist.threads import ranks_per_node_hint
-from hpcue.dist.topology import TopologyError, detect
+from hpcue.distributed.threads import ranks_per_node_hint
+from hpcue.distributed.topology import TopologyError, detect
 
 CLEAN = ("SLURM_", "PMI_", "OMPI_", "JSM_", "LSB_", "MPI_LOCAL", "PMIX_")
 TORCH = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",

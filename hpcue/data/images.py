@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from hpcue.data.arrays import resize_uint8
+from hpcue.errors import InputError, MissingInputError
 
 
 def decode(path: Path, image_size: int) -> np.ndarray:
@@ -17,7 +18,7 @@ def decode(path: Path, image_size: int) -> np.ndarray:
         with Image.open(path) as img:
             rgb = np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from None
+        raise InputError(f"{path}: not a readable image ({exc})") from None
     return resize_uint8(rgb[None], image_size)[0]
 
 
@@ -32,5 +33,5 @@ def decode_all(paths: list[Path], image_size: int, desc: str) -> np.ndarray:
 
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing ({what})")
+        raise MissingInputError(f"{path}: missing ({what})")
     return path

@@ -5,35 +5,27 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from hpcue.data.registry import check_dataset_name, importer
+from hpcue.data.options import PrepareOptions
+from hpcue.data.registry import importer
 from hpcue.data.shards import COMPRESSIONS, META, ShardError, open_shards, write_meta, write_split
-from hpcue.rundir import atomic_write_json
+from hpcue.errors import InputError
+from hpcue.io import atomic_write_json
 
-
-@dataclass
-class PrepareOptions:
-    image_size: int = 224
-    shards: int = 8
-    compression: str = "none"
-    size: int | None = None       # MedMNIST source resolution (28, 64, 128, 224)
-    download: bool = False        # MedMNIST only, through medmnist's downloader
-    seed: int = 0                 # splits that the raw data does not fix (digits, imagefolder)
-    test_fraction: float = 0.25
+__all__ = ["MANIFEST", "PrepareOptions", "is_prepared", "prepare"]
 
 
 def _check_options(opts: PrepareOptions) -> None:
     if opts.compression not in COMPRESSIONS:
-        raise ValueError(f"unknown compression {opts.compression!r}: expected one of "
+        raise InputError(f"unknown compression {opts.compression!r}: expected one of "
                          f"{', '.join(COMPRESSIONS)}")
     if opts.shards < 1:
-        raise ValueError(f"--shards must be at least 1, got {opts.shards}")
+        raise InputError(f"--shards must be at least 1, got {opts.shards}")
     if opts.image_size < 8 or opts.image_size % 4:
-        raise ValueError(f"--image-size must be a multiple of 4 and at least 8, "
+        raise InputError(f"--image-size must be a multiple of 4 and at least 8, "
                          f"got {opts.image_size}")
 
 
@@ -80,9 +72,9 @@ def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions,
     removes what this call wrote.
     """
     _check_options(opts)
-    check_dataset_name(name)
-    if root is None and name != "digits":
-        raise ValueError(f"{name} needs --root, the folder holding its raw files "
+    source = importer(name)
+    if root is None and source.needs_root:
+        raise InputError(f"{name} needs --root, the folder holding its raw files "
                          f"(data.root in a config)")
     out = Path(out)
     recipe = _recipe(name, root, opts)
@@ -93,7 +85,7 @@ def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions,
         if not replace_other:
             raise ShardError(f"{out} already holds {meta['dataset']} prepared with "
                              f"{meta.get('recipe')}, not {recipe}; choose another --out")
-    splits = importer(name)(root, opts.image_size, opts)
+    splits = source.load(root, opts.image_size, opts)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST

@@ -1,45 +1,31 @@
-"""Data set names, and which importer reads each one."""
+"""Data set names, and which importer reads each one (each importer declares its own name)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from pathlib import Path
+from hpcue.data.importers import digits, flowers102, imagefolder, medmnist_npz, oxford_pet
+from hpcue.data.importers.base import Importer
+from hpcue.errors import InputError
 
-from hpcue.data.arrays import ImageArrays
+IMPORTERS: dict[str, Importer] = {
+    imp.name: imp for imp in (digits.IMPORTER, oxford_pet.IMPORTER, flowers102.IMPORTER,
+                              imagefolder.IMPORTER)
+}
+FIXED_NAMES = tuple(IMPORTERS)
+MEDMNIST_PREFIX = medmnist_npz.PREFIX
 
-FIXED_NAMES = ("digits", "oxford-iiit-pet", "flowers102", "imagefolder")
-MEDMNIST_PREFIX = "medmnist:"
 
-Importer = Callable[[Path | None, int, object], dict[str, ImageArrays]]
-
-
-def check_dataset_name(name: str) -> None:
-    """Reject unknown names at config load, listing the ones that exist."""
-    if name in FIXED_NAMES:
-        return
+def importer(name: str) -> Importer:
+    """The importer of ``name``; an unknown name is an error listing the ones that exist."""
+    if name in IMPORTERS:
+        return IMPORTERS[name]
     if name.startswith(MEDMNIST_PREFIX):
-        from hpcue.data.importers.medmnist_npz import medmnist_flags
-
-        flag = name.removeprefix(MEDMNIST_PREFIX)
-        if flag not in medmnist_flags():
-            raise ValueError(
-                f"unknown MedMNIST flag {flag!r}: expected one of {', '.join(medmnist_flags())}"
-            )
-        return
-    raise ValueError(
+        return medmnist_npz.importer_for(name)
+    raise InputError(
         f"unknown data set {name!r}: expected one of {', '.join(FIXED_NAMES)}, "
         f"or {MEDMNIST_PREFIX}<flag>"
     )
 
 
-def importer(name: str) -> Importer:
-    check_dataset_name(name)
-    if name.startswith(MEDMNIST_PREFIX):
-        from hpcue.data.importers import medmnist_npz
-
-        return partial(medmnist_npz.load, flag=name.removeprefix(MEDMNIST_PREFIX))
-    from hpcue.data.importers import digits, flowers102, imagefolder, oxford_pet
-
-    return {"digits": digits.load, "oxford-iiit-pet": oxford_pet.load,
-            "flowers102": flowers102.load, "imagefolder": imagefolder.load}[name]
+def check_dataset_name(name: str) -> None:
+    """Reject unknown names at config load, listing the ones that exist."""
+    importer(name)

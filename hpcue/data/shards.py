@@ -24,14 +24,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpcue.rundir import atomic_write, atomic_write_json
+from hpcue.errors import HpcueError
+from hpcue.io import atomic_write, atomic_write_json
 
 FORMAT_VERSION = 1
 META = "meta.json"
 COMPRESSIONS = ("none", "lzf", "gzip")
 
 
-class ShardError(ValueError):
+class ShardError(HpcueError, ValueError):
     """A shard directory that cannot be trusted: names the file and the problem."""
 
 

@@ -1,0 +1,1 @@
+"""Plain ``nn.Module``s and how to build them: surrogates, generators, victims. No Lightning."""

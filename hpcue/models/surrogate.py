@@ -12,11 +12,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hpcue.errors import InputError, MissingInputError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(MissingInputError):
     """Pretrained weights are not on disk; the message names the exact path to place them."""
 
 
@@ -25,7 +27,7 @@ def _torchvision_weights(arch: str):
 
     table = {"resnet18": ResNet18_Weights.IMAGENET1K_V1, "resnet50": ResNet50_Weights.IMAGENET1K_V1}
     if arch not in table:
-        raise ValueError(f"no ImageNet weights known for {arch!r}: expected one of {list(table)}")
+        raise InputError(f"no ImageNet weights known for {arch!r}: expected one of {list(table)}")
     return table[arch]
 
 
@@ -39,11 +41,11 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad file
-        raise ValueError(f"{path}: not a readable PyTorch weights file ({exc})") from exc
+        raise InputError(f"{path}: not a readable PyTorch weights file ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        raise InputError(f"{path}: expected a state dict, got {type(state).__name__}")
     # checkpoints saved from DDP or Lightning wrappers carry a prefix on every key
     for prefix in ("module.", "model.", "backbone."):
         if state and all(k.startswith(prefix) for k in state):
@@ -66,7 +68,7 @@ def load_imagenet_resnet(arch: str, weights: Path | None = None) -> nn.Module:
     try:
         model.load_state_dict(load_state_dict_file(path), strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not match torchvision {arch}: {exc}") from None
+        raise InputError(f"{path}: weights do not match torchvision {arch}: {exc}") from None
     return model
 
 
@@ -105,6 +107,6 @@ def build_surrogate(arch: str, weights: Path | None, num_classes: int) -> Surrog
         try:
             model.load_state_dict(load_state_dict_file(Path(weights)), strict=True)
         except RuntimeError as exc:
-            raise ValueError(f"{weights}: weights do not match small_cnn: {exc}") from None
+            raise InputError(f"{weights}: weights do not match small_cnn: {exc}") from None
         return Surrogate(model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    raise ValueError(f"unknown surrogate arch {arch!r}")
+    raise InputError(f"unknown surrogate arch {arch!r}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from hpcue.errors import InputError
+
 
 def build_victim(arch: str, num_classes: int) -> nn.Module:
     if arch == "small_cnn":
@@ -14,4 +16,4 @@ def build_victim(arch: str, num_classes: int) -> nn.Module:
         from torchvision.models import resnet18
 
         return resnet18(weights=None, num_classes=num_classes)
-    raise ValueError(f"unknown victim arch {arch!r}: expected small_cnn or resnet18")
+    raise InputError(f"unknown victim arch {arch!r}: expected small_cnn or resnet18")

@@ -2,45 +2,40 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import lightning as L
 import torch
 from tqdm import tqdm
 
-from hpcue.config import RunConfig
-from hpcue.data.loader import ShardDataset, make_loader, to_unit
-from hpcue.data.shards import ShardSet
-from hpcue.dist import collectives
-from hpcue.dist.topology import current
-from hpcue.models.classifier import Classifier
+from hpcue.attacks.uc.kmeans import kmeans
+from hpcue.data.arrays import to_unit
+from hpcue.data.loader import ShardDataset, make_loader
+from hpcue.distributed import collectives
+from hpcue.evaluation.metrics import nmi, purity
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
-from hpcue.rundir import RunDir, atomic_write
-from hpcue.stages.common import load_data, load_surrogate, loader, timed
-from hpcue.trainer import make_trainer
-from hpcue.uc.kmeans import kmeans, purity
+from hpcue.stages.artifacts import Clusters, write_clusters, write_surrogate
+from hpcue.stages.context import StageContext
+from hpcue.training.classifier import Classifier
 
 
-def pretrain_small_surrogate(cfg: RunConfig, run: RunDir, data: ShardSet) -> Path:
+def pretrain_small_surrogate(ctx: StageContext) -> None:
     """Debugging mode has no ImageNet weights: train the small CNN on the data for a few epochs.
 
     Rank 0 trains it alone (seconds on a CPU) and the others wait: the surrogate, and so the
     clusters, are then the same for any world size.
     """
+    cfg, data = ctx.cfg, ctx.data
+
     def pretrain() -> None:
         model = Classifier(SmallCNN(len(data.classes)), lr=cfg.surrogate.pretrain_lr,
                            momentum=0.9, weight_decay=5e-4, augment=cfg.data.augment,
                            seed=cfg.seed)
-        trainer = make_trainer(cfg.runtime, run, "surrogate", cfg.surrogate.pretrain_epochs,
-                               this_rank_only=True)
+        trainer = ctx.trainer("surrogate", cfg.surrogate.pretrain_epochs, this_rank_only=True)
         trainer.fit(model, make_loader(ShardDataset(data, "train", cache=cfg.data.cache),
                                        cfg.surrogate.pretrain_batch_size, shuffle=True,
                                        seed=cfg.seed, num_workers=cfg.data.num_workers))
-        atomic_write(run.surrogate, lambda tmp: torch.save(model.model.state_dict(), tmp))
+        write_surrogate(ctx.run, model.model)
 
     collectives.on_main(pretrain, "pretraining the small surrogate")
-    return run.surrogate
 
 
 @torch.no_grad()
@@ -56,36 +51,24 @@ def extract_features(surrogate: Surrogate, batches,
     return torch.cat(feats), torch.cat(ids)
 
 
-def run_cluster(cfg: RunConfig, run: RunDir) -> Path:
-    from sklearn.metrics import normalized_mutual_info_score
-
-    record: dict = {}
-    with timed(record):
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        data = load_data(cfg, run)
-        if cfg.surrogate.arch == "small_cnn" and cfg.surrogate.weights is None:
-            pretrain_small_surrogate(cfg, run, data)
-        surrogate = load_surrogate(cfg, run, len(data.classes))
-        per_rank = max(1, cfg.train.global_batch_size // collectives.world_size())
-        feats, ids = extract_features(
-            surrogate, loader(cfg, data, "train", per_rank, train=False),
-            torch.device(current().device))
-        c, total = cfg.cluster, data.size("train")
-        result = kmeans(feats, c.num_clusters, c.n_init, c.max_iter, c.tol, seed=cfg.seed,
-                        ids=ids, total=total, reduce=collectives.all_reduce_sum)
-        assignments = collectives.assemble(result.assignments, ids, total)
-        state = {"centers": result.centers, "assignments": assignments}
-        if collectives.is_main():
-            atomic_write(run.clusters, lambda tmp: torch.save(state, tmp))
+def run(ctx: StageContext) -> dict:
+    cfg, data = ctx.cfg, ctx.data
+    if cfg.surrogate.arch == "small_cnn" and cfg.surrogate.weights is None:
+        pretrain_small_surrogate(ctx)
+    feats, ids = extract_features(
+        ctx.surrogate(), ctx.loader(data, "train", ctx.feature_batch_size, train=False),
+        torch.device(ctx.topology.device))
+    c, total = cfg.cluster, data.size("train")
+    result = kmeans(feats, c.num_clusters, c.n_init, c.max_iter, c.tol, seed=cfg.seed,
+                    ids=ids, total=total, reduce=collectives.all_reduce_sum)
+    assignments = collectives.assemble(result.assignments, ids, total)
+    if collectives.is_main():
+        write_clusters(ctx.run, Clusters(result.centers, assignments))
     labels = torch.from_numpy(data.labels("train"))
-    record.update(
+    return dict(
         num_images=total, feature_dim=int(feats.shape[1]), inertia=result.inertia,
         kmeans_iterations=result.n_iter,
         cluster_purity=round(purity(assignments, labels), 4),
-        cluster_nmi=round(float(normalized_mutual_info_score(labels, assignments)), 4),
+        cluster_nmi=round(nmi(assignments, labels), 4),
         cluster_sizes=torch.bincount(assignments, minlength=c.num_clusters).tolist(),
     )
-    if collectives.is_main():
-        run.write_record("cluster", record)
-    collectives.barrier()
-    return run.clusters

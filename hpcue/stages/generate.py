@@ -15,25 +15,28 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
-from hpcue.config import RunConfig
-from hpcue.data.arrays import to_float, to_uint8
+from hpcue.attacks.base import perturb
+from hpcue.data.arrays import to_float, to_uint8, to_unit
+from hpcue.data.loader import ShardDataset
 from hpcue.data.shards import (
     ShardError,
     ShardInfo,
     ShardSet,
+    open_shards,
     reading,
     sha256,
     write_meta,
     write_shard,
 )
-from hpcue.dist import collectives
-from hpcue.rundir import RunDir, atomic_write
-from hpcue.stages.common import Clusters, load_clusters, load_data, load_deltas, timed
-from hpcue.uc.objective import perturb
+from hpcue.distributed import collectives
+from hpcue.errors import InputError
+from hpcue.io import atomic_write
+from hpcue.stages.artifacts import Clusters, read_clusters, read_perturbations
+from hpcue.stages.context import StageContext
 
 
-def perturb_uint8(images: np.ndarray, deltas: torch.Tensor, clusters: torch.Tensor) -> np.ndarray:
-    return to_uint8(perturb(to_float(torch.from_numpy(images)), deltas, clusters))
+def perturb_uint8(images: np.ndarray, deltas: torch.Tensor, groups: torch.Tensor) -> np.ndarray:
+    return to_uint8(perturb(to_float(torch.from_numpy(images)), deltas, groups))
 
 
 def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
@@ -87,8 +90,6 @@ def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
 def write_preview(path: Path, clean: ShardSet, unlearnable: ShardSet, deltas: torch.Tensor,
                   clusters: Clusters, epsilon: float) -> None:
     """One row per cluster: a clean image, its perturbed version, the perturbation amplified."""
-    from hpcue.data.loader import ShardDataset, to_unit
-
     clean_ds, ul_ds = ShardDataset(clean, "train"), ShardDataset(unlearnable, "train")
     rows = []
     for k in range(clusters.num_clusters):
@@ -104,23 +105,16 @@ def write_preview(path: Path, clean: ShardSet, unlearnable: ShardSet, deltas: to
     atomic_write(path, lambda tmp: save_image(grid, tmp, nrow=3, padding=2, format="png"))
 
 
-def run_generate(cfg: RunConfig, run: RunDir) -> Path:
-    from hpcue.data.shards import open_shards
-
-    record: dict = {}
-    with timed(record):
-        data = load_data(cfg, run)
-        clusters = load_clusters(run)
-        deltas = load_deltas(run)
-        if len(clusters.assignments) != data.size("train"):
-            raise ValueError(f"{run.clusters} has {len(clusters.assignments)} assignments but the "
-                             f"training set has {data.size('train')} images: rerun `hpcue cluster`")
-        record.update(write_unlearnable(data, run.unlearnable, deltas, clusters.assignments))
-        if collectives.is_main():
-            write_preview(run.preview, data, open_shards(run.unlearnable), deltas, clusters,
-                          cfg.train.epsilon)
-    record["num_images"] = data.size("train")
+def run(ctx: StageContext) -> dict:
+    data, run_dir = ctx.data, ctx.run
+    clusters = read_clusters(run_dir)
+    deltas = read_perturbations(run_dir).deltas
+    if len(clusters.assignments) != data.size("train"):
+        raise InputError(f"{run_dir.clusters} has {len(clusters.assignments)} assignments but the "
+                         f"training set has {data.size('train')} images: rerun `hpcue cluster`")
+    record = write_unlearnable(data, run_dir.unlearnable, deltas, clusters.assignments)
     if collectives.is_main():
-        run.write_record("generate", record)
-    collectives.barrier()
-    return run.unlearnable
+        write_preview(run_dir.preview, data, open_shards(run_dir.unlearnable), deltas, clusters,
+                      ctx.cfg.train.epsilon)
+    record["num_images"] = data.size("train")
+    return record

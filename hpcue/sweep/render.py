@@ -6,8 +6,8 @@ import shlex
 from pathlib import Path
 from string import Template
 
-from hpcue.config import ConfigError
-from hpcue.rundir import atomic_write_text
+from hpcue.errors import ConfigError
+from hpcue.io import atomic_write_text
 from hpcue.sweep.spec import Point, Sweep, parse_walltime
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"

@@ -13,7 +13,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from hpcue.rundir import atomic_write, atomic_write_text
+from hpcue.errors import InputError, MissingInputError
+from hpcue.evaluation.metrics import sample_std
+from hpcue.io import atomic_write, atomic_write_text
+from hpcue.stages.rundir import RunDir
 
 COLUMNS = ["dataset", "global_batch_size", "world_size", "lr_scaling", "seeds",
            "clean_test_acc_mean", "clean_test_acc_std", "unlearnable_test_acc_mean",
@@ -24,20 +27,16 @@ COLUMNS = ["dataset", "global_batch_size", "world_size", "lr_scaling", "seeds",
 def collect(runs: Path) -> tuple[list[dict], list[str]]:
     """All results.json under ``runs``, and the expected points that have none."""
     results = []
-    for path in sorted(Path(runs).rglob("results.json")):
+    for path in sorted(Path(runs).rglob(RunDir.RESULTS)):
         data = json.loads(path.read_text())
         data["_dir"] = str(path.parent)
         results.append(data)
     missing = []
     for manifest in sorted(Path(runs).rglob("sweep.json")):
         for point in json.loads(manifest.read_text()).get("points", []):
-            if not (manifest.parent / point / "results.json").is_file():
+            if not RunDir(manifest.parent / point).finished:
                 missing.append(f"{manifest.parent.name}/{point}")
     return results, missing
-
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarise(results: list[dict]) -> list[dict]:
@@ -53,9 +52,9 @@ def summarise(results: list[dict]) -> list[dict]:
             "dataset": dataset, "global_batch_size": batch, "world_size": world,
             "lr_scaling": rule, "seeds": len(runs),
             "clean_test_acc_mean": round(statistics.mean(clean), 4),
-            "clean_test_acc_std": round(_std(clean), 4),
+            "clean_test_acc_std": round(sample_std(clean), 4),
             "unlearnable_test_acc_mean": round(statistics.mean(unl), 4),
-            "unlearnable_test_acc_std": round(_std(unl), 4),
+            "unlearnable_test_acc_std": round(sample_std(unl), 4),
             "cluster_purity": round(statistics.mean(r["cluster_purity"] for r in runs), 4),
             "seconds_total": round(statistics.mean(sum(r["seconds"].values()) for r in runs), 1),
             "stage1_images_per_second": round(statistics.mean(
@@ -132,10 +131,10 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
 def report(runs: Path, out: Path | None = None) -> dict[str, Path]:
     runs = Path(runs)
     if not runs.is_dir():
-        raise FileNotFoundError(f"{runs}: runs directory not found")
+        raise MissingInputError(f"{runs}: runs directory not found")
     results, missing = collect(runs)
     if not results:
-        raise ValueError(f"{runs}: no results.json found (nothing finished yet)"
+        raise InputError(f"{runs}: no results.json found (nothing finished yet)"
                          + (f"; missing: {', '.join(missing)}" if missing else ""))
     out = Path(out) if out is not None else runs / "report"
     rows = summarise(results)

@@ -14,8 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hpcue.config import ConfigError
-from hpcue.rundir import atomic_write_json
+from hpcue.errors import ConfigError, HpcueError
+from hpcue.io import atomic_write_json
+from hpcue.stages.rundir import RunDir
 from hpcue.sweep.render import point_dir, render, run_command, sweep_dir
 from hpcue.sweep.spec import Sweep
 
@@ -23,7 +24,7 @@ SUBMIT = {"slurm": "sbatch", "lsf": "bsub"}
 QUEUE = {"slurm": ["squeue", "-h", "-o", "%i"], "lsf": ["bjobs", "-noheader", "-o", "jobid"]}
 
 
-class SchedulerError(RuntimeError):
+class SchedulerError(HpcueError, RuntimeError):
     """sbatch/bsub or squeue/bjobs failed or is missing: nothing more is submitted."""
 
 
@@ -45,7 +46,7 @@ def claim_sweep_dir(sweep: Sweep, runs: Path) -> Path:
 
 
 def finished(sweep: Sweep, runs: Path) -> set[str]:
-    return {p.name for p in sweep.points if (point_dir(sweep, p, runs) / "results.json").is_file()}
+    return {p.name for p in sweep.points if RunDir(point_dir(sweep, p, runs)).finished}
 
 
 def _job_id(output: str) -> str:

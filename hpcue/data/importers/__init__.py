@@ -1,1 +1,1 @@
-"""One module per raw data set; each returns ImageArrays per split."""
+"""One module per raw data set; each declares an ``Importer`` and returns ImageArrays per split."""

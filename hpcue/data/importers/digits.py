@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from hpcue.data.arrays import ImageArrays, gray_to_rgb, resize_uint8
+from hpcue.data.importers.base import Importer
+from hpcue.data.options import PrepareOptions
 
 SPLITS = ("train", "test")
 
@@ -30,5 +32,8 @@ def load_digits_splits(image_size: int, test_fraction: float, seed: int) -> dict
     }
 
 
-def load(root: Path | None, image_size: int, opts) -> dict[str, ImageArrays]:
+def load(root: Path | None, image_size: int, opts: PrepareOptions) -> dict[str, ImageArrays]:
     return load_digits_splits(image_size, opts.test_fraction, opts.seed)
+
+
+IMPORTER = Importer("digits", SPLITS, needs_root=False, load=load)

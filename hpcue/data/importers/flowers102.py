@@ -13,6 +13,9 @@ import numpy as np
 
 from hpcue.data.arrays import ImageArrays
 from hpcue.data.images import decode_all, require_file
+from hpcue.data.importers.base import Importer
+from hpcue.data.options import PrepareOptions
+from hpcue.errors import InputError, MissingInputError
 
 SPLITS = {"train": "trnid", "val": "valid", "test": "tstid"}
 NUM_CLASSES = 102
@@ -25,32 +28,35 @@ def _loadmat(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
     try:
         mat = loadmat(path, squeeze_me=True)
     except Exception as exc:  # scipy raises several types for a bad file
-        raise ValueError(f"{path}: not a readable .mat file ({exc})") from None
+        raise InputError(f"{path}: not a readable .mat file ({exc})") from None
     missing = [k for k in keys if k not in mat]
     if missing:
-        raise ValueError(f"{path}: missing variables {missing}")
+        raise InputError(f"{path}: missing variables {missing}")
     return {k: np.atleast_1d(np.asarray(mat[k])).astype(np.int64) for k in keys}
 
 
-def load(root: Path, image_size: int, opts) -> dict[str, ImageArrays]:
+def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageArrays]:
     base = Path(root) / "flowers-102"
     if not (base / "jpg").is_dir():
-        raise FileNotFoundError(f"{base / 'jpg'}: missing (expected torchvision's flowers-102 "
+        raise MissingInputError(f"{base / 'jpg'}: missing (expected torchvision's flowers-102 "
                                 f"layout under {root})")
     labels_all = _loadmat(base / "imagelabels.mat", ["labels"])["labels"] - 1
     if labels_all.size and (labels_all.min() < 0 or labels_all.max() >= NUM_CLASSES):
-        raise ValueError(f"{base / 'imagelabels.mat'}: labels outside 1..{NUM_CLASSES}")
+        raise InputError(f"{base / 'imagelabels.mat'}: labels outside 1..{NUM_CLASSES}")
     setid = _loadmat(base / "setid.mat", list(SPLITS.values()))
     classes = [f"flower_{i + 1:03d}" for i in range(NUM_CLASSES)]
     out = {}
     for split, key in SPLITS.items():
         ids = setid[key]
         if ids.size == 0:
-            raise ValueError(f"{base / 'setid.mat'}: split {split!r} ({key}) is empty")
+            raise InputError(f"{base / 'setid.mat'}: split {split!r} ({key}) is empty")
         if ids.min() < 1 or ids.max() > len(labels_all):
-            raise ValueError(f"{base / 'setid.mat'}: {key} has image ids outside "
+            raise InputError(f"{base / 'setid.mat'}: {key} has image ids outside "
                              f"1..{len(labels_all)}")
         paths = [require_file(base / "jpg" / f"image_{i:05d}.jpg", "listed image") for i in ids]
         out[split] = ImageArrays(decode_all(paths, image_size, f"flowers102 {split}"),
                                  labels_all[ids - 1], classes)
     return out
+
+
+IMPORTER = Importer("flowers102", tuple(SPLITS), needs_root=True, load=load)

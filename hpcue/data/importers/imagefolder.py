@@ -12,6 +12,9 @@ import numpy as np
 
 from hpcue.data.arrays import ImageArrays
 from hpcue.data.images import decode_all
+from hpcue.data.importers.base import Importer
+from hpcue.data.options import PrepareOptions
+from hpcue.errors import InputError, MissingInputError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 SPLIT_NAMES = ("train", "val", "test")
@@ -20,28 +23,28 @@ SPLIT_NAMES = ("train", "val", "test")
 def _scan(folder: Path) -> tuple[list[str], list[Path], list[int]]:
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
     if not classes:
-        raise FileNotFoundError(f"{folder}: no class subfolders")
+        raise MissingInputError(f"{folder}: no class subfolders")
     paths, labels = [], []
     for label, name in enumerate(classes):
         files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in EXTENSIONS)
         paths += files
         labels += [label] * len(files)
     if not paths:
-        raise ValueError(f"{folder}: class folders hold no images ({', '.join(EXTENSIONS)})")
+        raise InputError(f"{folder}: class folders hold no images ({', '.join(EXTENSIONS)})")
     return classes, paths, labels
 
 
-def load(root: Path, image_size: int, opts) -> dict[str, ImageArrays]:
+def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageArrays]:
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: image folder not found")
+        raise MissingInputError(f"{root}: image folder not found")
     split_dirs = [s for s in SPLIT_NAMES if (root / s).is_dir()]
     if split_dirs:
         scans = {s: _scan(root / s) for s in split_dirs}
         classes = scans[split_dirs[0]][0]
         for s, (names, _, _) in scans.items():
             if names != classes:
-                raise ValueError(f"{root / s}: classes {names} differ from "
+                raise InputError(f"{root / s}: classes {names} differ from "
                                  f"{root / split_dirs[0]}: {classes}")
         return {s: ImageArrays(decode_all(p, image_size, f"imagefolder {s}"),
                                np.array(lab, np.int64), classes)
@@ -56,3 +59,6 @@ def load(root: Path, image_size: int, opts) -> dict[str, ImageArrays]:
     lab = np.array(labels, np.int64)
     return {"train": ImageArrays(images[np.sort(tr)], lab[np.sort(tr)], classes),
             "test": ImageArrays(images[np.sort(te)], lab[np.sort(te)], classes)}
+
+
+IMPORTER = Importer("imagefolder", SPLIT_NAMES, needs_root=True, load=load)

@@ -7,12 +7,17 @@ only when asked, and only through medmnist's own downloader.
 from __future__ import annotations
 
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from hpcue.data.arrays import ImageArrays, gray_to_rgb, resize_uint8
+from hpcue.data.importers.base import Importer
+from hpcue.data.options import PrepareOptions
+from hpcue.errors import InputError, MissingInputError
 
+PREFIX = "medmnist:"  # a family: one data set per MedMNIST flag, "medmnist:<flag>"
 SPLITS = ("train", "val", "test")
 SIZES = (28, 64, 128, 224)
 
@@ -29,7 +34,7 @@ def npz_path(root: Path, flag: str, size: int = 28) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"MedMNIST file for {flag!r} at size {size} not found: looked for "
         + ", ".join(str(p) for p in candidates)
         + " (place the official .npz there, or prepare with --download)"
@@ -51,47 +56,58 @@ def load_medmnist_split(path: Path, flag: str, split: str, image_size: int) -> I
     from medmnist import INFO
 
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r} for {flag}: expected one of {SPLITS}")
+        raise InputError(f"unknown split {split!r} for {flag}: expected one of {SPLITS}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
             want = {f"{split}_images", f"{split}_labels"}
             if not want <= keys:
-                raise ValueError(f"{path}: missing keys {sorted(want - keys)} (has {sorted(keys)})")
+                raise InputError(f"{path}: missing keys {sorted(want - keys)} (has {sorted(keys)})")
             images = npz[f"{split}_images"]
             labels = npz[f"{split}_labels"]
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise ValueError(f"{path}: {split}_images holds images of mixed shapes "
+            raise InputError(f"{path}: {split}_images holds images of mixed shapes "
                              f"(an object array), expected one N x H x W[ x C] array") from None
         raise
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-        raise ValueError(f"{path}: {split}_images must be N x H x W[ x C], got {images.shape}")
+        raise InputError(f"{path}: {split}_images must be N x H x W[ x C], got {images.shape}")
     if len(images) == 0:
-        raise ValueError(f"{path}: split {split!r} is empty")
+        raise InputError(f"{path}: split {split!r} is empty")
     if len(labels) != len(images):
-        raise ValueError(f"{path}: {len(images)} {split}_images but {len(labels)} labels")
+        raise InputError(f"{path}: {len(images)} {split}_images but {len(labels)} labels")
     labels = np.asarray(labels).reshape(len(labels), -1)[:, 0].astype(np.int64)
     classes = [INFO[flag]["label"][k] for k in sorted(INFO[flag]["label"], key=int)]
     if labels.min() < 0 or labels.max() >= len(classes):
-        raise ValueError(f"{path}: {split}_labels outside 0..{len(classes) - 1} "
+        raise InputError(f"{path}: {split}_labels outside 0..{len(classes) - 1} "
                          f"(min {labels.min()}, max {labels.max()})")
     images = resize_uint8(gray_to_rgb(images.astype(np.uint8)), image_size)
     return ImageArrays(images, labels, classes)
 
 
-def load(root: Path, image_size: int, opts, flag: str) -> dict[str, ImageArrays]:
+def load(root: Path, image_size: int, opts: PrepareOptions,
+         flag: str) -> dict[str, ImageArrays]:
     if root is None:
-        raise ValueError(f"medmnist:{flag} needs --root, the folder holding {flag}_<size>.npz")
+        raise InputError(f"medmnist:{flag} needs --root, the folder holding {flag}_<size>.npz")
     root = Path(root)
     size = opts.size if opts.size is not None else next((s for s in SIZES if s >= image_size), 224)
     if size not in SIZES:
-        raise ValueError(f"MedMNIST size must be one of {SIZES}, got {size}")
+        raise InputError(f"MedMNIST size must be one of {SIZES}, got {size}")
     if opts.download:
         download(root, flag, size)
     elif not root.is_dir():
-        raise FileNotFoundError(f"{root}: MedMNIST root folder not found")
+        raise MissingInputError(f"{root}: MedMNIST root folder not found")
     path = npz_path(root, flag, size)
     return {split: load_medmnist_split(path, flag, split, image_size) for split in SPLITS}
+
+
+def importer_for(name: str) -> Importer:
+    """The importer of ``medmnist:<flag>``; an unknown flag lists the ones medmnist knows."""
+    flag = name.removeprefix(PREFIX)
+    if flag not in medmnist_flags():
+        raise InputError(
+            f"unknown MedMNIST flag {flag!r}: expected one of {', '.join(medmnist_flags())}"
+        )
+    return Importer(name, SPLITS, needs_root=True, load=partial(load, flag=flag))

@@ -12,6 +12,9 @@ import numpy as np
 
 from hpcue.data.arrays import ImageArrays
 from hpcue.data.images import decode_all, require_file
+from hpcue.data.importers.base import Importer
+from hpcue.data.options import PrepareOptions
+from hpcue.errors import InputError, MissingInputError
 
 SPLITS = {"train": "trainval.txt", "test": "test.txt"}
 NUM_CLASSES = 37
@@ -27,7 +30,7 @@ def _read_list(path: Path) -> list[tuple[str, int]]:
         try:
             rows.append((parts[0], int(parts[1]) - 1))
         except (IndexError, ValueError):
-            raise ValueError(
+            raise InputError(
                 f"{path}:{n}: expected '<image> <class id> ...', got {line!r}") from None
     return rows
 
@@ -36,10 +39,10 @@ def _class_name(image_id: str) -> str:
     return " ".join(part.title() for part in image_id.rsplit("_", 1)[0].split("_"))
 
 
-def load(root: Path, image_size: int, opts) -> dict[str, ImageArrays]:
+def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageArrays]:
     base = Path(root) / "oxford-iiit-pet"
     if not (base / "images").is_dir():
-        raise FileNotFoundError(f"{base / 'images'}: missing (expected torchvision's "
+        raise MissingInputError(f"{base / 'images'}: missing (expected torchvision's "
                                 f"oxford-iiit-pet layout under {root})")
     lists = {split: _read_list(base / "annotations" / name) for split, name in SPLITS.items()}
     names: dict[int, str] = {}
@@ -49,10 +52,10 @@ def load(root: Path, image_size: int, opts) -> dict[str, ImageArrays]:
     out = {}
     for split, rows in lists.items():
         if not rows:
-            raise ValueError(f"{base / 'annotations' / SPLITS[split]}: split {split!r} is empty")
+            raise InputError(f"{base / 'annotations' / SPLITS[split]}: split {split!r} is empty")
         labels = np.array([label for _, label in rows], np.int64)
         if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-            raise ValueError(f"{base / 'annotations' / SPLITS[split]}: class ids outside "
+            raise InputError(f"{base / 'annotations' / SPLITS[split]}: class ids outside "
                              f"1..{NUM_CLASSES}")
         paths = [require_file(base / "images" / f"{image_id}.jpg", "listed image")
                  for image_id, _ in rows]
@@ -60,3 +63,6 @@ def load(root: Path, image_size: int, opts) -> dict[str, ImageArrays]:
         classes = [names.get(i, f"class_{i}") for i in range(NUM_CLASSES)]
         out[split] = ImageArrays(images, labels, classes)
     return out
+
+
+IMPORTER = Importer("oxford-iiit-pet", tuple(SPLITS), needs_root=True, load=load)

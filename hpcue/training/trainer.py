@@ -1,22 +1,22 @@
-"""One Trainer factory for every stage, so topology and logging live in one place."""
+"""One Trainer factory for every training hpcue runs, so topology and logging live in one place."""
 
 from __future__ import annotations
 
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
-from hpcue.config import RuntimeConfig
-from hpcue.dist import collectives
-from hpcue.dist.lightning_env import RankAsNode
-from hpcue.dist.topology import current
-from hpcue.rundir import RunDir
+from hpcue.distributed import collectives
+from hpcue.distributed.lightning_env import RankAsNode
+from hpcue.distributed.topology import current
 
 # Lightning's advice on worker counts and small logging intervals is noise for tiny debug runs.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -54,31 +54,38 @@ class Throughput(Callback):
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def checkpoint_dir(run: RunDir, stage: str):
-    return run.checkpoints / stage
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The runtime settings every Trainer takes (``runtime.*`` in the config)."""
+
+    precision: str = "32-true"
+    deterministic: bool = True
+    timeout_s: float = 600.0
 
 
-def resume_path(run: RunDir, stage: str) -> str | None:
-    """The stage's last epoch checkpoint, if an earlier attempt was stopped mid-training.
+def resume_path(checkpoints: Path) -> str | None:
+    """The last epoch checkpoint in ``checkpoints``, if an earlier attempt stopped mid-training.
 
     Rank 0 looks and tells the others, so all ranks resume from the same point or none does.
     """
-    last = checkpoint_dir(run, stage) / "last.ckpt"
+    last = Path(checkpoints) / "last.ckpt"
     return collectives.broadcast_object(str(last) if last.is_file() else None)
 
 
-def _log_version(run: RunDir, stage: str) -> str:
-    """``logs/<stage>/metrics.csv`` for a first attempt; a resumed one writes its epochs to
-    ``logs/<stage>/resumed-N/`` instead of overwriting the epochs logged before the stop."""
-    if not (checkpoint_dir(run, stage) / "last.ckpt").is_file():
+def _log_version(checkpoints: Path, logs: Path) -> str:
+    """``<logs>/metrics.csv`` for a first attempt; a resumed one writes its epochs to
+    ``<logs>/resumed-N/`` instead of overwriting the epochs logged before the stop."""
+    if not (Path(checkpoints) / "last.ckpt").is_file():
         return ""
-    return f"resumed-{len(list((run.logs / stage).glob('resumed-*'))) + 1}"
+    return f"resumed-{len(list(Path(logs).glob('resumed-*'))) + 1}"
 
 
-def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
-                 callbacks: list[Callback] | None = None, accumulate: int = 1,
+def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name: str,
+                 epochs: int, callbacks: list[Callback] | None = None, accumulate: int = 1,
                  this_rank_only: bool = False) -> L.Trainer:
     """DDP over the process group the launcher set up (NCCL on GPUs, gloo on CPU), or plain.
+
+    Epoch checkpoints go to ``checkpoints``, CSV metrics to ``logs/<name>/``.
 
     Batch norm is synchronised across ranks on GPUs, so a global batch behaves as in one
     process; torch has no SyncBatchNorm on CPU, where each rank normalises its own part.
@@ -90,7 +97,7 @@ def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
     if distributed:
         strategy = DDPStrategy(cluster_environment=RankAsNode(topo),
                                process_group_backend=topo.backend,
-                               timeout=timedelta(seconds=runtime.timeout_s))
+                               timeout=timedelta(seconds=settings.timeout_s))
     return L.Trainer(
         max_epochs=epochs,
         accelerator="gpu" if on_gpu else "cpu",
@@ -99,13 +106,13 @@ def make_trainer(runtime: RuntimeConfig, run: RunDir, stage: str, epochs: int,
         strategy=strategy,
         sync_batchnorm=distributed and on_gpu,
         accumulate_grad_batches=accumulate,
-        precision=runtime.precision,
-        deterministic=runtime.deterministic,
-        logger=CSVLogger(run.logs, name=stage, version=_log_version(run, stage)),
+        precision=settings.precision,
+        deterministic=settings.deterministic,
+        logger=CSVLogger(logs, name=name, version=_log_version(checkpoints, Path(logs) / name)),
         # a terminal gets a live bar; a batch log gets a line every 50 steps, not every step
         callbacks=[TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50),
                    # every epoch: a run stopped by its wall time resumes from the last one
-                   ModelCheckpoint(dirpath=checkpoint_dir(run, stage), save_last=True,
+                   ModelCheckpoint(dirpath=checkpoints, save_last=True,
                                    save_top_k=1, every_n_epochs=1),
                    *(callbacks or [])],
         enable_model_summary=False,

@@ -1,31 +1,13 @@
-"""What several stages share: the prepared data, and the previous stage's files."""
+"""The prepared data a run reads, checked against its config before a stage trusts it."""
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-
-import torch
-
 from hpcue.config import RunConfig, check_consistency
-from hpcue.data.loader import ShardDataset, make_loader
-from hpcue.data.prepare import PrepareOptions, is_prepared, prepare
+from hpcue.data.options import PrepareOptions
+from hpcue.data.prepare import is_prepared, prepare
 from hpcue.data.shards import ShardError, ShardSet, open_h5, open_shards
-from hpcue.dist import collectives
-from hpcue.models.surrogate import Surrogate, build_surrogate
-from hpcue.rundir import RunDir
-from hpcue.schedule import BatchPlan, plan_batches
-
-
-@dataclass
-class Clusters:
-    centers: torch.Tensor
-    assignments: torch.Tensor
-
-    @property
-    def num_clusters(self) -> int:
-        return len(self.centers)
+from hpcue.distributed import collectives
+from hpcue.stages.rundir import RunDir
 
 
 def _prepare_options(cfg: RunConfig) -> PrepareOptions:
@@ -79,44 +61,3 @@ def check_readable(shards: ShardSet) -> None:
     except ShardError as exc:
         error = exc
     collectives.raise_if_any(error, f"opening the shards in {shards.root}")
-
-
-def loader(cfg: RunConfig, shards: ShardSet, split: str, batch_size: int, *, train: bool):
-    """This rank's part: training order (shuffled, padded) or evaluation (each sample once)."""
-    return make_loader(ShardDataset(shards, split, cache=cfg.data.cache), batch_size,
-                       shuffle=train, seed=cfg.seed, num_workers=cfg.data.num_workers,
-                       rank=collectives.rank(), world_size=collectives.world_size())
-
-
-def batch_plan(cfg: RunConfig, section: str) -> BatchPlan:
-    """Per-rank batch, accumulation and effective lr of ``train`` or ``victim``."""
-    s = getattr(cfg, section)
-    return plan_batches(section, s.global_batch_size, collectives.world_size(),
-                        cfg.runtime.max_micro_batch, s.lr, s.lr_scaling, s.base_batch_size,
-                        s.warmup_epochs)
-
-
-def load_clusters(run: RunDir) -> Clusters:
-    state = torch.load(run.require(run.clusters, "cluster"), map_location="cpu", weights_only=True)
-    return Clusters(state["centers"], state["assignments"])
-
-
-def load_deltas(run: RunDir) -> torch.Tensor:
-    state = torch.load(run.require(run.perturbations, "train"), map_location="cpu",
-                       weights_only=True)
-    return state["deltas"]
-
-
-def load_surrogate(cfg: RunConfig, run: RunDir, num_classes: int) -> Surrogate:
-    """The configured surrogate; the debug small_cnn uses the one the cluster stage trained."""
-    weights = cfg.surrogate.weights
-    if cfg.surrogate.arch == "small_cnn" and weights is None:
-        weights = run.require(run.surrogate, "cluster")
-    return build_surrogate(cfg.surrogate.arch, weights, num_classes)
-
-
-@contextmanager
-def timed(record: dict, key: str = "seconds"):
-    t0 = time.perf_counter()
-    yield
-    record[key] = round(time.perf_counter() - t0, 3)

@@ -9,11 +9,13 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from hpcue.errors import HpcueError
+
 T = TypeVar("T")
 _LONG_WAIT: dist.ProcessGroup | None = None
 
 
-class PeerError(RuntimeError):
+class PeerError(HpcueError, RuntimeError):
     """Another rank failed at work this one depends on; this one stops with its message."""
 
 

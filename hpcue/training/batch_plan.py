@@ -1,4 +1,4 @@
-"""Global batch semantics: per-rank batch, accumulation, learning-rate scaling and warmup.
+"""Global batch semantics: per-rank batch, accumulation and learning-rate scaling.
 
 Configs name the global batch size, the quantity the study sweeps. The per-rank batch follows
 from the world size; a per-device micro-batch limit turns the rest into gradient accumulation,
@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import torch
-
-from hpcue.config import ConfigError
+from hpcue.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -34,6 +32,7 @@ class BatchPlan:
 def plan_batches(section: str, global_batch: int, world_size: int, max_micro: int | None,
                  lr: float, lr_scaling: str, base_batch: int | None,
                  warmup_epochs: float) -> BatchPlan:
+    """How one training (stage 1 or a victim) splits its global batch over the ranks."""
     if global_batch % world_size:
         raise ConfigError(f"{section}.global_batch_size={global_batch} is not divisible by the "
                           f"world size {world_size}")
@@ -47,19 +46,3 @@ def plan_batches(section: str, global_batch: int, world_size: int, max_micro: in
     factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[lr_scaling]
     return BatchPlan(global_batch, world_size, per_rank, micro, per_rank // micro, lr_scaling,
                      lr, lr * factor, warmup_epochs)
-
-
-def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
-                  min_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup to the optimizer's lr, then cosine down to min_lr, per step."""
-    base = opt.param_groups[0]["lr"]
-    floor = min(min_lr / base, 1.0) if base > 0 else 0.0
-    total_steps, warmup_steps = max(1, total_steps), max(0, min(warmup_steps, total_steps - 1))
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from hpcue.data.loader import UnitBatches
+from hpcue.attacks.base import perturb
+from hpcue.attacks.uc.objective import target_clusters, uc_loss
 from hpcue.models.generator import ClusterGenerators
 from hpcue.models.surrogate import Surrogate
-from hpcue.schedule import warmup_cosine
-from hpcue.uc.objective import perturb, target_clusters, uc_loss
+from hpcue.training.batches import UnitBatches
+from hpcue.training.lr_schedule import scheduled
 
 
 class UCModule(UnitBatches, L.LightningModule):
@@ -52,7 +53,4 @@ class UCModule(UnitBatches, L.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.generators.parameters(), lr=self.lr,
                                weight_decay=self.weight_decay)
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = round(self.warmup_epochs * steps / self.trainer.max_epochs)
-        sched = warmup_cosine(opt, steps, warmup, self.min_lr)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return scheduled(opt, self.trainer, self.warmup_epochs, self.min_lr)

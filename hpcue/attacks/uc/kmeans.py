@@ -128,11 +128,3 @@ def kmeans(x: torch.Tensor, k: int, n_init: int = 5, max_iter: int = 100, tol: f
     assert best is not None
     best.centers = best.centers.float()
     return best
-
-
-def purity(assignments: torch.Tensor, labels: torch.Tensor) -> float:
-    """Share of images whose cluster's majority label is their own label."""
-    total = 0
-    for c in assignments.unique():
-        total += int(torch.bincount(labels[assignments == c]).max())
-    return total / len(labels)

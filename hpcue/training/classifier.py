@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpcue.data.loader import UnitBatches
-from hpcue.schedule import warmup_cosine
+from hpcue.training.batches import UnitBatches
+from hpcue.training.lr_schedule import scheduled
 
 
 class Classifier(UnitBatches, L.LightningModule):
@@ -50,7 +50,4 @@ class Classifier(UnitBatches, L.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum,
                               weight_decay=self.weight_decay, nesterov=False)
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = round(self.warmup_epochs * steps / self.trainer.max_epochs)
-        sched = warmup_cosine(opt, steps, warmup, 0.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return scheduled(opt, self.trainer, self.warmup_epochs, 0.0)

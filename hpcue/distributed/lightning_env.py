@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lightning.fabric.plugins.environments import ClusterEnvironment
 
-from hpcue.dist.topology import Topology
+from hpcue.distributed.topology import Topology
 
 
 class RankAsNode(ClusterEnvironment):

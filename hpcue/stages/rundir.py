@@ -1,59 +1,27 @@
 """The run directory: one place that names every file a stage writes or reads.
 
-Each stage reads the previous stage's files and writes its own atomically (temporary name,
-renamed when complete), so an interrupted stage never leaves a file the next one would trust.
+Each stage reads the previous stage's files and writes its own atomically (``hpcue.io``), so an
+interrupted stage never leaves a file the next one would trust. Sweeps and reports ask
+``RunDir`` for these names instead of spelling them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from hpcue.errors import HpcueError
+from hpcue.io import atomic_write_json
 
 #: The pipeline's stages in order; each reads what the ones before it wrote.
 STAGES = ("cluster", "train", "generate", "evaluate")
 
 
-class StageInputError(FileNotFoundError):
+class StageInputError(HpcueError, FileNotFoundError):
     """A stage was asked to run before the stage it depends on wrote its files."""
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once: setting it is process-wide, not safe beside other threads
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        # mkstemp creates 0600; a result file gets the mode any other new file would get
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 @dataclass(frozen=True)
@@ -61,6 +29,8 @@ class RunDir:
     """Names of the files in one run directory."""
 
     root: Path
+    #: the file a finished run ends with; reports and sweeps look for it by this name
+    RESULTS: ClassVar[str] = "results.json"
 
     @property
     def config(self) -> Path:
@@ -92,7 +62,12 @@ class RunDir:
 
     @property
     def results(self) -> Path:
-        return self.root / "results.json"
+        return self.root / self.RESULTS
+
+    @property
+    def finished(self) -> bool:
+        """A run is finished when its results.json exists (written last, atomically)."""
+        return self.results.is_file()
 
     @property
     def logs(self) -> Path:
@@ -102,14 +77,18 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
+    def stage_checkpoints(self, stage: str) -> Path:
+        """Epoch checkpoints of one training (``train``, ``surrogate``, ``victim_clean`` ...)."""
+        return self.checkpoints / stage
+
     def stage_outputs(self, stage: str) -> list[Path]:
         """What ``stage`` writes, so that a rerun can clear what was derived from it."""
         return {
-            "cluster": [self.clusters, self.surrogate, self.checkpoints / "surrogate"],
-            "train": [self.perturbations, self.checkpoints / "train"],
+            "cluster": [self.clusters, self.surrogate, self.stage_checkpoints("surrogate")],
+            "train": [self.perturbations, self.stage_checkpoints("train")],
             "generate": [self.unlearnable, self.preview],
-            "evaluate": [self.results, self.checkpoints / "victim_clean",
-                         self.checkpoints / "victim_unlearnable"],
+            "evaluate": [self.results, self.stage_checkpoints("victim_clean"),
+                         self.stage_checkpoints("victim_unlearnable")],
         }[stage]
 
     def clear_from(self, stage: str) -> list[str]:

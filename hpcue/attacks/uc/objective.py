@@ -11,11 +11,6 @@ def target_clusters(clusters: torch.Tensor, offset: int, num_clusters: int) -> t
     return (clusters + offset) % num_clusters
 
 
-def perturb(images: torch.Tensor, deltas: torch.Tensor, clusters: torch.Tensor) -> torch.Tensor:
-    """clamp(x + delta_c(x), 0, 1): each image gets its own cluster's perturbation."""
-    return (images + deltas[clusters]).clamp(0.0, 1.0)
-
-
 def uc_loss(features: torch.Tensor, centers: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of KL( softmax(mu_t) || softmax(f(x')) )."""
     return F.kl_div(F.log_softmax(features, dim=1), F.softmax(centers[targets], dim=1),

@@ -1,0 +1,85 @@
+"""What every stage of one run reads, built once: config, run directory, topology, batch plans,
+and the prepared data (loaded on first use, so the stage that creates the run prepares it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from hpcue.config import RunConfig
+from hpcue.data.loader import ShardDataset, make_loader
+from hpcue.data.shards import ShardSet
+from hpcue.distributed import collectives
+from hpcue.distributed.topology import Topology, current
+from hpcue.models.surrogate import Surrogate, build_surrogate
+from hpcue.stages.inputs import load_data
+from hpcue.stages.rundir import RunDir
+from hpcue.training.batch_plan import BatchPlan, plan_batches
+from hpcue.training.trainer import TrainerSettings, make_trainer, resume_path
+
+#: the config sections that train with a global batch: stage 1 and the victim
+BATCHED = ("train", "victim")
+
+
+def batch_plan(cfg: RunConfig, section: str, world_size: int) -> BatchPlan:
+    """Per-rank batch, accumulation and effective lr of ``train`` or ``victim``."""
+    s = getattr(cfg, section)
+    return plan_batches(section, s.global_batch_size, world_size, cfg.runtime.max_micro_batch,
+                        s.lr, s.lr_scaling, s.base_batch_size, s.warmup_epochs)
+
+
+@dataclass
+class StageContext:
+    cfg: RunConfig
+    run: RunDir
+    topology: Topology
+    plans: dict[str, BatchPlan]
+    _data: ShardSet | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, cfg: RunConfig, run: RunDir) -> StageContext:
+        """Everything that needs only the config and the world size; bad batch sizes fail here,
+        before anything is written."""
+        world = collectives.world_size()
+        return cls(cfg, run, current(), {s: batch_plan(cfg, s, world) for s in BATCHED})
+
+    @property
+    def data(self) -> ShardSet:
+        """The clean shards: prepared by rank 0 on first use if needed, checked, opened."""
+        if self._data is None:
+            self._data = load_data(self.cfg, self.run)
+        return self._data
+
+    @property
+    def feature_batch_size(self) -> int:
+        """Per-rank batch of the cluster stage's feature extraction: stage 1's per-rank batch."""
+        return max(1, self.cfg.train.global_batch_size // collectives.world_size())
+
+    def loader(self, shards: ShardSet, split: str, batch_size: int, *, train: bool):
+        """This rank's part: training order (shuffled, padded) or evaluation (each sample once)."""
+        return make_loader(ShardDataset(shards, split, cache=self.cfg.data.cache), batch_size,
+                           shuffle=train, seed=self.cfg.seed,
+                           num_workers=self.cfg.data.num_workers, rank=collectives.rank(),
+                           world_size=collectives.world_size())
+
+    def surrogate(self) -> Surrogate:
+        """The configured surrogate; the debug small_cnn uses the one the cluster stage trained."""
+        s = self.cfg.surrogate
+        weights = s.weights
+        if s.arch == "small_cnn" and weights is None:
+            weights = self.run.require(self.run.surrogate, "cluster")
+        return build_surrogate(s.arch, weights, len(self.data.classes))
+
+    def trainer(self, name: str, epochs: int, callbacks: list[Callback] | None = None,
+                accumulate: int = 1, this_rank_only: bool = False) -> L.Trainer:
+        """A Trainer whose checkpoints and logs for ``name`` live in this run directory."""
+        r = self.cfg.runtime
+        settings = TrainerSettings(r.precision, r.deterministic, r.timeout_s)
+        return make_trainer(settings, self.run.stage_checkpoints(name), self.run.logs, name,
+                            epochs, callbacks, accumulate, this_rank_only)
+
+    def resume_path(self, name: str) -> str | None:
+        """``name``'s last epoch checkpoint, if an earlier attempt stopped mid-training."""
+        return resume_path(self.run.stage_checkpoints(name))

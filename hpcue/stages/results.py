@@ -1,0 +1,39 @@
+"""results.json: the run's headline numbers, from the stage records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hpcue.stages.context import StageContext
+from hpcue.stages.rundir import STAGES
+
+
+def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, Any]:
+    """The earlier stages' records (read back) and the evaluate record just made."""
+    cfg, topo = ctx.cfg, ctx.topology
+    records = {stage: ctx.run.read_record(stage) for stage in STAGES if stage != "evaluate"}
+    records["evaluate"] = evaluate
+    return {
+        "name": cfg.name,
+        "dataset": cfg.data.dataset,
+        "seed": cfg.seed,
+        "num_clusters": cfg.cluster.num_clusters,
+        "epsilon": cfg.train.epsilon,
+        "global_batch_size": cfg.train.global_batch_size,
+        "world_size": topo.world_size,
+        "launcher": topo.launcher,
+        "num_nodes": topo.num_nodes,
+        "surrogate": cfg.surrogate.arch,
+        "victim": cfg.victim.arch,
+        "cluster_purity": records["cluster"]["cluster_purity"],
+        "cluster_nmi": records["cluster"]["cluster_nmi"],
+        "clean_test_acc": records["evaluate"]["clean_test_acc"],
+        "unlearnable_test_acc": records["evaluate"]["unlearnable_test_acc"],
+        "accuracy_drop": round(records["evaluate"]["clean_test_acc"]
+                               - records["evaluate"]["unlearnable_test_acc"], 4),
+        "stage1_images_per_second": records["train"]["images_per_second"],
+        "max_abs_pixel_change": records["generate"]["max_abs_pixel_change"],
+        "seconds": {stage: records[stage]["seconds"] for stage in STAGES},
+        "stage1_batch": records["train"]["batch_plan"],
+        "victim_batch": records["evaluate"]["batch_plan"],
+    }

@@ -1,0 +1,59 @@
+"""What every hpcue LightningModule does to a batch: uint8 to [0, 1] on the device, and
+augmentation drawn from (seed, epoch, step, rank) so that a resumed run sees the same draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hpcue.data.arrays import to_unit
+
+
+class UnitBatches:
+    """LightningModule mixin: convert each (uint8 images, labels, ids) batch on the device.
+
+    ``augmented`` draws a batch's random crops and flips from (seed, epoch, step, rank), not
+    from the global RNG, so a run resumed from an epoch checkpoint sees the same augmentation
+    as an uninterrupted one.
+    """
+
+    augment: str = "none"
+    augment_seed: int = 0
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels, index = batch
+        return to_unit(images), labels, index
+
+    def augmented(self, images: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        if self.augment == "none":
+            return images
+        key = [self.augment_seed, self.current_epoch, batch_idx, self.global_rank]
+        gen = torch.Generator(device=images.device)
+        gen.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+        return augment_batch(images, self.augment, gen)
+
+
+def augment_batch(x: torch.Tensor, mode: str,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """``crop_flip``: reflect-pad by 1/8, random crop back, random horizontal flip, per sample.
+
+    Done on the batch (on the device) so loaders stay trivial and the UC perturbation is added
+    after augmentation, as in the paper.
+    """
+    if mode == "none":
+        return x
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=generator)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    out = padded[batch, chan, rows, cols]
+    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
