@@ -1,0 +1,78 @@
+"""The floors hold: the import-linter contract passes, and fails on an upward import.
+
+Also: the CLI imports no torch before it limits threads, and reports only hpcue's own errors
+(and the system's) as one line, while a bug keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpcue import cli, pipeline
+from hpcue.errors import ConfigError, HpcueError
+from tests.conftest import REPO
+
+LINT = str(Path(sys.executable).parent / "lint-imports")
+
+
+def _lint(cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([LINT, "--config", str(cwd / "pyproject.toml")], cwd=cwd,
+                          env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_layers_contract_is_kept():
+    proc = _lint(REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 kept, 0 broken" in proc.stdout
+
+
+@pytest.mark.parametrize("module,upward", [
+    ("hpcue/data/shards.py", "from hpcue.stages.rundir import RunDir"),
+    ("hpcue/models/generator.py", "from hpcue.training.batches import UnitBatches"),
+    ("hpcue/training/trainer.py", "from hpcue.config import RuntimeConfig"),
+])
+def test_an_upward_import_breaks_the_contract(tmp_path, module, upward):
+    shutil.copytree(REPO / "hpcue", tmp_path / "hpcue",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{upward}  # noqa: E402\n")
+    proc = _lint(tmp_path)
+    assert proc.returncode != 0
+    assert "0 kept, 1 broken" in proc.stdout
+    assert module.removesuffix(".py").replace("/", ".") in proc.stdout
+
+
+def test_cli_import_starts_no_torch():
+    """OMP_NUM_THREADS is set by the CLI before torch starts its thread pools."""
+    code = "import sys, hpcue.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+
+
+def _fail_with(monkeypatch, exc: Exception) -> None:
+    def boom(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(pipeline, "start", lambda cfg: None)
+    monkeypatch.setattr(pipeline, "run_pipeline", boom)
+
+
+def test_cli_reports_hpcue_errors_as_one_line(monkeypatch, capsys, tmp_path):
+    _fail_with(monkeypatch, ConfigError("train.epochs: bad"))
+    assert cli.main(["run", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == "hpcue: error: train.epochs: bad"
+    assert issubclass(ConfigError, HpcueError)
+
+
+def test_cli_lets_a_bug_show_its_traceback(monkeypatch, tmp_path):
+    _fail_with(monkeypatch, ValueError("a bug, not bad input"))
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["run", "--out", str(tmp_path / "r")])
