@@ -54,8 +54,9 @@ class StageContext:
 
     @property
     def feature_batch_size(self) -> int:
-        """Per-rank batch of the cluster stage's feature extraction: stage 1's per-rank batch."""
-        return max(1, self.cfg.train.global_batch_size // collectives.world_size())
+        """Per-rank batch of the cluster stage's feature extraction: stage 1's per-rank batch
+        (one batch rule for the whole run; the plan checked it divides)."""
+        return self.plans["train"].per_rank_batch_size
 
     def loader(self, shards: ShardSet, split: str, batch_size: int, *, train: bool):
         """This rank's part: training order (shuffled, padded) or evaluation (each sample once)."""
