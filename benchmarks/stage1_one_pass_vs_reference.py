@@ -57,7 +57,7 @@ def main() -> None:
     x = load_digits_splits(args.image_size, 0.25, 0)["train"].as_float()
     k = args.clusters
     clusters = torch.arange(len(x)) % k
-    surrogate = Surrogate(SmallCNN(10), (0.5,) * 3, (0.5,) * 3)
+    surrogate = Surrogate(SmallCNN(10))
     with torch.no_grad():
         centers = torch.randn(k, surrogate(x[:2]).shape[1])
 

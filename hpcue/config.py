@@ -57,10 +57,16 @@ class DataConfig(_Section):
 
 
 class SurrogateConfig(_Section):
-    """The frozen feature extractor; small_cnn trains itself when it has no weights."""
+    """The frozen feature extractor; small_cnn trains itself when it has no weights.
+
+    ``pretraining`` says how: ``self_supervised`` (rotation prediction, never reads the labels:
+    UC's label-agnostic threat model) or ``supervised_on_target_labels`` (clusters then follow
+    the classes and UC becomes class-wise noise; for comparison only).
+    """
 
     arch: Literal["small_cnn", "resnet18", "resnet50"] = "small_cnn"
     weights: Path | None = None
+    pretraining: Literal["self_supervised", "supervised_on_target_labels"] = "self_supervised"
     pretrain_epochs: int = Field(15, ge=1)
     pretrain_lr: float = Field(0.05, gt=0)
     pretrain_batch_size: int = Field(64, ge=1)

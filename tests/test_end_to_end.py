@@ -39,6 +39,9 @@ def test_results_json_fields(tiny_run):
     assert results["stage1_images_per_second"] > 0
     assert set(results["seconds"]) == {"cluster", "train", "generate", "evaluate"}
     assert results["max_abs_pixel_change"] <= 16
+    # the debug surrogate never saw the labels; the perturbation's cost to the images is reported
+    assert results["surrogate_pretraining"] == "self_supervised"
+    assert 20 < results["psnr_db"] < 60 and 0 < results["ssim"] < 1
     assert "unlearnable test acc" in proc.stdout  # the closing table
 
 

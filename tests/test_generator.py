@@ -42,7 +42,7 @@ def test_targets_are_next_cluster():
 
 def test_objective_decreases():
     torch.manual_seed(0)
-    surrogate = Surrogate(SmallCNN(10, width=8), (0.5,) * 3, (0.5,) * 3)
+    surrogate = Surrogate(SmallCNN(10, width=8))
     # an untrained surrogate barely reacts to 16/255; a wide budget shows the optimisation
     gens = ClusterGenerators(4, 16, 0.5, width=8, blocks=1, bound="scale", seed=0)
     x = torch.rand(64, 3, 16, 16)

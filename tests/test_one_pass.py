@@ -10,7 +10,7 @@ from hpcue.models.surrogate import Surrogate
 
 def _module(assignments):
     torch.manual_seed(0)
-    surrogate = Surrogate(SmallCNN(10, width=8), (0.5,) * 3, (0.5,) * 3)
+    surrogate = Surrogate(SmallCNN(10, width=8))
     gens = ClusterGenerators(4, 16, 16 / 255, width=4, blocks=1, bound="scale", seed=0)
     centers = torch.randn(4, 32)
     return UCModule(gens, surrogate, centers, assignments, offset=1, lr=1e-3,

@@ -67,8 +67,60 @@ def test_corrupt_file(tmp_path):
 def test_surrogate_features_are_fc_input_and_frozen(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save(resnet18(weights=None).state_dict(), path)
-    surrogate = build_surrogate("resnet18", path, num_classes=10)
+    surrogate = build_surrogate("resnet18", path)
     surrogate.train()
     assert not surrogate.training
     assert surrogate(torch.rand(2, 3, 32, 32)).shape == (2, 512)
     assert not any(p.requires_grad for p in surrogate.parameters())
+
+
+def _small_cnn_file(tmp_path, outputs: int):
+    from hpcue.models.small_cnn import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN(outputs, width=8)
+    with torch.no_grad():  # non-trivial batch-norm statistics, as after training
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "small.pt"
+    torch.save(model.state_dict(), path)
+    return model.eval(), path
+
+
+@pytest.mark.parametrize("outputs", [4, 10])  # rotation pretext head, or one output per class
+def test_small_cnn_surrogate_sees_what_the_classifier_saw(tmp_path, outputs):
+    """One normalisation, inside the model: the surrogate with its head restored computes the
+    classifier's own logits, so its accuracy is the classifier's."""
+    model, path = _small_cnn_file(tmp_path, outputs)
+    surrogate = build_surrogate("small_cnn", path)
+    x = torch.rand(16, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model.fc(surrogate(x)), model(x))
+        assert torch.equal(model.fc(surrogate(x)).argmax(1), model(x).argmax(1))
+
+
+def test_small_cnn_weights_without_a_head_are_refused(tmp_path):
+    _, path = _small_cnn_file(tmp_path, 4)
+    state = torch.load(path, weights_only=True)
+    del state["fc.weight"]
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="do not match small_cnn"):
+        build_surrogate("small_cnn", path)
+
+
+def test_rotation_pretext_never_reads_labels():
+    from hpcue.models.small_cnn import SmallCNN
+    from hpcue.training.rotation import RotationPretext, rotate_each
+
+    image = torch.arange(3 * 4 * 4, dtype=torch.float32).view(1, 3, 4, 4)
+    turned = rotate_each(image.repeat(4, 1, 1, 1), torch.tensor([0, 1, 2, 3]))
+    for k in range(4):
+        assert torch.equal(turned[k], torch.rot90(image[0], k, dims=(1, 2)))
+    assert not torch.equal(turned[1], turned[3])
+
+    module = RotationPretext(SmallCNN(4, width=8), lr=0.1, momentum=0.9, weight_decay=0.0)
+    module.log = lambda *a, **k: None
+    loss = module.training_step((torch.rand(5, 3, 16, 16), None, torch.arange(5)), 0)
+    assert torch.isfinite(loss) and loss.requires_grad  # no labels were needed

@@ -1,7 +1,8 @@
-"""Figures a run and a report print: cluster quality, and statistics over seeds."""
+"""Figures a run and a report print: cluster quality, image quality, statistics over seeds."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -26,3 +27,29 @@ def nmi(assignments: torch.Tensor, labels: torch.Tensor) -> float:
 def sample_std(values: Sequence[float]) -> float:
     """Sample standard deviation; 0 for a single value (no spread can be measured)."""
     return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def quality_sums(clean: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    """[squared error, SSIM summed over images, images, values] of two N x 3 x H x W batches in
+    [0, 1]: partial sums that add up across shards and ranks (``psnr_ssim`` finishes them).
+
+    SSIM is torchmetrics' (Gaussian window, 11 px or the largest odd size that fits).
+    """
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    size = min(clean.shape[-2:])
+    kernel = min(11, size if size % 2 else size - 1)
+    per_image = ssim(perturbed.double(), clean.double(), data_range=1.0, kernel_size=kernel,
+                     reduction="none")
+    err = float(((perturbed.double() - clean.double()) ** 2).sum())
+    return torch.tensor([err, float(per_image.sum()), len(clean), clean.numel()],
+                        dtype=torch.float64)
+
+
+def psnr_ssim(sums: torch.Tensor) -> tuple[float | None, float]:
+    """PSNR in dB of the whole set (from its mean squared error; None when nothing changed)
+    and the mean per-image SSIM."""
+    err, ssim_total, images, values = (float(v) for v in sums)
+    mse = err / values
+    psnr = None if mse == 0 else 10 * math.log10(1.0 / mse)
+    return psnr, ssim_total / images

@@ -12,10 +12,19 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class SmallCNN(nn.Module):
-    """Three conv blocks, global average pool, ``fc``: features are the input of ``fc``."""
+    """Normalisation, three conv blocks, global average pool, ``fc``: features are the input
+    of ``fc``.
+
+    [0, 1] images in. The normalisation is part of the model (fixed, not in the state dict), so
+    the same one applies when the CNN is trained and when it serves as a frozen surrogate.
+    """
+
+    MEAN = STD = 0.5
 
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()
+        self.register_buffer("mean", torch.full((1, 3, 1, 1), self.MEAN), persistent=False)
+        self.register_buffer("std", torch.full((1, 3, 1, 1), self.STD), persistent=False)
         self.body = nn.Sequential(
             _block(3, width), _block(width, width), nn.MaxPool2d(2),
             _block(width, 2 * width), nn.MaxPool2d(2),
@@ -23,5 +32,8 @@ class SmallCNN(nn.Module):
         )
         self.fc = nn.Linear(4 * width, num_classes)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x))
+        return self.fc(self.features(x))

@@ -73,16 +73,24 @@ def load_imagenet_resnet(arch: str, weights: Path | None = None) -> nn.Module:
 
 
 class Surrogate(nn.Module):
-    """Frozen feature extractor: [0,1] images in, features (the input of ``fc``) out."""
+    """Frozen feature extractor: [0,1] images in, features (the input of ``fc``) out.
 
-    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+    ``mean``/``std`` normalise for a backbone that expects it (torchvision's ImageNet ResNets);
+    a backbone that normalises itself (the small CNN) gets none, so there is one normalisation,
+    the one it was trained with.
+    """
+
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...] | None = None,
+                 std: tuple[float, ...] | None = None):
         super().__init__()
         if not hasattr(backbone, "fc"):
             raise ValueError("surrogate backbone needs an `fc` head to take features before")
         backbone.fc = nn.Identity()
         self.backbone = backbone
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.normalise = mean is not None
+        if mean is not None and std is not None:
+            self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
         self.requires_grad_(False)
         self.eval()
 
@@ -91,22 +99,32 @@ class Surrogate(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone((x - self.mean) / self.std)
+        if self.normalise:
+            x = (x - self.mean) / self.std
+        return self.backbone(x)
 
 
-def build_surrogate(arch: str, weights: Path | None, num_classes: int) -> Surrogate:
-    """Frozen surrogate; for small_cnn ``weights`` must exist (the cluster stage trains it)."""
+def build_surrogate(arch: str, weights: Path | None) -> Surrogate:
+    """Frozen surrogate; for small_cnn ``weights`` must exist (the cluster stage trains it).
+
+    The small CNN's shape is read from its weights: a self-supervised one was trained with
+    a pretext head (4 rotations), a supervised one with one output per class.
+    """
     if arch in ("resnet18", "resnet50"):
         return Surrogate(load_imagenet_resnet(arch, weights), IMAGENET_MEAN, IMAGENET_STD)
     if arch == "small_cnn":
         from hpcue.models.small_cnn import SmallCNN
 
-        model = SmallCNN(num_classes)
         if weights is None or not Path(weights).is_file():
             raise MissingWeightsError(f"small_cnn surrogate weights not found at {weights}")
+        state = load_state_dict_file(Path(weights))
+        head = state.get("fc.weight")
+        if head is None or head.ndim != 2:
+            raise InputError(f"{weights}: weights do not match small_cnn: no fc.weight")
+        model = SmallCNN(head.shape[0], width=head.shape[1] // 4)
         try:
-            model.load_state_dict(load_state_dict_file(Path(weights)), strict=True)
+            model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise InputError(f"{weights}: weights do not match small_cnn: {exc}") from None
-        return Surrogate(model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        return Surrogate(model)
     raise InputError(f"unknown surrogate arch {arch!r}")

@@ -15,20 +15,32 @@ from hpcue.models.surrogate import Surrogate
 from hpcue.stages.artifacts import Clusters, write_clusters, write_surrogate
 from hpcue.stages.context import StageContext
 from hpcue.training.classifier import Classifier
+from hpcue.training.rotation import NUM_ROTATIONS, RotationPretext
+
+
+def surrogate_pretraining(ctx: StageContext) -> str:
+    """Where the surrogate's features come from, as results.json reports it."""
+    s = ctx.cfg.surrogate
+    if s.arch != "small_cnn":
+        return "imagenet"
+    return "given_weights" if s.weights is not None else s.pretraining
 
 
 def pretrain_small_surrogate(ctx: StageContext) -> None:
-    """Debugging mode has no ImageNet weights: train the small CNN on the data for a few epochs.
+    """Debugging mode has no ImageNet weights: train the small CNN on the training images for a
+    few epochs, by default without their labels (rotation prediction).
 
     Rank 0 trains it alone (seconds on a CPU) and the others wait: the surrogate, and so the
     clusters, are then the same for any world size.
     """
     cfg, data = ctx.cfg, ctx.data
+    supervised = cfg.surrogate.pretraining == "supervised_on_target_labels"
 
     def pretrain() -> None:
-        model = Classifier(SmallCNN(len(data.classes)), lr=cfg.surrogate.pretrain_lr,
-                           momentum=0.9, weight_decay=5e-4, augment=cfg.data.augment,
-                           seed=cfg.seed)
+        kind = Classifier if supervised else RotationPretext
+        outputs = len(data.classes) if supervised else NUM_ROTATIONS
+        model = kind(SmallCNN(outputs), lr=cfg.surrogate.pretrain_lr, momentum=0.9,
+                     weight_decay=5e-4, augment=cfg.data.augment, seed=cfg.seed)
         trainer = ctx.trainer("surrogate", cfg.surrogate.pretrain_epochs, this_rank_only=True)
         trainer.fit(model, make_loader(ShardDataset(data, "train", cache=cfg.data.cache),
                                        cfg.surrogate.pretrain_batch_size, shuffle=True,
@@ -66,8 +78,8 @@ def run(ctx: StageContext) -> dict:
         write_clusters(ctx.run, Clusters(result.centers, assignments))
     labels = torch.from_numpy(data.labels("train"))
     return dict(
-        num_images=total, feature_dim=int(feats.shape[1]), inertia=result.inertia,
-        kmeans_iterations=result.n_iter,
+        surrogate_pretraining=surrogate_pretraining(ctx), num_images=total,
+        feature_dim=int(feats.shape[1]), inertia=result.inertia, kmeans_iterations=result.n_iter,
         cluster_purity=round(purity(assignments, labels), 4),
         cluster_nmi=round(nmi(assignments, labels), 4),
         cluster_sizes=torch.bincount(assignments, minlength=c.num_clusters).tolist(),

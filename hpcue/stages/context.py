@@ -71,7 +71,7 @@ class StageContext:
         weights = s.weights
         if s.arch == "small_cnn" and weights is None:
             weights = self.run.require(self.run.surrogate, "cluster")
-        return build_surrogate(s.arch, weights, len(self.data.classes))
+        return build_surrogate(s.arch, weights)
 
     def trainer(self, name: str, epochs: int, callbacks: list[Callback] | None = None,
                 accumulate: int = 1, this_rank_only: bool = False) -> L.Trainer:

@@ -30,6 +30,7 @@ from hpcue.data.shards import (
 )
 from hpcue.distributed import collectives
 from hpcue.errors import InputError
+from hpcue.evaluation.metrics import psnr_ssim, quality_sums
 from hpcue.io import atomic_write
 from hpcue.stages.artifacts import Clusters, read_clusters, read_perturbations
 from hpcue.stages.context import StageContext
@@ -39,9 +40,17 @@ def perturb_uint8(images: np.ndarray, deltas: torch.Tensor, groups: torch.Tensor
     return to_uint8(perturb(to_float(torch.from_numpy(images)), deltas, groups))
 
 
+def shard_quality(clean: np.ndarray, perturbed: np.ndarray, chunk: int = 64) -> torch.Tensor:
+    """PSNR/SSIM partial sums of one shard, a chunk of images at a time (bounded memory)."""
+    return sum((quality_sums(to_float(torch.from_numpy(clean[i:i + chunk])),
+                             to_float(torch.from_numpy(perturbed[i:i + chunk])))
+                for i in range(0, len(clean), chunk)), torch.zeros(4, dtype=torch.float64))
+
+
 def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
                       assignments: torch.Tensor) -> dict:
-    """Perturb each clean training shard into a shard of the same name; returns pixel stats.
+    """Perturb each clean training shard into a shard of the same name; returns pixel stats
+    and image quality (PSNR of the set, mean SSIM) against the clean images.
 
     Shard j is written by rank j mod world size; rank 0 checksums them, writes meta.json and
     renames the finished directory into place.
@@ -53,6 +62,7 @@ def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
     collectives.barrier()
     rank, world = collectives.rank(), collectives.world_size()
     stats = torch.zeros(3, dtype=torch.float64)  # max change, sum of changes, count
+    quality = torch.zeros(4, dtype=torch.float64)
     error = None
     try:
         for info in data.shards("train")[rank::world]:
@@ -64,6 +74,7 @@ def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
             stats[0] = max(float(stats[0]), float(diff.max()))
             stats[1] += float(diff.sum())
             stats[2] += diff.size
+            quality += shard_quality(images, perturbed)
     except (ShardError, OSError) as exc:  # this rank's shards only: every rank must hear of it
         error = exc
     try:
@@ -74,6 +85,7 @@ def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
         raise
     maxima = collectives.assemble(stats[:1], torch.tensor([rank]), world)
     sums = collectives.all_reduce_sum(stats[1:])
+    psnr, ssim = psnr_ssim(collectives.all_reduce_sum(quality))
     collectives.barrier()
     if collectives.is_main():
         infos = [ShardInfo(i.file, i.num_samples, sha256(tmp / i.file))
@@ -84,7 +96,8 @@ def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
         tmp.rename(out)
     collectives.barrier()
     return {"max_abs_pixel_change": int(maxima.max()),
-            "mean_abs_pixel_change": round(float(sums[0] / max(float(sums[1]), 1.0)), 3)}
+            "mean_abs_pixel_change": round(float(sums[0] / max(float(sums[1]), 1.0)), 3),
+            "psnr_db": None if psnr is None else round(psnr, 2), "ssim": round(ssim, 4)}
 
 
 def write_preview(path: Path, clean: ShardSet, unlearnable: ShardSet, deltas: torch.Tensor,

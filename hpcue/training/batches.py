@@ -25,13 +25,20 @@ class UnitBatches:
         images, labels, index = batch
         return to_unit(images), labels, index
 
+    def step_generator(self, device: torch.device, batch_idx: int,
+                       salt: int = 0) -> torch.Generator:
+        """A generator seeded from (seed, epoch, step, rank[, salt]) for this step's draws."""
+        key = [self.augment_seed, self.current_epoch, batch_idx, self.global_rank]
+        key += [salt] if salt else []
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+        return gen
+
     def augmented(self, images: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if self.augment == "none":
             return images
-        key = [self.augment_seed, self.current_epoch, batch_idx, self.global_rank]
-        gen = torch.Generator(device=images.device)
-        gen.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-        return augment_batch(images, self.augment, gen)
+        return augment_batch(images, self.augment,
+                             self.step_generator(images.device, batch_idx))
 
 
 def augment_batch(x: torch.Tensor, mode: str,
