@@ -113,9 +113,13 @@ class TrainConfig(_Batching):
 
 
 class VictimConfig(_Batching):
-    """The model trained from scratch on clean and on unlearnable data."""
+    """The models trained from scratch on clean data, on the unlearnable set (as is and after
+    each defense) and on each baseline's set, ``seeds`` times each; all tested on clean data."""
 
     arch: Literal["small_cnn", "resnet18"] = "small_cnn"
+    seeds: int = Field(3, ge=1)
+    baselines: list[Literal["random", "classwise"]] = ["random", "classwise"]
+    defenses: list[Literal["grayscale", "jpeg"]] = ["grayscale", "jpeg"]
     epochs: int = Field(8, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)

@@ -133,19 +133,34 @@ def run_pipeline(cfg: RunConfig, out: Path) -> Path:
     return run.results
 
 
+def _acc(summary: dict) -> str:
+    """mean ± std (n seeds) [95% interval]."""
+    ci = summary.get("ci95")
+    interval = f"  95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    return f"{summary['mean']:.4f} ± {summary['std']:.4f} (n={summary['n']}){interval}"
+
+
 def summary_table(results: dict) -> str:
-    """The short table ``hpcue run`` ends with."""
+    """The short table ``hpcue run`` ends with: accuracies as mean ± std over victim seeds."""
+    victims = results["victims"]
+    psnr = results["psnr_db"]
     rows = [
         ("dataset", results["dataset"]),
         ("clusters (K)", results["num_clusters"]),
         ("epsilon", f"{results['epsilon']:.4f} ({results['epsilon'] * 255:.0f}/255)"),
         ("global batch size", results["global_batch_size"]),
+        ("surrogate", f"{results['surrogate']} ({results['surrogate_pretraining']})"),
         ("cluster purity", f"{results['cluster_purity']:.3f}"),
         ("cluster NMI", f"{results['cluster_nmi']:.3f}"),
-        ("clean test acc", f"{results['clean_test_acc']:.4f}"),
-        ("unlearnable test acc", f"{results['unlearnable_test_acc']:.4f}"),
-        ("stage-1 images/s", f"{results['stage1_images_per_second']:.1f}"),
+        ("PSNR / SSIM", f"{'-' if psnr is None else f'{psnr:.1f} dB'} / {results['ssim']:.3f}"),
     ]
+    rows += [(f"test acc: {arm}", _acc(summary)) for arm, summary in victims.items()]
+    rows.append(("worst case (UC, defenses)",
+                 f"{results['worst_case_unlearnable_test_acc']:.4f} "
+                 f"({results['worst_case_defense']})"))
+    if results.get("uc_advantage_over_random"):
+        rows.append(("UC below random by", _acc(results["uc_advantage_over_random"])))
+    rows.append(("stage-1 images/s", f"{results['stage1_images_per_second']:.1f}"))
     rows += [(f"seconds: {k}", f"{v:.1f}") for k, v in results["seconds"].items()]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

@@ -11,12 +11,16 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Tiny sizes: every stage runs, in seconds, on a 2-core CPU.
+# Tiny sizes: every stage runs, in seconds, on a 2-core CPU. One victim seed and no baselines
+# or defenses: the full victim protocol runs once, in tests/test_end_to_end.py.
 TINY = [
     "data.image_size=16", "surrogate.pretrain_epochs=2", "cluster.n_init=2",
     "train.epochs=2", "train.generator_width=4", "train.generator_blocks=1",
-    "victim.epochs=2",
+    "victim.epochs=2", "victim.seeds=1", "victim.baselines=[]", "victim.defenses=[]",
 ]
+# the whole evaluation protocol: seeds, both baselines, both defenses
+FULL_PROTOCOL = ["victim.seeds=2", "victim.baselines=[random, classwise]",
+                 "victim.defenses=[grayscale, jpeg]"]
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from hpcue.data.shards import open_shards, verify
-from tests.conftest import hpcue, tiny_sets
+from tests.conftest import FULL_PROTOCOL, hpcue, tiny_sets
 
 FIELDS = ("dataset", "num_clusters", "epsilon", "global_batch_size", "cluster_purity",
           "cluster_nmi", "clean_test_acc", "unlearnable_test_acc", "seconds",
@@ -19,7 +19,7 @@ FIELDS = ("dataset", "num_clusters", "epsilon", "global_batch_size", "cluster_pu
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "run"
-    proc = hpcue("run", "--out", str(out), *tiny_sets())
+    proc = hpcue("run", "--out", str(out), *tiny_sets(FULL_PROTOCOL))
     return out, proc
 
 
@@ -42,7 +42,33 @@ def test_results_json_fields(tiny_run):
     # the debug surrogate never saw the labels; the perturbation's cost to the images is reported
     assert results["surrogate_pretraining"] == "self_supervised"
     assert 20 < results["psnr_db"] < 60 and 0 < results["ssim"] < 1
-    assert "unlearnable test acc" in proc.stdout  # the closing table
+    assert "test acc: uc" in proc.stdout and " ± " in proc.stdout  # the closing table
+
+
+def test_results_hold_every_victim_over_seeds_with_baselines_and_defenses(tiny_run):
+    out, _ = tiny_run
+    results = json.loads((out / "results.json").read_text())
+    victims = results["victims"]
+    assert set(victims) == {"clean", "uc", "uc+grayscale", "uc+jpeg", "random", "classwise"}
+    assert len(set(results["victim_seeds"])) == 2
+    for summary in victims.values():
+        assert summary["n"] == 2 and len(summary["per_seed"]) == 2
+        assert summary["mean"] == pytest.approx(np.mean(summary["per_seed"]), abs=1e-4)
+        low, high = summary["ci95"]
+        assert low <= summary["mean"] <= high
+    assert results["clean_test_acc"] == victims["clean"]["mean"]
+    assert results["unlearnable_test_acc"] == victims["uc"]["mean"]
+    assert results["baselines"]["random"] == victims["random"]
+    worst = max(victims[a]["mean"] for a in ("uc", "uc+grayscale", "uc+jpeg"))
+    assert results["worst_case_unlearnable_test_acc"] == worst
+    advantage = results["uc_advantage_over_random"]
+    paired = [r - u for r, u in zip(victims["random"]["per_seed"], victims["uc"]["per_seed"],
+                                    strict=True)]
+    assert advantage["per_seed"] == pytest.approx(paired, abs=1e-3)
+    for arm, runs in results["victim_curves"].items():  # clean test accuracy after every epoch
+        assert len(runs) == 2 and all(len(epochs) == 2 for epochs in runs), arm
+        assert [r[-1] for r in runs] == pytest.approx(victims[arm]["per_seed"], abs=1e-4)
+    assert (out / "victim_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_run_directory_contents(tiny_run):
@@ -59,7 +85,7 @@ def test_run_directory_contents(tiny_run):
     assert verify(out / "unlearnable") == {"train": 1347}
     assert verify(out / "data") == {"train": 1347, "test": 450}
     assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for stage in ("surrogate", "train", "victim_clean", "victim_unlearnable"):
+    for stage in ("surrogate", "train", "victims"):
         rows = list(csv.DictReader((out / "logs" / stage / "metrics.csv").open()))
         assert rows, stage
 

@@ -65,7 +65,7 @@ def test_rerun_with_another_config_is_refused(tmp_path):
 def test_stage_rerun_with_other_settings_does_not_resume_old_checkpoints(tmp_path):
     out, fresh = tmp_path / "run", tmp_path / "fresh"
     hpcue("run", "--out", str(out), *tiny_sets())
-    assert (out / "checkpoints" / "victim_clean" / "last.ckpt").is_file()
+    assert (out / "checkpoints" / "victims" / "last.ckpt").is_file()
     hpcue("evaluate", "--out", str(out), "--set", "victim.epochs=3")
     hpcue("run", "--out", str(fresh), *tiny_sets(["victim.epochs=3"]))
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (out, fresh))
@@ -90,7 +90,7 @@ def test_stage_rerun_clears_the_stages_derived_from_it(tmp_path):
     train = hpcue("train", "--out", str(out), "--set", "train.epsilon=0.02")
     assert "cleared earlier results of: train, generate, evaluate" in train.stdout
     for gone in ("stages/generate.json", "stages/evaluate.json", "results.json", "unlearnable",
-                 "preview.png", "checkpoints/victim_clean"):
+                 "preview.png", "checkpoints/victims"):
         assert not (out / gone).exists(), gone
     rerun = hpcue("run", "--out", str(out))  # the saved config, now with the new epsilon
     assert "stage train: done earlier" in rerun.stdout

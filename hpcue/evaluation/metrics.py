@@ -53,3 +53,19 @@ def psnr_ssim(sums: torch.Tensor) -> tuple[float | None, float]:
     mse = err / values
     psnr = None if mse == 0 else 10 * math.log10(1.0 / mse)
     return psnr, ssim_total / images
+
+
+def seed_summary(per_seed: Sequence[float]) -> dict:
+    """Per-seed values, their mean, sample std and a 95% confidence interval for the mean
+    (Student's t; None for a single seed, which says nothing about the spread)."""
+    from scipy.stats import t
+
+    n = len(per_seed)
+    mean = statistics.mean(per_seed)
+    std = sample_std(per_seed)
+    ci = None
+    if n > 1:
+        half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+        ci = [round(mean - half, 4), round(mean + half, 4)]
+    return {"per_seed": [round(v, 4) for v in per_seed], "mean": round(mean, 4),
+            "std": round(std, 4), "ci95": ci, "n": n}

@@ -58,10 +58,12 @@ class StageContext:
         (one batch rule for the whole run; the plan checked it divides)."""
         return self.plans["train"].per_rank_batch_size
 
-    def loader(self, shards: ShardSet, split: str, batch_size: int, *, train: bool):
-        """This rank's part: training order (shuffled, padded) or evaluation (each sample once)."""
+    def loader(self, shards: ShardSet, split: str, batch_size: int, *, train: bool,
+               seed: int | None = None):
+        """This rank's part: training order (shuffled, padded) or evaluation (each sample once);
+        the order is drawn from ``seed`` (default: the run's)."""
         return make_loader(ShardDataset(shards, split, cache=self.cfg.data.cache), batch_size,
-                           shuffle=train, seed=self.cfg.seed,
+                           shuffle=train, seed=self.cfg.seed if seed is None else seed,
                            num_workers=self.cfg.data.num_workers, rank=collectives.rank(),
                            world_size=collectives.world_size())
 

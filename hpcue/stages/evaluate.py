@@ -1,31 +1,142 @@
-"""Stage 3: a victim trained from scratch on clean and on unlearnable data, tested on clean data."""
+"""Stage 3: victims trained from scratch on every training set, several seeds each, all tested
+on the clean test set.
+
+The training sets ("arms"): clean; the unlearnable set as published; the unlearnable set after
+each defense (grayscale, JPEG); and each baseline's set (random cluster-wise noise with UC's
+clusters and eps; class-wise noise). Arms share seeds, so victim i of every arm starts from the
+same weights and sees its data in the same order: only the data differs.
+"""
 
 from __future__ import annotations
 
-import lightning as L
+from dataclasses import dataclass
+from functools import partial
 
+import numpy as np
+import torch
+
+from hpcue.attacks.base import AttackInputs, perturb
+from hpcue.attacks.noise import ClassWise, RandomNoise
+from hpcue.data.arrays import to_unit
 from hpcue.data.shards import ShardSet, open_shards
-from hpcue.evaluation.victims import train_and_test, victim_module
+from hpcue.distributed import collectives
+from hpcue.evaluation.defenses import DEFENSES
+from hpcue.evaluation.ensemble import BatchTransform, VictimEnsemble, identity
+from hpcue.evaluation.metrics import seed_summary
+from hpcue.io import atomic_write
+from hpcue.models.victims import build_victim
+from hpcue.stages.artifacts import read_clusters
 from hpcue.stages.context import StageContext
 
 
-def train_victim(ctx: StageContext, train: ShardSet, tag: str) -> float:
-    """Same seed, same model, same schedule for both training sets: only the data differs."""
-    cfg, plan = ctx.cfg, ctx.plans["victim"]
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = victim_module(cfg.victim, plan, len(train.classes), cfg.data.augment, cfg.seed)
-    name = f"victim_{tag}"
-    trainer = ctx.trainer(name, cfg.victim.epochs, accumulate=plan.accumulate_grad_batches)
-    return train_and_test(
-        model, trainer, ctx.loader(train, "train", plan.micro_batch_size, train=True),
-        ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False),
-        resume=ctx.resume_path(name))
+@dataclass
+class Arm:
+    name: str
+    shards: ShardSet
+    transform: BatchTransform
+
+
+def _defended(defense, images, labels, ids):
+    return defense(images)
+
+
+def _noised(deltas: torch.Tensor, groups: torch.Tensor, images, labels, ids):
+    """The baseline's perturbation, applied and rounded to 8 bits as a published set would be."""
+    x = perturb(to_unit(images), deltas.to(images.device), groups.to(images.device)[ids])
+    return x.mul(255).round().to(torch.uint8)
+
+
+def arms(ctx: StageContext) -> list[Arm]:
+    cfg, clean = ctx.cfg, ctx.data
+    unlearnable = open_shards(ctx.run.require(ctx.run.unlearnable, "generate"))
+    out = [Arm("clean", clean, identity), Arm("uc", unlearnable, identity)]
+    out += [Arm(f"uc+{d}", unlearnable, partial(_defended, DEFENSES[d]))
+            for d in cfg.victim.defenses]
+    for name in cfg.victim.baselines:
+        if name == "random":  # UC's own clusters and eps, nothing learned
+            clusters = read_clusters(ctx.run)
+            attack, groups, count = RandomNoise(), clusters.assignments, clusters.num_clusters
+        else:  # class-wise: reads the labels
+            attack, groups = ClassWise(), torch.from_numpy(clean.labels("train"))
+            count = len(clean.classes)
+        deltas = attack.make(AttackInputs(groups=groups, num_groups=count,
+                                          image_size=cfg.data.image_size,
+                                          epsilon=cfg.train.epsilon, seed=cfg.seed)).deltas
+        out.append(Arm(name, clean, partial(_noised, deltas, groups)))
+    return out
+
+
+def victim_seeds(seed: int, n: int) -> list[int]:
+    """n victim seeds derived from the run's seed (independent of it for n > 1)."""
+    return [int(s) for s in np.random.SeedSequence([seed, 1]).generate_state(n) % (2 ** 31)]
+
+
+def write_curves(path, curves: dict[str, list[list[float]]], epochs: int) -> None:
+    """Mean clean test accuracy per epoch of every arm, the seeds' range shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = range(1, epochs + 1)
+    for arm, runs in curves.items():
+        values = np.array(runs)
+        line = ax.plot(xs[:values.shape[1]], values.mean(0), marker="o", ms=3, label=arm)
+        ax.fill_between(xs[:values.shape[1]], values.min(0), values.max(0), alpha=0.15,
+                        color=line[0].get_color())
+    ax.set_xlabel("victim epoch")
+    ax.set_ylabel("accuracy on the clean test set")
+    ax.set_title("Victims over epochs (mean over seeds, range shaded)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
 
 
 def run(ctx: StageContext) -> dict:
-    unlearnable = open_shards(ctx.run.require(ctx.run.unlearnable, "generate"))
-    return {
-        "clean_test_acc": round(train_victim(ctx, ctx.data, "clean"), 4),
-        "unlearnable_test_acc": round(train_victim(ctx, unlearnable, "unlearnable"), 4),
-        "batch_plan": ctx.plans["victim"].as_dict(),
+    cfg, plan, v = ctx.cfg, ctx.plans["victim"], ctx.cfg.victim
+    seeds = victim_seeds(cfg.seed, v.seeds)
+    sets = arms(ctx)
+    names, members, member_seeds, transforms = [], [], [], []
+    for arm in sets:
+        for i, seed in enumerate(seeds):
+            torch.manual_seed(seed)  # victim i of every arm starts from the same weights
+            members.append(build_victim(v.arch, len(ctx.data.classes)))
+            names.append(f"{arm.name}/seed{i}")
+            member_seeds.append(seed)
+            transforms.append(arm.transform)
+    module = VictimEnsemble(members, names, member_seeds, transforms, lr=plan.effective_lr,
+                            momentum=v.momentum, weight_decay=v.weight_decay,
+                            augment=cfg.data.augment, warmup_epochs=v.warmup_epochs)
+    train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
+             for name, arm, s in zip(names, [a for a in sets for _ in seeds], member_seeds,
+                                     strict=True)}
+    test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)
+    trainer = ctx.trainer("victims", v.epochs, accumulate=plan.accumulate_grad_batches)
+    trainer.fit(module, train, val_dataloaders=test, ckpt_path=ctx.resume_path("victims"))
+    trainer.test(module, test, verbose=False)
+
+    acc = dict(zip(names, module.test_accuracy, strict=True))
+    per_arm = {a.name: [acc[f"{a.name}/seed{i}"] for i in range(len(seeds))] for a in sets}
+    curves = {a.name: [[round(epoch[names.index(f"{a.name}/seed{i}")], 4)
+                        for epoch in module.curves] for i in range(len(seeds))] for a in sets}
+    if collectives.is_main():
+        write_curves(ctx.run.victim_curves, curves, v.epochs)
+    victims = {arm: seed_summary(values) for arm, values in per_arm.items()}
+    uc_arms = ["uc", *(f"uc+{d}" for d in v.defenses)]
+    record = {
+        "victim_seeds": seeds,
+        "victims": victims,
+        "clean_test_acc": victims["clean"]["mean"],
+        "unlearnable_test_acc": victims["uc"]["mean"],
+        "worst_case_unlearnable_test_acc": max(victims[a]["mean"] for a in uc_arms),
+        "worst_case_defense": max(uc_arms, key=lambda a: victims[a]["mean"]),
+        "baselines": {b: victims[b] for b in v.baselines},
+        "victim_curves": curves,
+        "batch_plan": plan.as_dict(),
     }
+    if "random" in v.baselines:  # paired by seed: how far UC is below its trivial twin
+        diffs = [r - u for r, u in zip(per_arm["random"], per_arm["uc"], strict=True)]
+        record["uc_advantage_over_random"] = seed_summary(diffs)
+    return record

@@ -61,6 +61,10 @@ class RunDir:
         return self.root / "preview.png"
 
     @property
+    def victim_curves(self) -> Path:
+        return self.root / "victim_curves.png"
+
+    @property
     def results(self) -> Path:
         return self.root / self.RESULTS
 
@@ -78,7 +82,7 @@ class RunDir:
         return self.root / "checkpoints"
 
     def stage_checkpoints(self, stage: str) -> Path:
-        """Epoch checkpoints of one training (``train``, ``surrogate``, ``victim_clean`` ...)."""
+        """Epoch checkpoints of one training (``train``, ``surrogate``, ``victims`` ...)."""
         return self.checkpoints / stage
 
     def stage_outputs(self, stage: str) -> list[Path]:
@@ -87,8 +91,7 @@ class RunDir:
             "cluster": [self.clusters, self.surrogate, self.stage_checkpoints("surrogate")],
             "train": [self.perturbations, self.stage_checkpoints("train")],
             "generate": [self.unlearnable, self.preview],
-            "evaluate": [self.results, self.stage_checkpoints("victim_clean"),
-                         self.stage_checkpoints("victim_unlearnable")],
+            "evaluate": [self.results, self.victim_curves, self.stage_checkpoints("victims")],
         }[stage]
 
     def clear_from(self, stage: str) -> list[str]:

@@ -10,6 +10,13 @@ import torch.nn.functional as F
 from hpcue.data.arrays import to_unit
 
 
+def seeded_generator(key: list[int], device: torch.device) -> torch.Generator:
+    """A torch generator on ``device`` seeded from a list of integers (via SeedSequence)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+    return gen
+
+
 class UnitBatches:
     """LightningModule mixin: convert each (uint8 images, labels, ids) batch on the device.
 
@@ -29,10 +36,7 @@ class UnitBatches:
                        salt: int = 0) -> torch.Generator:
         """A generator seeded from (seed, epoch, step, rank[, salt]) for this step's draws."""
         key = [self.augment_seed, self.current_epoch, batch_idx, self.global_rank]
-        key += [salt] if salt else []
-        gen = torch.Generator(device=device)
-        gen.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-        return gen
+        return seeded_generator(key + ([salt] if salt else []), device)
 
     def augmented(self, images: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if self.augment == "none":

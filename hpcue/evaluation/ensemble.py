@@ -1,0 +1,112 @@
+"""Victims trained together: one Lightning training steps every (training set, seed) victim.
+
+Member m learns from its own training set ("arm": clean, UC, a baseline, UC after a defense)
+with its own seed (initialisation, data order, augmentation). One optimizer over all members
+steps each only by its own loss (no member's loss depends on another's parameters), so a member
+trains exactly as it would alone, while the data loading, schedule, checkpoints and logs are
+shared. After every epoch each member's accuracy on the clean test set is recorded (the curves);
+the final test gives each member's accuracy, every test image counted once across ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpcue.data.arrays import to_unit
+from hpcue.training.batches import augment_batch, seeded_generator
+from hpcue.training.lr_schedule import scheduled
+
+#: uint8 images, labels, global ids -> the uint8 images this member trains on
+BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def identity(images: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return images
+
+
+class VictimEnsemble(L.LightningModule):
+    def __init__(self, members: Sequence[nn.Module], names: Sequence[str],
+                 seeds: Sequence[int], transforms: Sequence[BatchTransform], *, lr: float,
+                 momentum: float, weight_decay: float, augment: str = "none",
+                 warmup_epochs: float = 0.0) -> None:
+        super().__init__()
+        if not len(members) == len(names) == len(seeds) == len(transforms):
+            raise ValueError("one name, seed and transform per member")
+        self.members = nn.ModuleList(members)
+        self.names, self.seeds, self.transforms = list(names), list(seeds), list(transforms)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.augment, self.warmup_epochs = augment, warmup_epochs
+        self.curves: list[list[float]] = []  # per epoch: each member's clean test accuracy
+        self.test_accuracy: list[float] = []
+
+    def _train_images(self, m: int, batch, batch_idx: int) -> torch.Tensor:
+        images, labels, ids = batch
+        x = to_unit(self.transforms[m](images, labels, ids))
+        if self.augment == "none":
+            return x
+        key = [self.seeds[m], self.current_epoch, batch_idx, self.global_rank]
+        return augment_batch(x, self.augment, seeded_generator(key, x.device))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = [F.cross_entropy(model(self._train_images(m, batch[name], batch_idx)),
+                                  batch[name][1])
+                  for m, (model, name) in enumerate(zip(self.members, self.names, strict=True))]
+        loss = torch.stack(losses).sum()
+        self.log("train_loss_mean", loss / len(losses), prog_bar=True, on_step=True,
+                 on_epoch=True, batch_size=len(batch[self.names[0]][0]))
+        return loss
+
+    # -- clean test accuracy of every member: after each epoch (curves) and at the end -------
+
+    def _start_counting(self) -> None:
+        self._counts = torch.zeros(len(self.members), 2, dtype=torch.float64,
+                                   device=self.device)
+
+    def _count(self, batch) -> None:
+        images, labels, _ = batch
+        x = to_unit(images)
+        for m, model in enumerate(self.members):
+            self._counts[m, 0] += (model(x).argmax(1) == labels).sum()
+        self._counts[:, 1] += len(labels)
+
+    def _accuracies(self) -> list[float]:
+        counts = self.trainer.strategy.reduce(self._counts, reduce_op="sum")
+        return (counts[:, 0] / counts[:, 1]).tolist()
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_counting()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._count(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        accs = self._accuracies()
+        if not self.trainer.sanity_checking:
+            self.curves.append(accs)
+        for name, acc in zip(self.names, accs, strict=True):
+            self.log(f"clean_test_acc/{name}", acc, rank_zero_only=True)
+
+    def on_test_epoch_start(self) -> None:
+        self._start_counting()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._count(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_accuracy = self._accuracies()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["hpcue_curves"] = self.curves  # a resumed run keeps the epochs before it
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.curves = checkpoint.get("hpcue_curves", [])
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.members.parameters(), lr=self.lr, momentum=self.momentum,
+                              weight_decay=self.weight_decay)
+        return scheduled(opt, self.trainer, self.warmup_epochs, 0.0)
