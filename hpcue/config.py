@@ -18,10 +18,6 @@ from hpcue.io import atomic_write_text
 
 __all__ = ["ConfigError", "RunConfig", "check_consistency", "load_config", "save_config"]
 
-SURROGATE_ARCHS = ("small_cnn", "resnet18", "resnet50")
-VICTIM_ARCHS = ("small_cnn", "resnet18")
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -143,7 +139,7 @@ class RunConfig(_Section):
     """One whole UC run: data -> clusters -> perturbations -> unlearnable set -> evaluation."""
 
     name: str = "digits-debug"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy and Lightning take seeds in this range
     data: DataConfig = DataConfig()
     surrogate: SurrogateConfig = SurrogateConfig()
     cluster: ClusterConfig = ClusterConfig()

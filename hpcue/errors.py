@@ -1,7 +1,8 @@
 """The project's own errors: bad input, missing inputs, peers that failed, a queue not readable.
 
-Everything a user can cause (a config, a file, a launcher's variables) raises an ``HpcueError``;
-the CLI prints those as one line and exits 2. Anything else is a bug and keeps its traceback.
+What a user can cause (a config, a file, a launcher's variables) raises an ``HpcueError``; the
+CLI prints those (and the system's ``OSError``s) as one line and exits 2. Anything else is a bug
+and keeps its traceback.
 The built-in base each one also has (``ValueError``, ``FileNotFoundError``) says what kind of
 problem it is to callers that catch by kind.
 """

@@ -7,7 +7,6 @@ barrier that ends a stage. A stage only does its work: ``run(ctx) -> record``.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from hpcue.config import ConfigError, RunConfig, load_config, save_config
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import activate, detect, init_process_group
 from hpcue.errors import HpcueError
+from hpcue.io import read_json
 from hpcue.stages import cluster, evaluate, generate, train
 from hpcue.stages.artifacts import write_results
 from hpcue.stages.context import StageContext
@@ -169,5 +169,5 @@ def summary_table(results: dict) -> str:
 def print_summary(results_path: Path) -> None:
     if not collectives.is_main():
         return
-    results = json.loads(Path(results_path).read_text())
+    results = read_json(results_path)
     print(f"\nhpcue results ({results_path}):\n{summary_table(results)}", flush=True)

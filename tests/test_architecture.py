@@ -76,3 +76,28 @@ def test_cli_lets_a_bug_show_its_traceback(monkeypatch, tmp_path):
     _fail_with(monkeypatch, ValueError("a bug, not bad input"))
     with pytest.raises(ValueError, match="a bug"):
         cli.main(["run", "--out", str(tmp_path / "r")])
+
+
+def test_user_errors_found_in_review_are_hpcue_errors(tmp_path):
+    """Inputs that once ended in a traceback: each is now an HpcueError naming the problem."""
+    import zipfile
+
+    from hpcue.config import load_config
+    from hpcue.data.importers.digits import load_digits_splits
+    from hpcue.data.importers.medmnist_npz import load_medmnist_split
+    from hpcue.io import read_json
+
+    with pytest.raises(ConfigError, match="seed"):
+        load_config(None, ["seed=-1"])
+    with pytest.raises(HpcueError, match="test fraction 0.001"):
+        load_digits_splits(16, 0.001, 0)
+    damaged = tmp_path / "results.json"
+    damaged.write_text('{"clean_test_acc": 0.9')
+    with pytest.raises(HpcueError, match=f"{damaged}: not valid JSON"):
+        read_json(damaged)
+    npz = tmp_path / "bloodmnist.npz"
+    with zipfile.ZipFile(npz, "w") as z:
+        z.writestr("train_images.npy", b"\x93NUMPY\x01\x00v\x00garbage" + b" " * 200)
+        z.writestr("train_labels.npy", b"x")
+    with pytest.raises(HpcueError, match="not a readable .npz file"):
+        load_medmnist_split(npz, "bloodmnist", "train", 28)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ from hpcue.data.options import PrepareOptions
 from hpcue.data.registry import importer
 from hpcue.data.shards import COMPRESSIONS, META, ShardError, open_shards, write_meta, write_split
 from hpcue.errors import InputError
-from hpcue.io import atomic_write_json
+from hpcue.io import atomic_write_json, read_json
 
 __all__ = ["MANIFEST", "PrepareOptions", "is_prepared", "prepare"]
 
@@ -22,6 +21,8 @@ def _check_options(opts: PrepareOptions) -> None:
     if opts.compression not in COMPRESSIONS:
         raise InputError(f"unknown compression {opts.compression!r}: expected one of "
                          f"{', '.join(COMPRESSIONS)}")
+    if not 0 <= opts.seed <= 2**32 - 1:
+        raise InputError(f"--seed must be in 0..2**32-1, got {opts.seed}")
     if opts.shards < 1:
         raise InputError(f"--shards must be at least 1, got {opts.shards}")
     if opts.image_size < 8 or opts.image_size % 4:
@@ -89,7 +90,7 @@ def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions,
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST
-    if not manifest.is_file() or json.loads(manifest.read_text()) != recipe:
+    if not manifest.is_file() or read_json(manifest) != recipe:
         for path in _our_files(out):  # another recipe's shards must not be kept
             path.unlink()
         atomic_write_json(manifest, recipe)

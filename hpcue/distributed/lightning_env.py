@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lightning.fabric.plugins.environments import ClusterEnvironment
 
-from hpcue.distributed.topology import Topology
+from hpcue.distributed.topology import Topology, TopologyError
 
 
 class RankAsNode(ClusterEnvironment):
@@ -38,7 +38,7 @@ class RankAsNode(ClusterEnvironment):
 
     def set_world_size(self, size: int) -> None:
         if size != self.topo.world_size:
-            raise ValueError(f"Lightning computed world size {size}, the launcher says "
+            raise TopologyError(f"Lightning computed world size {size}, the launcher says "
                              f"{self.topo.world_size}")
 
     def global_rank(self) -> int:

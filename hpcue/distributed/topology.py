@@ -18,6 +18,7 @@ from lightning.fabric.plugins.environments import ClusterEnvironment
 
 from hpcue.distributed import collectives
 from hpcue.distributed.launchers import TopologyError, read_launcher
+from hpcue.distributed.launchers.local import Local
 
 
 @dataclass(frozen=True)
@@ -131,4 +132,4 @@ def activate(topo: Topology) -> None:
 
 def current() -> Topology:
     """The active topology; one local process when nothing was activated (tests, notebooks)."""
-    return _ACTIVE if _ACTIVE is not None else detect("local", "cpu")
+    return _ACTIVE if _ACTIVE is not None else detect(Local.name, "cpu")

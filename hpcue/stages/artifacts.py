@@ -3,6 +3,8 @@
     clusters.pt        {"centers": K x D float32, "assignments": N int64}     cluster -> train
     perturbations.pt   {"deltas": G x 3 x H x W, "epsilon", "generators"}      train -> generate
     surrogate.pt       the debug small CNN's state dict                        cluster -> train
+                       (read back by models.surrogate.build_surrogate)
+    unlearnable/       the unlearnable set, in the shard format (data.shards)  generate -> evaluate
     results.json       the run's headline numbers                              evaluate -> report
 
 Every write is atomic and done by rank 0 only; every read names the stage to run first when its

@@ -7,14 +7,13 @@ interrupted stage never leaves a file the next one would trust. Sweeps and repor
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from hpcue.errors import HpcueError
-from hpcue.io import atomic_write_json
+from hpcue.io import atomic_write_json, read_json
 
 #: The pipeline's stages in order; each reads what the ones before it wrote.
 STAGES = ("cluster", "train", "generate", "evaluate")
@@ -136,4 +135,4 @@ class RunDir:
 
     def read_record(self, stage: str) -> dict[str, Any]:
         path = self.require(self.stage_record(stage), stage)
-        return json.loads(path.read_text())
+        return read_json(path)

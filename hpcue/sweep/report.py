@@ -8,14 +8,13 @@ standard deviation over seeds. Points a sweep expected (its ``sweep.json``) that
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from hpcue.errors import InputError, MissingInputError
 from hpcue.evaluation.metrics import sample_std
-from hpcue.io import atomic_write, atomic_write_text
+from hpcue.io import atomic_write, atomic_write_text, read_json
 from hpcue.stages.rundir import RunDir
 
 COLUMNS = ["dataset", "global_batch_size", "world_size", "lr_scaling", "seeds",
@@ -28,12 +27,12 @@ def collect(runs: Path) -> tuple[list[dict], list[str]]:
     """All results.json under ``runs``, and the expected points that have none."""
     results = []
     for path in sorted(Path(runs).rglob(RunDir.RESULTS)):
-        data = json.loads(path.read_text())
+        data = read_json(path)
         data["_dir"] = str(path.parent)
         results.append(data)
     missing = []
     for manifest in sorted(Path(runs).rglob("sweep.json")):
-        for point in json.loads(manifest.read_text()).get("points", []):
+        for point in read_json(manifest).get("points", []):
             if not RunDir(manifest.parent / point).finished:
                 missing.append(f"{manifest.parent.name}/{point}")
     return results, missing

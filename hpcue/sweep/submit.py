@@ -7,7 +7,6 @@ the rendered scripts under ``jobs/`` and ``submitted.json`` (job ids). A point w
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ import sys
 from pathlib import Path
 
 from hpcue.errors import ConfigError, HpcueError
-from hpcue.io import atomic_write_json
+from hpcue.io import atomic_write_json, read_json
 from hpcue.stages.rundir import RunDir
 from hpcue.sweep.render import point_dir, render, run_command, sweep_dir
 from hpcue.sweep.spec import Sweep
@@ -33,7 +32,7 @@ def claim_sweep_dir(sweep: Sweep, runs: Path) -> Path:
     root = sweep_dir(sweep, runs)
     manifest = root / "sweep.json"
     if manifest.is_file():
-        old = json.loads(manifest.read_text())
+        old = read_json(manifest)
         if old.get("digest") != sweep.digest():
             raise ConfigError(f"{root} was written by a different sweep spec (digest "
                               f"{old.get('digest')}, this spec {sweep.digest()}): rename the "
@@ -88,7 +87,7 @@ def submit(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
                              f"cannot tell which points are already queued; nothing submitted")
     done = finished(sweep, runs)
     record_path = root / "submitted.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record = read_json(record_path) if record_path.is_file() else {}
     new = {}
     for point, script in zip(sweep.points, scripts, strict=True):
         jobs = record.get(point.name, [])
@@ -116,7 +115,7 @@ def status(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
     """{point: finished | queued (job) | stopped (job) | not submitted}."""
     root = sweep_dir(sweep, runs)
     record_path = root / "submitted.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record = read_json(record_path) if record_path.is_file() else {}
     queued = _queued(sweep.machine.scheduler)
     done = finished(sweep, runs)
     states = {}

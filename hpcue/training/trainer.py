@@ -58,9 +58,9 @@ class Throughput(Callback):
 class TrainerSettings:
     """The runtime settings every Trainer takes (``runtime.*`` in the config)."""
 
-    precision: str = "32-true"
-    deterministic: bool = True
-    timeout_s: float = 600.0
+    precision: str
+    deterministic: bool
+    timeout_s: float
 
 
 def resume_path(checkpoints: Path) -> str | None:

@@ -9,6 +9,7 @@ import numpy as np
 from hpcue.data.arrays import ImageArrays, gray_to_rgb, resize_uint8
 from hpcue.data.importers.base import Importer
 from hpcue.data.options import PrepareOptions
+from hpcue.errors import InputError
 
 SPLITS = ("train", "test")
 
@@ -22,9 +23,13 @@ def load_digits_splits(image_size: int, test_fraction: float, seed: int) -> dict
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     images = resize_uint8(gray_to_rgb(images), image_size)
     labels = bunch.target.astype(np.int64)
-    idx_train, idx_test = train_test_split(
-        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels
-    )
+    try:
+        idx_train, idx_test = train_test_split(
+            np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels
+        )
+    except ValueError as exc:  # too few test images for one of each class, or too many
+        raise InputError(f"digits ({len(labels)} images, {len(bunch.target_names)} classes): "
+                         f"test fraction {test_fraction} cannot split it ({exc})") from None
     classes = [str(c) for c in bunch.target_names]
     return {
         "train": ImageArrays(images[np.sort(idx_train)], labels[np.sort(idx_train)], classes),

@@ -53,8 +53,12 @@ def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageAr
 
     classes, paths, labels = _scan(root)
     idx = np.arange(len(paths))
-    tr, te = train_test_split(idx, test_size=opts.test_fraction, random_state=opts.seed,
-                              stratify=labels if min(np.bincount(labels)) > 1 else None)
+    try:
+        tr, te = train_test_split(idx, test_size=opts.test_fraction, random_state=opts.seed,
+                                  stratify=labels if min(np.bincount(labels)) > 1 else None)
+    except ValueError as exc:  # too few images for the fraction, or for one of each class
+        raise InputError(f"{root}: {len(paths)} images in {len(classes)} classes cannot be split "
+                         f"with test fraction {opts.test_fraction} ({exc})") from None
     images = decode_all(paths, image_size, "imagefolder")
     lab = np.array(labels, np.int64)
     return {"train": ImageArrays(images[np.sort(tr)], lab[np.sort(tr)], classes),

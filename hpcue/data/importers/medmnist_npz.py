@@ -66,10 +66,12 @@ def load_medmnist_split(path: Path, flag: str, split: str, image_size: int) -> I
             images = npz[f"{split}_images"]
             labels = npz[f"{split}_labels"]
     except ValueError as exc:
+        if isinstance(exc, InputError):
+            raise
         if "allow_pickle" in str(exc):
             raise InputError(f"{path}: {split}_images holds images of mixed shapes "
                              f"(an object array), expected one N x H x W[ x C] array") from None
-        raise
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
