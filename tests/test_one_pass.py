@@ -2,7 +2,9 @@
 
 import torch
 
+from hpcue.attacks.base import perturb
 from hpcue.attacks.uc.module import UCModule
+from hpcue.attacks.uc.objective import target_clusters, uc_loss
 from hpcue.models.generator import ClusterGenerators
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
@@ -36,18 +38,45 @@ def test_generators_get_gradients_only_from_their_own_cluster(monkeypatch):
     assert torch.count_nonzero(grads[1]) == 0 and torch.count_nonzero(grads[3]) == 0
 
 
-def test_mixed_batch_gradient_equals_own_cluster_gradient(monkeypatch):
-    """G_k's gradient on a mixed batch = (n_k / n) x its gradient on cluster k's images alone."""
+def _reference_grads(module, images, assignments, k):
+    """The K-pass reference for generator k: the mean UC loss over cluster k's images alone."""
+    own = (assignments == k).nonzero().flatten()
+    module.zero_grad()
+    perturbed = perturb(images[own], module.generators(), assignments[own])
+    targets = target_clusters(assignments[own], 1, len(module.centers))
+    uc_loss(module.surrogate(perturbed), module.centers, targets).backward()
+    g = module.generators.generators[k]
+    return torch.cat([p.grad.flatten() for p in g.parameters()])
+
+
+def test_mixed_batch_gradient_equals_the_k_pass_reference(monkeypatch):
+    """G_k's gradient on a mixed batch = its gradient on cluster k's images alone (each
+    generator's loss is the mean over its own cluster, whatever the cluster's share)."""
     assignments = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
     module = _module(assignments)
     monkeypatch.setattr(UCModule, "log", lambda *a, **k: None)
     images = torch.rand(10, 3, 16, 16)
-    everything = torch.arange(10)
-    mixed = _grads(module, images, everything)
+    mixed = _grads(module, images, torch.arange(10))
     for k in range(4):
-        own = (assignments == k).nonzero().flatten()
-        alone = _grads(module, images[own], own)
-        torch.testing.assert_close(mixed[k], alone[k] * len(own) / 10, rtol=1e-4, atol=1e-7)
+        reference = _reference_grads(module, images, assignments, k)
+        torch.testing.assert_close(mixed[k], reference, rtol=1e-4, atol=1e-7)
+
+
+def test_a_generator_whose_cluster_is_absent_is_not_stepped(monkeypatch):
+    assignments = torch.tensor([0, 2, 0, 2, 1, 3, 1, 3])
+    module = _module(assignments)
+    monkeypatch.setattr(UCModule, "log", lambda *a, **k: None)
+    opt = torch.optim.AdamW(module.generators.parameters(), lr=1e-2, weight_decay=0.1)
+    before = [torch.cat([p.detach().flatten().clone() for p in g.parameters()])
+              for g in module.generators.generators]
+    index = torch.tensor([0, 1, 2, 3])  # clusters 0 and 2 only
+    module.training_step((torch.rand(4, 3, 16, 16), torch.zeros(4), index), 0).backward()
+    module.on_before_optimizer_step(opt)
+    opt.step()
+    after = [torch.cat([p.detach().flatten() for p in g.parameters()])
+             for g in module.generators.generators]
+    assert not torch.equal(before[0], after[0]) and not torch.equal(before[2], after[2])
+    assert torch.equal(before[1], after[1]) and torch.equal(before[3], after[3])  # no decay
 
 
 def test_surrogate_is_frozen_and_outside_the_module_tree():
