@@ -123,7 +123,8 @@ def test_usr1_requeues_and_the_rerun_resumes(slurm, tmp_path):
     spec = yaml.safe_load((REPO / "configs" / "sweeps" / "digits-local.yaml").read_text())
     spec.update(name="requeue", global_batch_sizes=[64],
                 overrides=[o for o in spec["overrides"] if not o.startswith("train.epochs")]
-                + ["train.epochs=60"])
+                + ["train.epochs=60", "victim.seeds=1", "victim.baselines=[]",
+                   "victim.defenses=[]"])
     spec_path = tmp_path / "requeue.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     runs, jobs = tmp_path / "runs", tmp_path / "jobs"
