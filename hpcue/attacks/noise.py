@@ -36,12 +36,8 @@ class RandomNoise(Attack):
 
 
 @dataclass
-class ClassWise(Attack):
-    """Fixed random class-wise noise: ``inputs.groups`` must be the labels."""
+class ClassWise(RandomNoise):
+    """Fixed random class-wise noise: the same draw, but ``inputs.groups`` are the labels."""
 
     name: ClassVar[str] = "classwise"
     uses_labels: ClassVar[bool] = True
-
-    def make(self, inputs: AttackInputs) -> AttackResult:
-        return AttackResult(sign_noise(inputs.num_groups, inputs.image_size, inputs.epsilon,
-                                       inputs.seed))
