@@ -11,7 +11,7 @@ from hpcue.evaluation.defenses import grayscale, jpeg
 from hpcue.evaluation.ensemble import VictimEnsemble, identity
 from hpcue.evaluation.metrics import seed_summary
 from hpcue.models.small_cnn import SmallCNN
-from hpcue.stages.evaluate import _noised
+from hpcue.stages.evaluate import Noised
 
 EPS = 16 / 255
 
@@ -39,7 +39,7 @@ def test_noised_batch_stays_within_eps_in_8_bits():
     groups = torch.tensor([0, 1] * 10)
     deltas = RandomNoise().make(_inputs(groups, 2)).deltas
     ids = torch.arange(3, 11)
-    out = _noised(deltas, groups, images, None, ids)
+    out = Noised(deltas, groups)(images, None, ids)
     assert out.dtype == torch.uint8
     diff = (out.int() - images.int()).abs()
     assert diff.max() <= 16 and diff.float().mean() > 10  # clamped only at 0 and 255

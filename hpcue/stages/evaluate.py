@@ -40,10 +40,21 @@ def _defended(defense, images, labels, ids):
     return defense(images)
 
 
-def _noised(deltas: torch.Tensor, groups: torch.Tensor, images, labels, ids):
-    """The baseline's perturbation, applied and rounded to 8 bits as a published set would be."""
-    x = perturb(to_unit(images), deltas.to(images.device), groups.to(images.device)[ids])
-    return x.mul(255).round().to(torch.uint8)
+@dataclass
+class Noised:
+    """A baseline's perturbation, applied and rounded to 8 bits as a published set would be.
+
+    Deltas and groups move to the batches' device once, not on every step.
+    """
+
+    deltas: torch.Tensor
+    groups: torch.Tensor
+
+    def __call__(self, images: torch.Tensor, labels, ids: torch.Tensor) -> torch.Tensor:
+        if self.deltas.device != images.device:
+            self.deltas, self.groups = self.deltas.to(images.device), self.groups.to(images.device)
+        x = perturb(to_unit(images), self.deltas, self.groups[ids])
+        return x.mul(255).round().to(torch.uint8)
 
 
 def arms(ctx: StageContext) -> list[Arm]:
@@ -62,7 +73,7 @@ def arms(ctx: StageContext) -> list[Arm]:
         deltas = attack.make(AttackInputs(groups=groups, num_groups=count,
                                           image_size=cfg.data.image_size,
                                           epsilon=cfg.train.epsilon, seed=cfg.seed)).deltas
-        out.append(Arm(name, clean, partial(_noised, deltas, groups)))
+        out.append(Arm(name, clean, Noised(deltas, groups)))
     return out
 
 
@@ -98,29 +109,29 @@ def run(ctx: StageContext) -> dict:
     cfg, plan, v = ctx.cfg, ctx.plans["victim"], ctx.cfg.victim
     seeds = victim_seeds(cfg.seed, v.seeds)
     sets = arms(ctx)
-    names, members, member_seeds, transforms = [], [], [], []
-    for arm in sets:
-        for i, seed in enumerate(seeds):
-            torch.manual_seed(seed)  # victim i of every arm starts from the same weights
-            members.append(build_victim(v.arch, len(ctx.data.classes)))
-            names.append(f"{arm.name}/seed{i}")
-            member_seeds.append(seed)
-            transforms.append(arm.transform)
-    module = VictimEnsemble(members, names, member_seeds, transforms, lr=plan.effective_lr,
+    # member order: arm by arm, seed i within each arm (results are read back in this order)
+    pairs = [(arm, i, seed) for arm in sets for i, seed in enumerate(seeds)]
+    names = [f"{arm.name}/seed{i}" for arm, i, _ in pairs]
+    members = []
+    for _, _, seed in pairs:
+        torch.manual_seed(seed)  # victim i of every arm starts from the same weights
+        members.append(build_victim(v.arch, len(ctx.data.classes)))
+    module = VictimEnsemble(members, names, [s for _, _, s in pairs],
+                            [arm.transform for arm, _, _ in pairs], lr=plan.effective_lr,
                             momentum=v.momentum, weight_decay=v.weight_decay,
                             augment=cfg.data.augment, warmup_epochs=v.warmup_epochs)
     train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
-             for name, arm, s in zip(names, [a for a in sets for _ in seeds], member_seeds,
-                                     strict=True)}
+             for name, (arm, _, s) in zip(names, pairs, strict=True)}
     test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)
     trainer = ctx.trainer("victims", v.epochs, accumulate=plan.accumulate_grad_batches)
     trainer.fit(module, train, val_dataloaders=test, ckpt_path=ctx.resume_path("victims"))
     trainer.test(module, test, verbose=False)
 
-    acc = dict(zip(names, module.test_accuracy, strict=True))
-    per_arm = {a.name: [acc[f"{a.name}/seed{i}"] for i in range(len(seeds))] for a in sets}
-    curves = {a.name: [[round(epoch[names.index(f"{a.name}/seed{i}")], 4)
-                        for epoch in module.curves] for i in range(len(seeds))] for a in sets}
+    n = len(seeds)
+    per_arm = {a.name: module.test_accuracy[k * n:(k + 1) * n] for k, a in enumerate(sets)}
+    by_member = list(zip(*module.curves, strict=True))  # per member: accuracy after each epoch
+    curves = {a.name: [[round(acc, 4) for acc in by_member[k * n + i]] for i in range(n)]
+              for k, a in enumerate(sets)}
     if collectives.is_main():
         write_curves(ctx.run.victim_curves, curves, v.epochs)
     victims = {arm: seed_summary(values) for arm, values in per_arm.items()}

@@ -12,7 +12,7 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
     """The earlier stages' records (read back) and the evaluate record just made."""
     cfg, topo = ctx.cfg, ctx.topology
     records = {stage: ctx.run.read_record(stage) for stage in STAGES if stage != "evaluate"}
-    records["evaluate"] = evaluate
+    records["evaluate"] = evaluate  # just made, not yet written
     return {
         "name": cfg.name,
         "dataset": cfg.data.dataset,
@@ -45,5 +45,5 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "ssim": records["generate"]["ssim"],
         "seconds": {stage: records[stage]["seconds"] for stage in STAGES},
         "stage1_batch": records["train"]["batch_plan"],
-        "victim_batch": records["evaluate"]["batch_plan"],
+        "victim_batch": evaluate["batch_plan"],
     }

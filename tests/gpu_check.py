@@ -1,0 +1,54 @@
+"""A two-minute check for a lent GPU node (not collected by pytest: CI has no GPU).
+
+    python -m tests.gpu_check     # from the repository root: one GPU, then torchrun over 2 if any
+
+Runs the whole pipeline at tiny sizes with runtime.accelerator=gpu, full victim protocol
+(seeds, baselines, defenses: the ensemble, the per-cluster all-reduce of stage 1 and the
+accuracy reductions over NCCL), and checks what the run says about itself. Exits non-zero with
+the reason on any failure. Until `hpcue doctor` exists (issue 12), this is the GPU check.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tests.conftest import FULL_PROTOCOL, REPO, tiny_sets
+
+
+def run(prefix: list[str], out: Path) -> dict:
+    cmd = [*prefix, "run", "--out", str(out),
+           *tiny_sets([*FULL_PROTOCOL, "runtime.accelerator=gpu"])]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+        sys.exit(f"FAILED: {' '.join(cmd[:6])}...\n{proc.stderr[-3000:]}")
+    if "backend=nccl device=cuda" not in proc.stdout:
+        sys.exit(f"FAILED: the run did not use NCCL on a GPU:\n{proc.stdout[:500]}")
+    results = json.loads((out / "results.json").read_text())
+    assert results["victims"]["uc"]["n"] == 2 and results["psnr_db"] > 0, results
+    return results
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        sys.exit("no CUDA device visible: run this on a GPU node")
+    cli = [sys.executable, "-m", "hpcue.cli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        one = run(cli, Path(tmp) / "one")
+        print(f"one GPU: clean {one['clean_test_acc']}, uc {one['unlearnable_test_acc']}")
+        if torch.cuda.device_count() >= 2:
+            torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                        "-m", "hpcue.cli"]
+            two = run(torchrun, Path(tmp) / "two")
+            assert two["world_size"] == 2, two["world_size"]
+            print(f"two GPUs: clean {two['clean_test_acc']}, uc {two['unlearnable_test_acc']}")
+    print("GPU check passed")
+
+
+if __name__ == "__main__":
+    main()
