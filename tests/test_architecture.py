@@ -101,3 +101,18 @@ def test_user_errors_found_in_review_are_hpcue_errors(tmp_path):
         z.writestr("train_labels.npy", b"x")
     with pytest.raises(HpcueError, match="not a readable .npz file"):
         load_medmnist_split(npz, "bloodmnist", "train", 28)
+
+
+def test_prepare_options_found_in_review_are_one_clear_error(tmp_path):
+    from hpcue.data.options import PrepareOptions
+    from hpcue.data.prepare import prepare
+    from tests import fabricate
+
+    with pytest.raises(HpcueError, match="--seed must be in 0..2\\*\\*32-1, got -1"):
+        prepare("digits", None, tmp_path / "a", PrepareOptions(image_size=16, seed=-1))
+    root = fabricate.image_folder(tmp_path / "raw", per_class=2)  # 4 images, 2 classes
+    with pytest.raises(HpcueError, match="4 images in 2 classes cannot be split with test "
+                                         "fraction 0.1"):
+        prepare("imagefolder", root, tmp_path / "b",
+                PrepareOptions(image_size=16, test_fraction=0.1))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written
