@@ -30,9 +30,10 @@ class DataConfig(_Section):
     shards: Path | None = None     # a directory written by `hpcue data prepare`
     num_shards: int = Field(4, ge=1)
     cache: bool = False            # read the splits into memory once (small sets)
-    image_size: int = Field(32, ge=8, le=1024)
+    image_size: int = Field(16, ge=8, le=1024)
     test_fraction: float = Field(0.25, gt=0, lt=1)
-    augment: Literal["none", "crop_flip"] = "none"
+    # auto: what suits the data set (digits: crop, no flip; photos and scans: crop_flip)
+    augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
     num_workers: int = Field(0, ge=0)
 
     @field_validator("image_size")
@@ -93,6 +94,9 @@ class TrainConfig(_Batching):
     target_offset: int = Field(1, ge=1)
     # clamp: clamp(tanh(.), -eps, eps) as the paper; scale: eps * tanh(.), no dead gradients
     bound: Literal["clamp", "scale"] = "clamp"
+    # auto: one channel (the same change in R, G and B) when every image of the data set is gray,
+    # so the shortcut cannot live in colour the data never had; else 3
+    perturbation_channels: Literal["auto", 1, 3] = "auto"
     generator_width: int = Field(16, ge=1)
     generator_blocks: int = Field(2, ge=0)
     epochs: int = Field(30, ge=1)

@@ -41,6 +41,8 @@ def test_results_json_fields(tiny_run):
     assert results["max_abs_pixel_change"] <= 16
     # the debug surrogate never saw the labels; the perturbation's cost to the images is reported
     assert results["surrogate_pretraining"] == "self_supervised"
+    # what auto resolved to for digits: crops without flips, one-channel perturbations
+    assert results["augment"] == "crop" and results["perturbation_channels"] == 1
     assert 20 < results["psnr_db"] < 60 and 0 < results["ssim"] < 1
     assert "test acc: uc" in proc.stdout and " ± " in proc.stdout  # the closing table
 
@@ -79,9 +81,13 @@ def test_run_directory_contents(tiny_run):
     assert clusters["centers"].shape[0] == 10
     assert clusters["assignments"].shape == (1347,)
     deltas = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
-    assert deltas.shape == (10, 3, 16, 16) and float(deltas.abs().max()) <= 16 / 255 + 1e-6
+    # digits are gray: one channel, the same change in R, G and B, so the set stays gray
+    assert deltas.shape == (10, 1, 16, 16) and float(deltas.abs().max()) <= 16 / 255 + 1e-6
     unlearnable = open_shards(out / "unlearnable").read_split("train")
     assert unlearnable.images.dtype == np.uint8 and unlearnable.images.shape == (1347, 16, 16, 3)
+    images = unlearnable.images
+    assert (images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all()
+    assert open_shards(out / "data").grayscale
     assert verify(out / "unlearnable") == {"train": 1347}
     assert verify(out / "data") == {"train": 1347, "test": 450}
     assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -133,6 +139,7 @@ def test_run_on_prepared_medmnist_shards(tmp_path):
                                                 "train.global_batch_size=8"]))
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "medmnist:bloodmnist" and results["num_clusters"] == 3
+    assert results["perturbation_channels"] == 3 and results["augment"] == "crop_flip"  # colour
     assert not (out / "data").exists()  # read in place, not copied
     assert verify(out / "unlearnable") == {"train": 24}
     assert len(open_shards(out / "unlearnable").paths("train")) == 3

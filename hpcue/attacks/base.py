@@ -19,7 +19,8 @@ from torch import nn
 
 
 def perturb(images: torch.Tensor, deltas: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """clamp(x + delta_g(x), 0, 1): each image gets its own group's perturbation."""
+    """clamp(x + delta_g(x), 0, 1): each image gets its own group's perturbation (a one-channel
+    delta changes R, G and B alike)."""
     return (images + deltas[groups]).clamp(0.0, 1.0)
 
 
@@ -36,6 +37,7 @@ class AttackInputs:
     image_size: int
     epsilon: float                        # L-inf bound, pixel scale [0, 1]
     seed: int
+    channels: int = 3                     # of each delta: 3, or 1 for a gray data set
     centers: torch.Tensor | None = None   # cluster centers in the surrogate's feature space
     surrogate: nn.Module | None = None    # frozen, [0, 1] images in, features out
     loader: Any = None                    # this rank's training batches (uint8, labels, ids)
@@ -44,7 +46,7 @@ class AttackInputs:
 
 @dataclass
 class AttackResult:
-    deltas: torch.Tensor                  # G x 3 x H x W, |delta| <= epsilon
+    deltas: torch.Tensor                  # G x C x H x W (C: 3 or 1), |delta| <= epsilon
     state: dict[str, Any] = field(default_factory=dict)  # what reproduces them (weights)
 
 

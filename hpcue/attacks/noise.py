@@ -16,10 +16,11 @@ import torch
 from hpcue.attacks.base import Attack, AttackInputs, AttackResult
 
 
-def sign_noise(groups: int, image_size: int, epsilon: float, seed: int) -> torch.Tensor:
-    """G x 3 x S x S patterns of +-epsilon, drawn from ``seed`` alone."""
+def sign_noise(groups: int, image_size: int, epsilon: float, seed: int,
+               channels: int = 3) -> torch.Tensor:
+    """G x C x S x S patterns of +-epsilon, drawn from ``seed`` alone."""
     gen = torch.Generator().manual_seed(seed)
-    signs = torch.randint(0, 2, (groups, 3, image_size, image_size), generator=gen)
+    signs = torch.randint(0, 2, (groups, channels, image_size, image_size), generator=gen)
     return (signs.float() * 2 - 1) * epsilon
 
 
@@ -32,7 +33,7 @@ class RandomNoise(Attack):
 
     def make(self, inputs: AttackInputs) -> AttackResult:
         return AttackResult(sign_noise(inputs.num_groups, inputs.image_size, inputs.epsilon,
-                                       inputs.seed))
+                                       inputs.seed, inputs.channels))
 
 
 @dataclass

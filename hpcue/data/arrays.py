@@ -69,6 +69,12 @@ def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     return to_uint8(x[..., top : top + size, left : left + size])
 
 
+def is_gray(images: np.ndarray) -> bool:
+    """Whether N x H x W x 3 images carry no colour (every pixel R == G == B)."""
+    return bool((images[..., 0] == images[..., 1]).all() and
+                (images[..., 1] == images[..., 2]).all())
+
+
 def gray_to_rgb(images: np.ndarray) -> np.ndarray:
     """N x H x W (or N x H x W x 1) gray -> N x H x W x 3."""
     if images.ndim == 3:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from hpcue.data.arrays import is_gray
 from hpcue.data.options import PrepareOptions
 from hpcue.data.registry import importer
 from hpcue.data.shards import COMPRESSIONS, META, ShardError, open_shards, write_meta, write_split
@@ -105,6 +106,7 @@ def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions,
         first = next(iter(splits.values()))
         write_meta(out, name, first.classes, first.images.shape[1:], infos,
                    {"source_root": str(root) if root else None, "compression": opts.compression,
+                    "grayscale": all(is_gray(a.images) for a in splits.values()),
                     "recipe": recipe})
         manifest.unlink()
     except Exception:  # bad input: leave nothing; an interrupt keeps finished shards

@@ -124,6 +124,11 @@ class ShardSet:
         return tuple(self.meta["image_shape"])  # type: ignore[return-value]
 
     @property
+    def grayscale(self) -> bool:
+        """Whether every image has R == G == B (recorded by prepare; False when not recorded)."""
+        return bool(self.meta.get("grayscale", False))
+
+    @property
     def splits(self) -> list[str]:
         return list(self.meta["splits"])
 

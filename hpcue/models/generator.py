@@ -23,10 +23,11 @@ class ResnetGenerator(nn.Module):
 
     Instance norm (no running statistics) so that the perturbation is the same in train and eval
     mode: the generator always sees one fixed noise image.
-    At width 64 with 6 blocks it has about 7.8M parameters, as in the paper.
+    At width 64 with 6 blocks it has about 7.8M parameters, as in the paper. ``channels`` is
+    what it outputs: 3, or 1 for a gray data set (one change added to R, G and B alike).
     """
 
-    def __init__(self, width: int = 64, blocks: int = 6) -> None:
+    def __init__(self, width: int = 64, blocks: int = 6, channels: int = 3) -> None:
         super().__init__()
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3), nn.Conv2d(3, width, 7), nn.InstanceNorm2d(width), nn.ReLU(True),
@@ -39,7 +40,7 @@ class ResnetGenerator(nn.Module):
             layers += [nn.ConvTranspose2d(width * mult, width * mult // 2, 3, stride=2, padding=1,
                                           output_padding=1),
                        nn.InstanceNorm2d(width * mult // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, 3, 7), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -54,14 +55,16 @@ class ClusterGenerators(nn.Module):
     """
 
     def __init__(self, num_clusters: int, image_size: int, epsilon: float, width: int = 64,
-                 blocks: int = 6, bound: str = "clamp", seed: int = 0) -> None:
+                 blocks: int = 6, bound: str = "clamp", seed: int = 0,
+                 channels: int = 3) -> None:
         super().__init__()
         if image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4 for the generator, "
                              f"got {image_size}")
         self.epsilon = epsilon
         self.bound = bound
-        self.generators = nn.ModuleList(ResnetGenerator(width, blocks) for _ in range(num_clusters))
+        self.generators = nn.ModuleList(ResnetGenerator(width, blocks, channels)
+                                        for _ in range(num_clusters))
         rng = torch.Generator().manual_seed(seed)
         self.register_buffer("noise", torch.rand(num_clusters, 1, 3, image_size, image_size,
                                                  generator=rng))

@@ -1,7 +1,7 @@
 """Typed readers and writers for the files stages hand each other.
 
     clusters.pt        {"centers": K x D float32, "assignments": N int64}     cluster -> train
-    perturbations.pt   {"deltas": G x 3 x H x W, "epsilon", "generators"}      train -> generate
+    perturbations.pt   {"deltas": G x C x H x W, "epsilon", "generators"}      train -> generate
     surrogate.pt       the debug small CNN's state dict                        cluster -> train
                        (read back by models.surrogate.build_surrogate)
     unlearnable/       the unlearnable set, in the shard format (data.shards)  generate -> evaluate
@@ -53,7 +53,7 @@ def read_clusters(run: RunDir) -> Clusters:
 
 @dataclass
 class Perturbations:
-    deltas: torch.Tensor       # G x 3 x H x W, |delta| <= epsilon
+    deltas: torch.Tensor       # G x C x H x W (C: 3, or 1 on a gray data set), |delta| <= eps
     epsilon: float
     state: dict[str, Any] = field(default_factory=dict)  # what made them (generator weights)
 

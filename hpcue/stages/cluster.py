@@ -40,7 +40,7 @@ def pretrain_small_surrogate(ctx: StageContext) -> None:
         kind = Classifier if supervised else RotationPretext
         outputs = len(data.classes) if supervised else NUM_ROTATIONS
         model = kind(SmallCNN(outputs), lr=cfg.surrogate.pretrain_lr, momentum=0.9,
-                     weight_decay=5e-4, augment=cfg.data.augment, seed=cfg.seed)
+                     weight_decay=5e-4, augment=ctx.augment, seed=cfg.seed)
         trainer = ctx.trainer("surrogate", cfg.surrogate.pretrain_epochs, this_rank_only=True)
         trainer.fit(model, make_loader(ShardDataset(data, "train", cache=cfg.data.cache),
                                        cfg.surrogate.pretrain_batch_size, shuffle=True,

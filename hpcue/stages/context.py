@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 from hpcue.config import RunConfig
 from hpcue.data.loader import ShardDataset, make_loader
+from hpcue.data.registry import importer
 from hpcue.data.shards import ShardSet
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import Topology, current
@@ -51,6 +52,20 @@ class StageContext:
         if self._data is None:
             self._data = load_data(self.cfg, self.run)
         return self._data
+
+    @property
+    def augment(self) -> str:
+        """The training augmentation of every stage: ``data.augment``, or the data set's own."""
+        a = self.cfg.data.augment
+        return importer(self.cfg.data.dataset).augment if a == "auto" else a
+
+    @property
+    def perturbation_channels(self) -> int:
+        """1 (one change for R, G and B) on a gray data set under ``auto``, else as configured."""
+        c = self.cfg.train.perturbation_channels
+        if c == "auto":
+            return 1 if self.data.grayscale else 3
+        return c
 
     @property
     def feature_batch_size(self) -> int:

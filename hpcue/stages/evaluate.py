@@ -72,7 +72,8 @@ def arms(ctx: StageContext) -> list[Arm]:
             count = len(clean.classes)
         deltas = attack.make(AttackInputs(groups=groups, num_groups=count,
                                           image_size=cfg.data.image_size,
-                                          epsilon=cfg.train.epsilon, seed=cfg.seed)).deltas
+                                          epsilon=cfg.train.epsilon, seed=cfg.seed,
+                                          channels=ctx.perturbation_channels)).deltas
         out.append(Arm(name, clean, Noised(deltas, groups)))
     return out
 
@@ -119,7 +120,7 @@ def run(ctx: StageContext) -> dict:
     module = VictimEnsemble(members, names, [s for _, _, s in pairs],
                             [arm.transform for arm, _, _ in pairs], lr=plan.effective_lr,
                             momentum=v.momentum, weight_decay=v.weight_decay,
-                            augment=cfg.data.augment, warmup_epochs=v.warmup_epochs)
+                            augment=ctx.augment, warmup_epochs=v.warmup_epochs)
     train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
              for name, (arm, _, s) in zip(names, pairs, strict=True)}
     test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)
@@ -138,6 +139,7 @@ def run(ctx: StageContext) -> dict:
     uc_arms = ["uc", *(f"uc+{d}" for d in v.defenses)]
     record = {
         "victim_seeds": seeds,
+        "augment": ctx.augment,
         "victims": victims,
         "clean_test_acc": victims["clean"]["mean"],
         "unlearnable_test_acc": victims["uc"]["mean"],

@@ -110,7 +110,7 @@ def write_preview(path: Path, clean: ShardSet, unlearnable: ShardSet, deltas: to
         if len(members) == 0:
             continue
         i = int(members[0])
-        amplified = (deltas[k] / (2 * epsilon) + 0.5).clamp(0, 1)
+        amplified = (deltas[k] / (2 * epsilon) + 0.5).clamp(0, 1).expand(3, -1, -1)
         rows += [to_unit(clean_ds[i][0]), to_unit(ul_ds[i][0]), amplified]
     grid = torch.stack(rows)
     scale = max(1, math.ceil(64 / grid.shape[-1]))

@@ -19,6 +19,8 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "seed": cfg.seed,
         "num_clusters": cfg.cluster.num_clusters,
         "epsilon": cfg.train.epsilon,
+        "perturbation_channels": records["train"]["perturbation_channels"],
+        "augment": records["train"]["augment"],
         "global_batch_size": cfg.train.global_batch_size,
         "world_size": topo.world_size,
         "launcher": topo.launcher,

@@ -13,11 +13,11 @@ from hpcue.stages.context import StageContext
 from hpcue.training.trainer import Throughput
 
 
-def uc_attack(cfg: RunConfig, lr: float) -> UnlearnableClusters:
+def uc_attack(cfg: RunConfig, lr: float, augment: str) -> UnlearnableClusters:
     t = cfg.train
     return UnlearnableClusters(width=t.generator_width, blocks=t.generator_blocks, bound=t.bound,
                                target_offset=t.target_offset, lr=lr, weight_decay=t.weight_decay,
-                               min_lr=t.min_lr, augment=cfg.data.augment,
+                               min_lr=t.min_lr, augment=augment,
                                warmup_epochs=t.warmup_epochs)
 
 
@@ -36,14 +36,15 @@ def run(ctx: StageContext) -> dict:
     inputs = AttackInputs(
         groups=clusters.assignments, num_groups=clusters.num_clusters,
         image_size=cfg.data.image_size, epsilon=cfg.train.epsilon, seed=cfg.seed,
-        centers=clusters.centers, surrogate=ctx.surrogate(),
+        channels=ctx.perturbation_channels, centers=clusters.centers, surrogate=ctx.surrogate(),
         loader=ctx.loader(ctx.data, "train", plan.micro_batch_size, train=True), fit=fit)
-    result = uc_attack(cfg, plan.effective_lr).make(inputs)
+    result = uc_attack(cfg, plan.effective_lr, ctx.augment).make(inputs)
     if collectives.is_main():
         write_perturbations(ctx.run, Perturbations(result.deltas, cfg.train.epsilon,
                                                    result.state))
     metrics = trainers[-1].callback_metrics
-    return dict(batch_plan=plan.as_dict(), images_per_second=round(meter.images_per_second, 2),
-                train_images=meter.images,
+    return dict(batch_plan=plan.as_dict(), augment=ctx.augment,
+                perturbation_channels=ctx.perturbation_channels,
+                images_per_second=round(meter.images_per_second, 2), train_images=meter.images,
                 final_uc_loss=float(metrics.get("uc_loss_epoch", float("nan"))),
                 max_abs_delta=float(result.deltas.abs().max()))

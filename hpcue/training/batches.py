@@ -47,7 +47,8 @@ class UnitBatches:
 
 def augment_batch(x: torch.Tensor, mode: str,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """``crop_flip``: reflect-pad by 1/8, random crop back, random horizontal flip, per sample.
+    """``crop``: reflect-pad by 1/8, random crop back, per sample; ``crop_flip`` adds a random
+    horizontal flip.
 
     Done on the batch (on the device) so loaders stay trivial and the UC perturbation is added
     after augmentation, as in the paper.
@@ -64,6 +65,8 @@ def augment_batch(x: torch.Tensor, mode: str,
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     out = padded[batch, chan, rows, cols]
+    if mode == "crop":
+        return out
     flip = torch.rand(n, device=x.device, generator=generator) < 0.5
     out[flip] = out[flip].flip(-1)
     return out

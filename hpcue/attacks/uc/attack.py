@@ -33,7 +33,8 @@ class UnlearnableClusters(Attack):
         if inputs.centers is None or inputs.surrogate is None or inputs.fit is None:
             raise TypeError("UC needs cluster centers, a surrogate and a fit function")
         generators = ClusterGenerators(inputs.num_groups, inputs.image_size, inputs.epsilon,
-                                       self.width, self.blocks, self.bound, seed=inputs.seed)
+                                       self.width, self.blocks, self.bound, seed=inputs.seed,
+                                       channels=inputs.channels)
         module = UCModule(generators, inputs.surrogate, inputs.centers, inputs.groups,
                           offset=self.target_offset, lr=self.lr, weight_decay=self.weight_decay,
                           min_lr=self.min_lr, augment=self.augment,

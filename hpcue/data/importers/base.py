@@ -1,4 +1,5 @@
-"""What an importer declares about itself: its name, its splits, whether it needs ``--root``."""
+"""What an importer declares about itself: its name, its splits, whether it needs ``--root``, and
+the training augmentation that suits its images."""
 
 from __future__ import annotations
 
@@ -20,3 +21,6 @@ class Importer:
     splits: tuple[str, ...]   # the splits it can produce
     needs_root: bool          # whether the raw files must be named with --root (data.root)
     load: Load
+    #: ``data.augment: auto`` resolves to this: random crops and horizontal flips suit photos;
+    #: a flipped digit is another symbol, so digits get crops only
+    augment: str = "crop_flip"

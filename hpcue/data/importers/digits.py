@@ -41,4 +41,4 @@ def load(root: Path | None, image_size: int, opts: PrepareOptions) -> dict[str, 
     return load_digits_splits(image_size, opts.test_fraction, opts.seed)
 
 
-IMPORTER = Importer("digits", SPLITS, needs_root=False, load=load)
+IMPORTER = Importer("digits", SPLITS, needs_root=False, load=load, augment="crop")
