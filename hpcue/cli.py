@@ -77,6 +77,8 @@ def _sweep_command(args: argparse.Namespace) -> int:
     from hpcue.sweep.spec import load_sweep
 
     sweep = load_sweep(args.spec)
+    for dropped, kept in sweep.same_as.items():
+        print(f"[hpcue] {dropped}: skipped, it runs exactly what {kept} runs")
     if args.sweep_command == "render":
         paths = render(sweep, args.scheduler, args.out, args.runs)
         print(f"[hpcue] rendered {len(paths)} {args.scheduler} scripts into {args.out}")

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hpcue.distributed.launchers import LAUNCHER_CHOICES
 from hpcue.errors import ConfigError
@@ -151,6 +158,17 @@ class RunConfig(_Section):
     victim: VictimConfig = VictimConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
+    @model_validator(mode="after")
+    def _lr_rule_needs_a_base(self) -> RunConfig:
+        """A scaled lr without the batch it was given for would silently not scale."""
+        for section in ("train", "victim"):
+            s = getattr(self, section)
+            if s.lr_scaling != "none" and s.base_batch_size is None:
+                raise ValueError(f"{section}.lr_scaling={s.lr_scaling} needs "
+                                 f"{section}.base_batch_size, the global batch {section}.lr "
+                                 f"was chosen for")
+        return self
+
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
@@ -248,12 +266,19 @@ def save_config(cfg: RunConfig, path: Path) -> None:
 
 def check_consistency(cfg: RunConfig, num_train: int, num_test: int | None = None,
                       world_size: int = 1) -> None:
-    """Checks that need the data: K within the training set, every rank some samples."""
+    """Checks that need the data: K within the training set, every rank some samples, no
+    global batch larger than the training set (it would be one padded step an epoch)."""
     if cfg.cluster.num_clusters > num_train:
         raise ConfigError(
             f"cluster.num_clusters={cfg.cluster.num_clusters} is larger than the training set "
             f"of {cfg.data.dataset} ({num_train} images)"
         )
+    for section in ("train", "victim"):
+        batch = getattr(cfg, section).global_batch_size
+        if batch > num_train:
+            raise ConfigError(f"{section}.global_batch_size={batch} is larger than the training "
+                              f"set of {cfg.data.dataset} ({num_train} images) on {world_size} "
+                              f"rank(s): every epoch would be one step, padded with repeats")
     for split, n in (("train", num_train), ("test", num_test)):
         if n is not None and n < world_size:
             raise ConfigError(f"the {split} split of {cfg.data.dataset} has {n} images, fewer "

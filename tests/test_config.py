@@ -40,6 +40,24 @@ def test_k_larger_than_data_set():
         check_consistency(cfg, 20)
 
 
+@pytest.mark.parametrize("section", ["train", "victim"])
+def test_global_batch_larger_than_the_training_set(section):
+    cfg = load_config(None, [f"{section}.global_batch_size=96"])
+    check_consistency(cfg, 96, world_size=2)
+    with pytest.raises(ConfigError, match=f"{section}.global_batch_size=96 is larger than the "
+                                          r"training set of digits \(95 images\) on 2 rank"):
+        check_consistency(cfg, 95, world_size=2)
+
+
+@pytest.mark.parametrize("section", ["train", "victim"])
+def test_a_scaled_lr_needs_its_base_batch(section):
+    with pytest.raises(ConfigError, match=f"{section}.lr_scaling=sqrt needs "
+                                          f"{section}.base_batch_size"):
+        load_config(None, [f"{section}.lr_scaling=sqrt"])
+    cfg = load_config(None, [f"{section}.lr_scaling=sqrt", f"{section}.base_batch_size=16"])
+    assert getattr(cfg, section).base_batch_size == 16
+
+
 def test_file_overrides_and_base_chain(tmp_path):
     _write(tmp_path, {"train": {"epochs": 7, "lr": 0.5}, "seed": 3}, "base.yaml")
     path = _write(tmp_path, {"base": "base.yaml", "train": {"epochs": 9}})
@@ -90,7 +108,8 @@ def test_cli_stage_before_its_input_exists(tmp_path):
 
 
 def test_split_smaller_than_world_size():
-    cfg = load_config(None, ["cluster.num_clusters=2"])
+    cfg = load_config(None, ["cluster.num_clusters=2", "train.global_batch_size=6",
+                             "victim.global_batch_size=6"])
     check_consistency(cfg, 20, 3, world_size=3)
     with pytest.raises(ConfigError, match="test split of digits has 2 images, fewer than the 3"):
         check_consistency(cfg, 20, 2, world_size=3)

@@ -136,7 +136,8 @@ def test_run_on_prepared_medmnist_shards(tmp_path):
     hpcue("run", "--out", str(out), *tiny_sets(["data.image_size=28",
                                                 "data.dataset=medmnist:bloodmnist",
                                                 f"data.shards={shards}", "cluster.num_clusters=3",
-                                                "train.global_batch_size=8"]))
+                                                "train.global_batch_size=8",
+                                                "victim.global_batch_size=8"]))
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "medmnist:bloodmnist" and results["num_clusters"] == 3
     assert results["perturbation_channels"] == 3 and results["augment"] == "crop_flip"  # colour

@@ -26,6 +26,11 @@ def test_lr_scaling_rules(rule, factor):
     assert plan.as_dict()["lr_scaling"] == rule and plan.warmup_epochs == 5
 
 
+def test_a_scaled_lr_without_its_base_batch_is_an_error():
+    with pytest.raises(ConfigError, match="train.lr_scaling=linear needs train.base_batch_size"):
+        plan_batches("train", 512, 2, None, 0.1, "linear", None, 0)
+
+
 def test_indivisible_batches_are_config_errors():
     with pytest.raises(ConfigError, match="train.global_batch_size=100 is not divisible by the "
                                           "world size 3"):

@@ -14,7 +14,7 @@ import yaml
 from hpcue.config import ConfigError
 from hpcue.sweep.render import render, render_point
 from hpcue.sweep.report import report
-from hpcue.sweep.spec import MachineProfile, load_sweep, parse_walltime
+from hpcue.sweep.spec import MachineProfile, effective_settings, load_sweep, parse_walltime
 from hpcue.sweep.submit import claim_sweep_dir, status, submit
 from tests.conftest import REPO, hpcue
 
@@ -37,9 +37,37 @@ def test_rendered_scripts_match_reviewed_golden_files(spec, index, scheduler, go
     assert render_point(sweep, sweep.points[index], scheduler) == (GOLDEN / golden).read_text()
 
 
+@pytest.mark.parametrize("spec", sorted(p.name for p in SWEEPS.glob("*.yaml")))
+def test_no_two_points_of_a_shipped_sweep_run_the_same_settings(spec):
+    points = load_sweep(SWEEPS / spec).points
+    assert len({effective_settings(p) for p in points}) == len(points)
+
+
+def test_a_point_that_repeats_another_is_dropped_and_named():
+    sweep = load_sweep(SWEEPS / "paper-frontier.yaml")
+    names = {p.name for p in sweep.points}
+    # at the base batch (256) sqrt scaling is no scaling: the same run as none
+    assert sweep.same_as["medmnist-pathmnist-b256-s0-lrsqrt"] == "medmnist-pathmnist-b256-s0-lrnone"
+    assert set(sweep.same_as) == {f"{d}-b256-s{s}-lrsqrt" for d in ("medmnist-pathmnist",
+                                                                    "oxford-iiit-pet")
+                                  for s in (0, 1, 2)}
+    assert not names & set(sweep.same_as) and len(names) == 2 * 5 * 3 * 2 - 6
+
+
+def test_sqrt_and_none_points_get_different_learning_rates():
+    points = {p.name: p for p in load_sweep(SWEEPS / "paper-frontier.yaml").points}
+    from hpcue.stages.context import batch_plan
+
+    for batch, factor in ((64, 0.5), (1024, 2.0)):
+        none, sqrt = (batch_plan(points[f"medmnist-pathmnist-b{batch}-s0-lr{rule}"].run_config,
+                                 "train", 16) for rule in ("none", "sqrt"))
+        assert (none.lr_scaling, sqrt.lr_scaling) == ("none", "sqrt")
+        assert sqrt.effective_lr == pytest.approx(none.effective_lr * factor)
+
+
 @pytest.mark.parametrize("spec,scheduler,count", [
     ("digits-local.yaml", "slurm", 2), ("paper-summit.yaml", "lsf", 90),
-    ("paper-frontier.yaml", "slurm", 60)])
+    ("paper-frontier.yaml", "slurm", 54)])
 def test_every_rendered_script_passes_bash_n(spec, scheduler, count, tmp_path):
     sweep = load_sweep(SWEEPS / spec)
     paths = render(sweep, scheduler, tmp_path, tmp_path / "runs")

@@ -112,6 +112,9 @@ class Sweep:
     machine: MachineProfile
     points: list[Point]
     source: Path
+    #: a point dropped because it runs exactly what an earlier one runs -> that point's name
+    #: (e.g. lr_scaling sqrt at the base batch is the same run as none)
+    same_as: dict[str, str] = field(default_factory=dict)
 
     def digest(self) -> str:
         """Identifies what the sweep directory was written for."""
@@ -134,6 +137,32 @@ def load_machine(name: str, machines_dir: Path = MACHINES_DIR) -> MachineProfile
         return MachineProfile.model_validate(read_yaml_mapping(path, "machine profile"))
     except ValidationError as exc:
         raise _errors(exc, path) from None
+
+
+def effective_settings(point: Point) -> str:
+    """What a point really runs: its config without the lr rules' labels, the effective
+    learning rates those rules give at its world size, and the world size."""
+    from hpcue.stages.context import batch_plan
+
+    cfg = point.run_config.model_dump(mode="json")
+    lrs = []
+    for section in ("train", "victim"):
+        cfg[section].pop("lr_scaling")
+        lrs.append(batch_plan(point.run_config, section, point.world_size).effective_lr)
+    return json.dumps([cfg, lrs, point.world_size], sort_keys=True)
+
+
+def _distinct(points: list[Point]) -> tuple[list[Point], dict[str, str]]:
+    """The points that run something no earlier point runs, and what each other one repeats."""
+    kept: dict[str, Point] = {}
+    same_as = {}
+    for p in points:
+        key = effective_settings(p)
+        if key in kept:
+            same_as[p.name] = kept[key].name
+        else:
+            kept[key] = p
+    return list(kept.values()), same_as
 
 
 def _slug(config: RunConfig) -> str:
@@ -185,4 +214,5 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two points share a name; give each config its own data set")
-    return Sweep(spec, machine, points, path)
+    points, same_as = _distinct(points)
+    return Sweep(spec, machine, points, path, same_as)
