@@ -44,6 +44,11 @@ def test_results_json_fields(tiny_run):
     # what auto resolved to for digits: crops without flips, one-channel perturbations
     assert results["augment"] == "crop" and results["perturbation_channels"] == 1
     assert 20 < results["psnr_db"] < 60 and 0 < results["ssim"] < 1
+    # what an epoch really ran: 1347 images in batches of 64, the last step 3 images, no repeats
+    for key in ("stage1_batch", "victim_batch"):
+        shape = results[key]
+        assert shape["num_train"] == 1347 and shape["optimizer_steps_per_epoch"] == 22
+        assert shape["padded_repeats_per_epoch"] == 0 and shape["images_last_step"] == 3
     assert "test acc: uc" in proc.stdout and " ± " in proc.stdout  # the closing table
 
 

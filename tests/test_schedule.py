@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,3 +53,24 @@ def test_warmup_then_cosine():
     assert lrs[4] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
     assert lrs[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 15 / 16)))
+
+
+@pytest.mark.parametrize("n, world, global_batch, micro, steps, padded, last", [
+    (100, 2, 32, 8, 4, 0, 4),     # 50 a rank, 7 micro-batches, accumulation 2
+    (101, 2, 32, 16, 4, 1, 6),    # 51 a rank after one repeat pads rank 1
+    (40, 1, 64, 64, 1, 0, 40),    # a batch larger than the data: one short step
+])
+def test_epoch_shape_is_what_the_loader_runs(n, world, global_batch, micro, steps, padded, last):
+    from hpcue.data.loader import IndexedImages, make_loader
+    from hpcue.training.batch_plan import epoch_shape
+
+    plan = plan_batches("train", global_batch, world, micro, 0.1, "none", None, 0)
+    data = IndexedImages(np.zeros((n, 2, 2, 3), np.uint8), np.zeros(n, np.int64))
+    loaders = [make_loader(data, plan.micro_batch_size, shuffle=True, seed=0, rank=r,
+                           world_size=world) for r in range(world)]
+    seen = sum(len(list(loader.sampler)) for loader in loaders)
+    shape = epoch_shape(plan, n, len(loaders[0].sampler), len(loaders[0]))
+    assert shape["optimizer_steps_per_epoch"] == steps
+    assert shape["images_per_epoch"] == seen == n + padded
+    assert shape["padded_repeats_per_epoch"] == padded
+    assert shape["images_last_step"] == last

@@ -97,6 +97,28 @@ def _spec(tmp_path, **changes) -> Path:
     return path
 
 
+def test_every_point_whose_batch_exceeds_the_training_set_is_listed(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_sweep(_spec(tmp_path, global_batch_sizes=[32, 2048, 4096]))
+    text = str(err.value)
+    assert "larger than the training set" in text and "(world size 2)" in text
+    assert "digits-b2048-s0: train.global_batch_size=2048 > 1347 training images" in text
+    assert "digits-b4096-s0: train.global_batch_size=4096 > 1347 training images" in text
+    assert "b32" not in text
+    # prepared shards: their meta.json says how many training images there are
+    from hpcue.data.prepare import PrepareOptions, prepare
+
+    shards = prepare("digits", None, tmp_path / "shards",
+                     PrepareOptions(image_size=8, shards=1, test_fraction=0.9))
+    spec = _spec(tmp_path, global_batch_sizes=[32, 256],
+                 overrides=[f"data.shards={shards}", "data.image_size=8",
+                            "victim.global_batch_size=512"])
+    with pytest.raises(ConfigError, match=r"digits-b256-s0: train.global_batch_size=256 > 179 "
+                                          r"training images\n  digits-b256-s0: victim"
+                                          r".global_batch_size=512 > 179"):
+        load_sweep(spec)
+
+
 @pytest.mark.parametrize("changes,message", [
     ({"machine": "cray-xyz"}, "unknown machine profile 'cray-xyz'"),
     ({"global_batch_sizes": [33]}, "train global batch 33 is not divisible by the world size 2"),

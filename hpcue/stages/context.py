@@ -17,7 +17,7 @@ from hpcue.distributed.topology import Topology, current
 from hpcue.models.surrogate import Surrogate, build_surrogate
 from hpcue.stages.inputs import load_data
 from hpcue.stages.rundir import RunDir
-from hpcue.training.batch_plan import BatchPlan, plan_batches
+from hpcue.training.batch_plan import BatchPlan, epoch_shape, plan_batches
 from hpcue.training.trainer import TrainerSettings, make_trainer, resume_path
 
 #: the config sections that train with a global batch: stage 1 and the victim
@@ -81,6 +81,12 @@ class StageContext:
                            shuffle=train, seed=self.cfg.seed if seed is None else seed,
                            num_workers=self.cfg.data.num_workers, rank=collectives.rank(),
                            world_size=collectives.world_size())
+
+    def batch_record(self, section: str, loader) -> dict:
+        """``section``'s batch plan and what an epoch of ``loader`` really runs."""
+        plan = self.plans[section]
+        return plan.as_dict() | epoch_shape(plan, self.data.size("train"), len(loader.sampler),
+                                            len(loader))
 
     def surrogate(self) -> Surrogate:
         """The configured surrogate; the debug small_cnn uses the one the cluster stage trained."""

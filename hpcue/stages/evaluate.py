@@ -147,7 +147,7 @@ def run(ctx: StageContext) -> dict:
         "worst_case_defense": max(uc_arms, key=lambda a: victims[a]["mean"]),
         "baselines": {b: victims[b] for b in v.baselines},
         "victim_curves": curves,
-        "batch_plan": plan.as_dict(),
+        "batch_plan": ctx.batch_record("victim", next(iter(train.values()))),
     }
     if "random" in v.baselines:  # paired by seed: how far UC is below its trivial twin
         diffs = [r - u for r, u in zip(per_arm["random"], per_arm["uc"], strict=True)]

@@ -33,17 +33,18 @@ def run(ctx: StageContext) -> dict:
         trainers.append(trainer)
         trainer.fit(module, batches, ckpt_path=ctx.resume_path("train"))
 
+    loader = ctx.loader(ctx.data, "train", plan.micro_batch_size, train=True)
     inputs = AttackInputs(
         groups=clusters.assignments, num_groups=clusters.num_clusters,
         image_size=cfg.data.image_size, epsilon=cfg.train.epsilon, seed=cfg.seed,
         channels=ctx.perturbation_channels, centers=clusters.centers, surrogate=ctx.surrogate(),
-        loader=ctx.loader(ctx.data, "train", plan.micro_batch_size, train=True), fit=fit)
+        loader=loader, fit=fit)
     result = uc_attack(cfg, plan.effective_lr, ctx.augment).make(inputs)
     if collectives.is_main():
         write_perturbations(ctx.run, Perturbations(result.deltas, cfg.train.epsilon,
                                                    result.state))
     metrics = trainers[-1].callback_metrics
-    return dict(batch_plan=plan.as_dict(), augment=ctx.augment,
+    return dict(batch_plan=ctx.batch_record("train", loader), augment=ctx.augment,
                 perturbation_channels=ctx.perturbation_channels,
                 images_per_second=round(meter.images_per_second, 2), train_images=meter.images,
                 final_uc_loss=float(metrics.get("uc_loss_epoch", float("nan"))),

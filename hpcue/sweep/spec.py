@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hpcue.config import ConfigError, RunConfig, format_errors, load_config, read_yaml_mapping
+from hpcue.data.importers import digits
+from hpcue.data.shards import META, open_shards
 
 MACHINES_DIR = Path("configs") / "machines"
 
@@ -152,6 +154,15 @@ def effective_settings(point: Point) -> str:
     return json.dumps([cfg, lrs, point.world_size], sort_keys=True)
 
 
+def known_train_size(cfg: RunConfig) -> int | None:
+    """The training set's size where it is known before anything runs (prepared shards, or
+    the embedded digits); None otherwise (the run checks it when it loads the data)."""
+    d = cfg.data
+    if d.shards is not None:
+        return open_shards(d.shards).size("train") if (d.shards / META).is_file() else None
+    return digits.train_size(d.test_fraction) if d.dataset == "digits" else None
+
+
 def _distinct(points: list[Point]) -> tuple[list[Point], dict[str, str]]:
     """The points that run something no earlier point runs, and what each other one repeats."""
     kept: dict[str, Point] = {}
@@ -186,7 +197,7 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
     world = spec.nodes * per_node
     axes = [spec.configs, spec.global_batch_sizes, spec.seeds, spec.lr_scaling or [None],
             spec.num_clusters or [None], spec.epsilon or [None]]
-    points = []
+    points, too_large = [], []
     for config, batch, seed, rule, k, eps in product(*axes):
         sets = list(spec.overrides) + [f"train.global_batch_size={batch}", f"seed={seed}"]
         parts = [f"b{batch}", f"s{seed}"]
@@ -211,6 +222,15 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
                                   f"({spec.nodes} nodes x {per_node} ranks)")
         points.append(Point(f"{_slug(cfg)}-{'-'.join(parts)}", Path(config), sets, spec.nodes,
                             per_node, cfg))
+        n = known_train_size(cfg)
+        too_large += [f"{points[-1].name}: {section}.global_batch_size="
+                      f"{getattr(cfg, section).global_batch_size} > {n} training images"
+                      for section in ("train", "victim")
+                      if n is not None and getattr(cfg, section).global_batch_size > n]
+    if too_large:
+        raise ConfigError(f"{path}: a global batch larger than the training set would run one "
+                          f"padded step an epoch (world size {world}):\n  "
+                          + "\n  ".join(too_large))
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two points share a name; give each config its own data set")

@@ -29,6 +29,18 @@ class BatchPlan:
         return asdict(self)
 
 
+def epoch_shape(plan: BatchPlan, num_train: int, samples_per_rank: int,
+                batches_per_rank: int) -> dict:
+    """What one epoch really runs, from the loader: optimizer steps, images a step, and how many
+    samples are repeats padding the ranks to equal length (a nominal batch records none of it)."""
+    steps = math.ceil(batches_per_rank / plan.accumulate_grad_batches)
+    images = samples_per_rank * plan.world_size
+    return {"num_train": num_train, "optimizer_steps_per_epoch": steps,
+            "images_per_epoch": images, "padded_repeats_per_epoch": images - num_train,
+            "images_per_full_step": min(plan.global_batch_size, images),
+            "images_last_step": images - (steps - 1) * plan.global_batch_size}
+
+
 def plan_batches(section: str, global_batch: int, world_size: int, max_micro: int | None,
                  lr: float, lr_scaling: str, base_batch: int | None,
                  warmup_epochs: float) -> BatchPlan:

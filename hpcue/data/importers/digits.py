@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from hpcue.data.options import PrepareOptions
 from hpcue.errors import InputError
 
 SPLITS = ("train", "test")
+NUM_IMAGES = 1797  # scikit-learn's load_digits
 
 
 def load_digits_splits(image_size: int, test_fraction: float, seed: int) -> dict[str, ImageArrays]:
@@ -35,6 +37,12 @@ def load_digits_splits(image_size: int, test_fraction: float, seed: int) -> dict
         "train": ImageArrays(images[np.sort(idx_train)], labels[np.sort(idx_train)], classes),
         "test": ImageArrays(images[np.sort(idx_test)], labels[np.sort(idx_test)], classes),
     }
+
+
+def train_size(test_fraction: float) -> int:
+    """Training images for a test fraction, without loading them (scikit-learn rounds the test
+    part up)."""
+    return NUM_IMAGES - math.ceil(test_fraction * NUM_IMAGES)
 
 
 def load(root: Path | None, image_size: int, opts: PrepareOptions) -> dict[str, ImageArrays]:
