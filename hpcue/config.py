@@ -83,6 +83,8 @@ class ClusterConfig(_Section):
     n_init: int = Field(5, ge=1)
     max_iter: int = Field(100, ge=1)
     tol: float = Field(1e-6, ge=0)
+    # per-rank batch of the feature extraction: fixed, so clusters never depend on a swept batch
+    batch_size: int = Field(64, ge=1)
 
 
 class _Batching(_Section):

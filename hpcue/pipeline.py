@@ -23,6 +23,7 @@ from hpcue.stages import cluster, evaluate, generate, train
 from hpcue.stages.artifacts import write_results
 from hpcue.stages.context import StageContext
 from hpcue.stages.inputs import preflight
+from hpcue.stages.provenance import check_earlier_stages, config_slice, file_digests
 from hpcue.stages.results import collect_results
 from hpcue.stages.rundir import STAGES, RunDir, StageInputError
 
@@ -50,6 +51,8 @@ def execute(stage: str, ctx: StageContext) -> None:
     L.seed_everything(ctx.cfg.seed, workers=True, verbose=False)
     record = STAGE_RUNNERS[stage](ctx)
     record["seconds"] = round(time.perf_counter() - t0, 3)
+    record["config"] = config_slice(ctx.cfg, stage)
+    record["inputs"] = file_digests(ctx.inputs(stage))
     if collectives.is_main():
         if stage == STAGES[-1]:
             # results.json first: a run killed between the two reruns evaluate, never skips it
@@ -75,6 +78,8 @@ def run_stage(stage: str, cfg: RunConfig, out: Path, ctx: StageContext | None = 
         if stage != "cluster" and created:
             raise StageInputError(f"run directory {run.root} does not exist: start with "
                                   f"`hpcue cluster --out {run.root}` or `hpcue run`")
+        if run.config.is_file():  # nothing earlier may come from other settings
+            check_earlier_stages(cfg, run, stage)
         run.root.mkdir(parents=True, exist_ok=True)
         if run.config.is_file():  # an hpcue run directory: clear what this stage invalidates
             if load_config(run.config) != cfg:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -128,6 +129,36 @@ def test_stage_commands_reproduce_the_run(tiny_run, tmp_path):
     rb = json.loads((again / "results.json").read_text())
     for key in ("cluster_purity", "clean_test_acc", "unlearnable_test_acc"):
         assert ra[key] == rb[key], key
+
+
+def test_stages_never_build_on_other_settings_and_results_describe_the_artifacts(tiny_run,
+                                                                                 tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], out)
+    before = {p: p.read_bytes() for p in (out / "results.json", out / "config.yaml")}
+    # perturbations made at 16/255 with K = 10 must not be reported as eps 0.0078 and K 4
+    proc = hpcue("generate", "--out", str(out), "--set", "train.epsilon=0.0078",
+                 "--set", "cluster.num_clusters=4", check=False)
+    assert proc.returncode == 2
+    assert "stage cluster was made with other settings" in proc.stderr
+    assert "cluster.num_clusters (10 -> 4)" in proc.stderr
+    assert f"rerun `hpcue cluster --out {out}`" in proc.stderr
+    assert {p: p.read_bytes() for p in before} == before  # nothing cleared, config kept
+    proc = hpcue("evaluate", "--out", str(out), "--set", "train.epsilon=0.0078", check=False)
+    assert proc.returncode == 2 and "train.epsilon (0.06274509803921569 -> 0.0078)" in proc.stderr
+    # rerunning the stage whose settings change is the way: later stages then follow it
+    hpcue("train", "--out", str(out), "--set", "train.epsilon=0.0314", "--set", "train.epochs=1")
+    hpcue("generate", "--out", str(out))
+    hpcue("evaluate", "--out", str(out), *tiny_sets(["victim.seeds=1"])[-2:])
+    results = json.loads((out / "results.json").read_text())
+    assert results["epsilon"] == 0.0314 and results["num_clusters"] == 10
+    records = {s: json.loads((out / "stages" / f"{s}.json").read_text())
+               for s in ("cluster", "train", "generate", "evaluate")}
+    assert records["train"]["config"]["train.epsilon"] == 0.0314
+    assert records["cluster"]["config"]["cluster.num_clusters"] == 10
+    assert set(records["generate"]["inputs"]) == {"data", "clusters", "perturbations"}
+    assert records["evaluate"]["inputs"]["clusters"] == records["train"]["inputs"]["clusters"]
+    assert records["evaluate"]["config"]["victim.seeds"] == 1
 
 
 def test_run_on_prepared_medmnist_shards(tmp_path):

@@ -68,7 +68,7 @@ def run(ctx: StageContext) -> dict:
     if cfg.surrogate.arch == "small_cnn" and cfg.surrogate.weights is None:
         pretrain_small_surrogate(ctx)
     feats, ids = extract_features(
-        ctx.surrogate(), ctx.loader(data, "train", ctx.feature_batch_size, train=False),
+        ctx.surrogate(), ctx.loader(data, "train", cfg.cluster.batch_size, train=False),
         torch.device(ctx.topology.device))
     c, total = cfg.cluster, data.size("train")
     result = kmeans(feats, c.num_clusters, c.n_init, c.max_iter, c.tol, seed=cfg.seed,
@@ -79,6 +79,7 @@ def run(ctx: StageContext) -> dict:
     labels = torch.from_numpy(data.labels("train"))
     return dict(
         surrogate_pretraining=surrogate_pretraining(ctx), num_images=total,
+        num_clusters=int(result.centers.shape[0]),
         feature_dim=int(feats.shape[1]), inertia=result.inertia, kmeans_iterations=result.n_iter,
         cluster_purity=round(purity(assignments, labels), 4),
         cluster_nmi=round(nmi(assignments, labels), 4),

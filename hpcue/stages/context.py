@@ -4,6 +4,7 @@ and the prepared data (loaded on first use, so the stage that creates the run pr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -67,12 +68,6 @@ class StageContext:
             return 1 if self.data.grayscale else 3
         return c
 
-    @property
-    def feature_batch_size(self) -> int:
-        """Per-rank batch of the cluster stage's feature extraction: stage 1's per-rank batch
-        (one batch rule for the whole run; the plan checked it divides)."""
-        return self.plans["train"].per_rank_batch_size
-
     def loader(self, shards: ShardSet, split: str, batch_size: int, *, train: bool,
                seed: int | None = None):
         """This rank's part: training order (shuffled, padded) or evaluation (each sample once);
@@ -81,6 +76,18 @@ class StageContext:
                            shuffle=train, seed=self.cfg.seed if seed is None else seed,
                            num_workers=self.cfg.data.num_workers, rank=collectives.rank(),
                            world_size=collectives.world_size())
+
+    def inputs(self, stage: str) -> dict[str, Path]:
+        """The files ``stage`` reads, by label (their digests go into its record)."""
+        run = self.run
+        return {
+            "cluster": {"data": self.data.root},
+            "train": {"clusters": run.clusters, "surrogate": run.surrogate},
+            "generate": {"data": self.data.root, "clusters": run.clusters,
+                         "perturbations": run.perturbations},
+            "evaluate": {"data": self.data.root, "clusters": run.clusters,
+                         "unlearnable": run.unlearnable},
+        }[stage]
 
     def batch_record(self, section: str, loader) -> dict:
         """``section``'s batch plan and what an epoch of ``loader`` really runs."""

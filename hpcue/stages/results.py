@@ -17,11 +17,13 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "name": cfg.name,
         "dataset": cfg.data.dataset,
         "seed": cfg.seed,
-        "num_clusters": cfg.cluster.num_clusters,
-        "epsilon": cfg.train.epsilon,
+        # what the artifacts were made with (the records; a stage command never builds on an
+        # earlier stage made under other settings: stages/provenance.py)
+        "num_clusters": records["cluster"]["num_clusters"],
+        "epsilon": records["train"]["epsilon"],
         "perturbation_channels": records["train"]["perturbation_channels"],
         "augment": records["train"]["augment"],
-        "global_batch_size": cfg.train.global_batch_size,
+        "global_batch_size": records["train"]["batch_plan"]["global_batch_size"],
         "world_size": topo.world_size,
         "launcher": topo.launcher,
         "num_nodes": topo.num_nodes,

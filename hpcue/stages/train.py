@@ -45,6 +45,7 @@ def run(ctx: StageContext) -> dict:
                                                    result.state))
     metrics = trainers[-1].callback_metrics
     return dict(batch_plan=ctx.batch_record("train", loader), augment=ctx.augment,
+                epsilon=cfg.train.epsilon,
                 perturbation_channels=ctx.perturbation_channels,
                 images_per_second=round(meter.images_per_second, 2), train_images=meter.images,
                 final_uc_loss=float(metrics.get("uc_loss_epoch", float("nan"))),
