@@ -39,6 +39,8 @@ class DataConfig(_Section):
     cache: bool = False            # read the splits into memory once (small sets)
     image_size: int = Field(16, ge=8, le=1024)
     test_fraction: float = Field(0.25, gt=0, lt=1)
+    # which images are test images where the data set has no official split; None: the seed
+    split_seed: int | None = Field(None, ge=0, le=2**32 - 1)
     # auto: what suits the data set (digits: crop, no flip; photos and scans: crop_flip)
     augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
     num_workers: int = Field(0, ge=0)
@@ -85,6 +87,12 @@ class ClusterConfig(_Section):
     tol: float = Field(1e-6, ge=0)
     # per-rank batch of the feature extraction: fixed, so clusters never depend on a swept batch
     batch_size: int = Field(64, ge=1)
+    # a directory shared by runs (a sweep's points): clusters computed once per cluster config,
+    # under <shared>/<hash of what determines them>, and reused by every run with that config
+    shared: Path | None = None
+    # the surrogate's and K-means' randomness; None: the run's seed. Fixed in a sweep, every
+    # seed of a point starts from the same clusters (seeds then vary stage 1 and the victims)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 class _Batching(_Section):
@@ -159,6 +167,14 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     victim: VictimConfig = VictimConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @property
+    def split_seed(self) -> int:
+        return self.seed if self.data.split_seed is None else self.data.split_seed
+
+    @property
+    def cluster_seed(self) -> int:
+        return self.seed if self.cluster.seed is None else self.cluster.seed
 
     @model_validator(mode="after")
     def _lr_rule_needs_a_base(self) -> RunConfig:

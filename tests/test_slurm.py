@@ -64,7 +64,9 @@ def test_sweep_submitted_to_slurm_then_reported(slurm, tmp_path):
     assert proc.returncode == 0, proc.stderr
     jobs = json.loads((runs / "digits-local" / "submitted.json").read_text())
     ids = {v[-1] for v in jobs.values()}
-    assert len(ids) == 2
+    assert len(ids) == 3  # the shared clusters' job, then the two points that wait for it
+    (cluster_job,) = [k for k in jobs if k.startswith("clusters-")]
+    assert f"(after job {jobs[cluster_job][-1]})" in proc.stdout
     # submitted again while they are queued or running: left alone, never a second job
     early = subprocess.run([str(BIN / "hpcue"), "sweep", "submit", spec, "--runs", str(runs)],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -78,9 +80,13 @@ def test_sweep_submitted_to_slurm_then_reported(slurm, tmp_path):
         time.sleep(2)
     status = subprocess.run([str(BIN / "hpcue"), "sweep", "status", spec, "--runs", str(runs)],
                             cwd=REPO, env=env, capture_output=True, text=True).stdout
-    assert status.count(": finished") == 2, status
+    assert status.count(": finished") == 2 and f"{cluster_job}: ready" in status, status
     logs = "".join(p.read_text() for p in runs.rglob("slurm-*.out"))
-    assert logs.count("launcher=slurm world_size=2") == 2
+    assert logs.count("launcher=slurm world_size=2") == 3
+    for point in ("digits-b32-s0", "digits-b64-s0"):  # both reused the clusters job's clusters
+        record = json.loads((runs / "digits-local" / point / "stages" / "cluster.json")
+                            .read_text())
+        assert record["reused_from"].endswith(f"digits-local/clusters/{cluster_job[9:]}")
 
     # a second submit skips the finished points
     again = subprocess.run([str(BIN / "hpcue"), "sweep", "submit", spec, "--runs", str(runs)],
@@ -121,7 +127,7 @@ def test_usr1_requeues_and_the_rerun_resumes(slurm, tmp_path):
     import yaml
 
     spec = yaml.safe_load((REPO / "configs" / "sweeps" / "digits-local.yaml").read_text())
-    spec.update(name="requeue", global_batch_sizes=[64],
+    spec.update(name="requeue", global_batch_sizes=[64], share_clusters=False,
                 overrides=[o for o in spec["overrides"] if not o.startswith("train.epochs")]
                 + ["train.epochs=60", "victim.seeds=1", "victim.baselines=[]",
                    "victim.defenses=[]"])

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from hpcue.config import ConfigError
-from hpcue.sweep.render import render, render_point
+from hpcue.sweep.render import cluster_jobs, render, render_cluster_job, render_point
 from hpcue.sweep.report import report
 from hpcue.sweep.spec import MachineProfile, effective_settings, load_sweep, parse_walltime
 from hpcue.sweep.submit import claim_sweep_dir, status, submit
@@ -66,18 +66,64 @@ def test_sqrt_and_none_points_get_different_learning_rates():
 
 
 @pytest.mark.parametrize("spec,scheduler,count", [
-    ("digits-local.yaml", "slurm", 2), ("paper-summit.yaml", "lsf", 90),
-    ("paper-frontier.yaml", "slurm", 54)])
+    ("digits-local.yaml", "slurm", 2 + 1), ("paper-summit.yaml", "lsf", 90 + 15),
+    ("paper-frontier.yaml", "slurm", 54 + 6)])  # points + one clusters job per cluster config
 def test_every_rendered_script_passes_bash_n(spec, scheduler, count, tmp_path):
     sweep = load_sweep(SWEEPS / spec)
     paths = render(sweep, scheduler, tmp_path, tmp_path / "runs")
     assert len(paths) == count
     # the job logs' folders exist before anything is submitted
-    assert sorted(d.name for d in (tmp_path / "runs" / sweep.spec.name).iterdir()) == sorted(
+    root = tmp_path / "runs" / sweep.spec.name
+    assert sorted(d.name for d in root.iterdir() if d.name != "cluster-jobs") == sorted(
         p.name for p in sweep.points)
+    assert len(list((root / "cluster-jobs").iterdir())) == count - len(sweep.points)
     for path in paths:
         proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{path}: {proc.stderr}"
+
+
+def test_the_clusters_job_matches_its_reviewed_golden_file():
+    sweep = load_sweep(SWEEPS / "digits-local.yaml")
+    (digest,) = cluster_jobs(sweep)
+    text = render_cluster_job(sweep, digest, "slurm")
+    assert text == (GOLDEN / "digits-local-clusters.sbatch").read_text()
+    assert f"hpcue cluster --config configs/debug-digits.yaml --out runs/digits-local/" \
+           f"cluster-jobs/{digest}" in text
+
+
+def test_seeds_share_clusters_when_the_cluster_seed_is_fixed():
+    sweep = load_sweep(SWEEPS / "digits-local.yaml")
+    spec = sweep.spec.model_copy(update={"seeds": [0, 1, 2]})
+    from hpcue.sweep.spec import Point, Sweep
+
+    points = [Point(f"s{s}", p.config, p.overrides, 1, 1,
+                    p.run_config.model_copy(update={"seed": s})) for p in sweep.points
+              for s in (0, 1, 2)]
+    assert len(cluster_jobs(Sweep(spec, sweep.machine, points, sweep.source))) == 1
+    unfixed = [Point(p.name, p.config, p.overrides, 1, 1, p.run_config.model_copy(update={
+        "cluster": p.run_config.cluster.model_copy(update={"seed": None})})) for p in points]
+    assert len(cluster_jobs(Sweep(spec, sweep.machine, unfixed, sweep.source))) == 3
+
+
+def test_local_sweep_clusters_once_and_every_point_holds_the_same_clusters(tmp_path):
+    import torch
+
+    runs = tmp_path / "runs"
+    spec = _spec(tmp_path, global_batch_sizes=[16, 32, 64])
+    proc = hpcue("sweep", "local", str(spec), "--runs", str(runs))
+    sweep = load_sweep(spec)
+    records = {p.name: json.loads((runs / "digits-local" / p.name / "stages" / "cluster.json")
+                                  .read_text()) for p in sweep.points}
+    reused = [name for name, r in records.items() if "reused_from" in r]
+    assert len(reused) == 2 and len(records) == 3, proc.stdout  # computed once, then reused
+    (shared,) = (runs / "digits-local" / "clusters").iterdir()
+    assert {records[n]["reused_from"] for n in reused} == {str(shared)}
+    first = torch.load(shared / "clusters.pt", weights_only=True)["assignments"]
+    for name in records:
+        here = torch.load(runs / "digits-local" / name / "clusters.pt", weights_only=True)
+        assert torch.equal(here["assignments"], first), name
+    purities = {r["cluster_purity"] for r in records.values()}
+    assert len(purities) == 1
 
 
 def test_summit_jsrun_line_and_lsf_directives():
@@ -205,8 +251,9 @@ def test_launch_line_with_unknown_placeholder_is_refused(launch):
 
 LSF_BSUB = """#!/bin/bash
 # bsub as LSF's: the job script on standard input, "Job <id> is submitted to queue <q>."
-id=$((4200 + $(ls "$LSF_STATE" | wc -l)))
+id=$((4200 + $(ls "$LSF_STATE"/*.bsub 2>/dev/null | wc -l)))
 cat > "$LSF_STATE/$id.bsub"
+echo "$@" > "$LSF_STATE/$id.args"
 echo "Job <$id> is submitted to queue <batch>."
 """
 LSF_BJOBS = """#!/bin/bash
@@ -233,12 +280,23 @@ def test_lsf_submit_reads_job_ids_and_skips_queued_points(tmp_path, monkeypatch)
                              global_batch_sizes=[32, 64], ranks_per_node=2))
     runs = tmp_path / "runs"
     jobs = submit(sweep, runs)  # empty queue: bjobs says so and exits 255
-    assert sorted(jobs.values()) == ["4200", "4201"]
-    scripts = sorted(state.glob("*.bsub"))
-    assert "#BSUB -P ABC123" in scripts[0].read_text() and "jsrun" in scripts[0].read_text()
-    queue.write_text("4201\n")  # the second point's job is still pending
+    (digest,) = cluster_jobs(sweep)
+    # the clusters job first; each point waits for it, and ends if it fails
+    assert jobs == {f"clusters-{digest}": "4200", "digits-b32-s0": "4201",
+                    "digits-b64-s0": "4202"}
+    assert "hpcue cluster" in (state / "4200.bsub").read_text()
+    assert (state / "4200.args").read_text().strip() == ""
+    for job in ("4201", "4202"):
+        text = (state / f"{job}.bsub").read_text()
+        assert "#BSUB -P ABC123" in text and "jsrun" in text and "hpcue run" in text
+        assert (state / f"{job}.args").read_text().split() == ["-w", "done(4200)", "-ti"]
+    queue.write_text("4200\n4202\n")  # the clusters job and the second point still pending
     again = submit(sweep, runs)
-    assert list(again.values()) == ["4202"] and len(list(state.glob("*.bsub"))) == 3
+    assert again == {"digits-b32-s0": "4203"} and len(list(state.glob("*.bsub"))) == 4
+    assert (state / "4203.args").read_text().split() == ["-w", "done(4200)", "-ti"]
     record = json.loads((runs / sweep.spec.name / "submitted.json").read_text())
-    assert sorted(record.values()) == [["4200", "4202"], ["4201"]]
-    assert "queued or running (job 4201)" in status(sweep, runs).values()
+    assert record == {f"clusters-{digest}": ["4200"], "digits-b32-s0": ["4201", "4203"],
+                      "digits-b64-s0": ["4202"]}
+    states = status(sweep, runs)
+    assert states["digits-b64-s0"] == "queued or running (job 4202)"
+    assert states[f"clusters-{digest}"] == "queued or running (job 4200)"

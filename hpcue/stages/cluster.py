@@ -1,6 +1,15 @@
-"""Stage 0: surrogate features of the training set, clustered with K-means."""
+"""Stage 0: surrogate features of the training set, clustered with K-means.
+
+With ``cluster.shared`` set, clusters are computed once per cluster config (the slice of the
+config they depend on, hashed: stages/provenance.py) and reused by every run that shares it, so
+the points of a batch-size sweep all start from the same clusters.
+"""
 
 from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -10,10 +19,13 @@ from hpcue.data.arrays import to_unit
 from hpcue.data.loader import ShardDataset, make_loader
 from hpcue.distributed import collectives
 from hpcue.evaluation.metrics import nmi, purity
+from hpcue.io import atomic_write, atomic_write_json, read_json
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
 from hpcue.stages.artifacts import Clusters, write_clusters, write_surrogate
 from hpcue.stages.context import StageContext
+from hpcue.stages.provenance import slice_digest
+from hpcue.stages.rundir import RunDir
 from hpcue.training.classifier import Classifier
 from hpcue.training.rotation import NUM_ROTATIONS, RotationPretext
 
@@ -37,14 +49,15 @@ def pretrain_small_surrogate(ctx: StageContext) -> None:
     supervised = cfg.surrogate.pretraining == "supervised_on_target_labels"
 
     def pretrain() -> None:
+        torch.manual_seed(cfg.cluster_seed)  # the surrogate's initial weights
         kind = Classifier if supervised else RotationPretext
         outputs = len(data.classes) if supervised else NUM_ROTATIONS
         model = kind(SmallCNN(outputs), lr=cfg.surrogate.pretrain_lr, momentum=0.9,
-                     weight_decay=5e-4, augment=ctx.augment, seed=cfg.seed)
+                     weight_decay=5e-4, augment=ctx.augment, seed=cfg.cluster_seed)
         trainer = ctx.trainer("surrogate", cfg.surrogate.pretrain_epochs, this_rank_only=True)
         trainer.fit(model, make_loader(ShardDataset(data, "train", cache=cfg.data.cache),
                                        cfg.surrogate.pretrain_batch_size, shuffle=True,
-                                       seed=cfg.seed, num_workers=cfg.data.num_workers))
+                                       seed=cfg.cluster_seed, num_workers=cfg.data.num_workers))
         write_surrogate(ctx.run, model.model)
 
     collectives.on_main(pretrain, "pretraining the small surrogate")
@@ -63,7 +76,57 @@ def extract_features(surrogate: Surrogate, batches,
     return torch.cat(feats), torch.cat(ids)
 
 
+def shared_dir(ctx: StageContext) -> Path | None:
+    """Where runs with this cluster config share their clusters (None: not shared)."""
+    shared = ctx.cfg.cluster.shared
+    return None if shared is None else Path(shared) / slice_digest(ctx.cfg, "cluster")
+
+
+def _copy(src: RunDir, dst: RunDir, record: dict | None = None) -> None:
+    """clusters.pt, the surrogate it was made with (debug mode) and the stage record."""
+    for name in ("clusters", "surrogate"):
+        path = getattr(src, name)
+        if path.is_file():
+            atomic_write(getattr(dst, name), lambda tmp, path=path: shutil.copyfile(path, tmp))
+    if record is not None:
+        atomic_write_json(dst.stage_record("cluster"), record)
+
+
+def reuse(ctx: StageContext, shared: Path) -> dict:
+    """Rank 0 copies the shared clusters into this run; the record says where they came from."""
+    collectives.on_main(lambda: _copy(RunDir(shared), ctx.run),
+                        f"copying the shared clusters from {shared}")
+    record = read_json(RunDir(shared).stage_record("cluster"))
+    for key in ("seconds", "config", "inputs"):  # this run's own, added by the pipeline
+        record.pop(key, None)
+    return record | {"reused_from": str(shared)}
+
+
+def publish(ctx: StageContext, shared: Path, record: dict) -> None:
+    """Rank 0 puts this run's clusters where other runs find them: written beside, renamed
+    into place, so a reader never sees half of them; a run that published first wins."""
+    if not collectives.is_main():
+        return
+    tmp = shared.with_name(f".{shared.name}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _copy(ctx.run, RunDir(tmp), record)
+    try:
+        tmp.rename(shared)
+    except OSError:  # published meanwhile by another run with the same config
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(ctx: StageContext) -> dict:
+    shared = shared_dir(ctx)
+    if shared is not None and RunDir(shared).stage_record("cluster").is_file():
+        return reuse(ctx, shared)
+    record = compute(ctx)
+    if shared is not None:
+        publish(ctx, shared, record)
+    return record
+
+
+def compute(ctx: StageContext) -> dict:
     cfg, data = ctx.cfg, ctx.data
     if cfg.surrogate.arch == "small_cnn" and cfg.surrogate.weights is None:
         pretrain_small_surrogate(ctx)
@@ -71,7 +134,7 @@ def run(ctx: StageContext) -> dict:
         ctx.surrogate(), ctx.loader(data, "train", cfg.cluster.batch_size, train=False),
         torch.device(ctx.topology.device))
     c, total = cfg.cluster, data.size("train")
-    result = kmeans(feats, c.num_clusters, c.n_init, c.max_iter, c.tol, seed=cfg.seed,
+    result = kmeans(feats, c.num_clusters, c.n_init, c.max_iter, c.tol, seed=cfg.cluster_seed,
                     ids=ids, total=total, reduce=collectives.all_reduce_sum)
     assignments = collectives.assemble(result.assignments, ids, total)
     if collectives.is_main():

@@ -12,7 +12,7 @@ from hpcue.stages.rundir import RunDir
 
 def _prepare_options(cfg: RunConfig) -> PrepareOptions:
     d = cfg.data
-    return PrepareOptions(image_size=d.image_size, shards=d.num_shards, seed=cfg.seed,
+    return PrepareOptions(image_size=d.image_size, shards=d.num_shards, seed=cfg.split_seed,
                           test_fraction=d.test_fraction)
 
 

@@ -19,7 +19,7 @@ from hpcue.stages.rundir import STAGES, RunDir
 
 #: the config keys each stage's outputs depend on (a section name stands for all its keys)
 SLICES: dict[str, tuple[str, ...]] = {
-    "cluster": ("seed", "data.dataset", "data.root", "data.shards", "data.num_shards",
+    "cluster": ("data.dataset", "data.root", "data.shards", "data.num_shards",
                 "data.image_size", "data.test_fraction", "data.augment", "surrogate",
                 "cluster.num_clusters", "cluster.n_init", "cluster.max_iter", "cluster.tol",
                 "cluster.batch_size"),
@@ -41,6 +41,8 @@ def config_slice(cfg: RunConfig, stage: str) -> dict[str, Any]:
             out.update({f"{key}.{k}": v for k, v in node.items()})
         else:
             out[key] = node
+    if stage == "cluster":  # the seeds the clusters were drawn with, whichever key set them
+        out |= {"data.split_seed": cfg.split_seed, "cluster.seed": cfg.cluster_seed}
     return out
 
 

@@ -8,6 +8,8 @@ from string import Template
 
 from hpcue.errors import ConfigError
 from hpcue.io import atomic_write_text
+from hpcue.stages.provenance import slice_digest
+from hpcue.stages.rundir import RunDir
 from hpcue.sweep.spec import Point, Sweep, parse_walltime
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
@@ -22,11 +24,42 @@ def point_dir(sweep: Sweep, point: Point, runs: Path = Path("runs")) -> Path:
     return sweep_dir(sweep, runs) / point.name
 
 
-def run_command(sweep: Sweep, point: Point, runs: Path = Path("runs")) -> list[str]:
-    args = ["hpcue", "run", "--config", str(point.config), "--out",
-            str(point_dir(sweep, point, runs))]
+def shared_clusters(sweep: Sweep, runs: Path = Path("runs")) -> Path:
+    """Where the sweep's points share clusters: one subdirectory per cluster config."""
+    return sweep_dir(sweep, runs) / "clusters"
+
+
+def cluster_digest(point: Point) -> str:
+    return slice_digest(point.run_config, "cluster")
+
+
+def cluster_jobs(sweep: Sweep) -> dict[str, Point]:
+    """One job per distinct cluster config (its first point's settings) that the points need
+    before they start; none when the spec does not share clusters."""
+    if not sweep.spec.share_clusters:
+        return {}
+    jobs: dict[str, Point] = {}
+    for p in sweep.points:
+        jobs.setdefault(cluster_digest(p), p)
+    return jobs
+
+
+def cluster_job_dir(sweep: Sweep, digest: str, runs: Path = Path("runs")) -> Path:
+    return sweep_dir(sweep, runs) / "cluster-jobs" / digest
+
+
+def clusters_ready(sweep: Sweep, digest: str, runs: Path = Path("runs")) -> bool:
+    return RunDir(shared_clusters(sweep, runs) / digest).stage_record("cluster").is_file()
+
+
+def run_command(sweep: Sweep, point: Point, runs: Path = Path("runs"), stage: str = "run",
+                out: Path | None = None) -> list[str]:
+    out = point_dir(sweep, point, runs) if out is None else out
+    args = ["hpcue", stage, "--config", str(point.config), "--out", str(out)]
     for item in point.overrides:
         args += ["--set", item]
+    if sweep.spec.share_clusters:
+        args += ["--set", f"cluster.shared={shared_clusters(sweep, runs)}"]
     return args
 
 
@@ -36,6 +69,20 @@ def _walltime(minutes: int, scheduler: str) -> str:
 
 
 def render_point(sweep: Sweep, point: Point, scheduler: str, runs: Path = Path("runs")) -> str:
+    return _script(sweep, scheduler, point, point.name, point_dir(sweep, point, runs),
+                   run_command(sweep, point, runs))
+
+
+def render_cluster_job(sweep: Sweep, digest: str, scheduler: str,
+                       runs: Path = Path("runs")) -> str:
+    """``hpcue cluster`` for one cluster config, publishing into the shared directory."""
+    point, out = cluster_jobs(sweep)[digest], cluster_job_dir(sweep, digest, runs)
+    return _script(sweep, scheduler, point, f"clusters-{digest}", out,
+                   run_command(sweep, point, runs, stage="cluster", out=out))
+
+
+def _script(sweep: Sweep, scheduler: str, point: Point, label: str, run_dir: Path,
+            command: list[str]) -> str:
     m, s = sweep.machine, sweep.spec
     launch = m.launch.format(world_size=point.world_size, ranks_per_node=point.ranks_per_node,
                              nodes=point.nodes)
@@ -50,20 +97,24 @@ def render_point(sweep: Sweep, point: Point, scheduler: str, runs: Path = Path("
             directives.append(f"#SBATCH --partition={m.partition}")
     template = Template((JOBS_DIR / TEMPLATES[scheduler]).read_text())
     return template.substitute(
-        sweep=s.name, point=point.name, job_name=f"{s.name}-{point.name}"[:64],
+        sweep=s.name, point=label, job_name=f"{s.name}-{label}"[:64],
         nodes=point.nodes, ranks_per_node=point.ranks_per_node,
         directives="".join(d + "\n" for d in directives),
         walltime=_walltime(parse_walltime(s.walltime), scheduler),
         account=s.account or "", queue=m.queue or "batch",
-        run_dir=point_dir(sweep, point, runs), setup="\n".join(m.setup),
-        launch=launch, command=shlex.join(run_command(sweep, point, runs)),
+        run_dir=run_dir, setup="\n".join(m.setup), launch=launch, command=shlex.join(command),
     )
 
 
-def render(sweep: Sweep, scheduler: str, out: Path, runs: Path = Path("runs")) -> list[Path]:
-    """Write one script per point into ``out``; returns their paths.
+def script_name(name: str, scheduler: str) -> str:
+    return f"{name}{'.sbatch' if scheduler == 'slurm' else '.bsub'}"
 
-    Each point's run directory is created too: the scripts send the scheduler's log there,
+
+def render(sweep: Sweep, scheduler: str, out: Path, runs: Path = Path("runs")) -> list[Path]:
+    """Write one script per point, then one per shared cluster config, into ``out``; returns
+    their paths in that order.
+
+    Each job's run directory is created too: the scripts send the scheduler's log there,
     and Slurm and LSF fail a job whose log directory does not exist.
     """
     if scheduler not in TEMPLATES:
@@ -71,9 +122,12 @@ def render(sweep: Sweep, scheduler: str, out: Path, runs: Path = Path("runs")) -
     if scheduler != sweep.machine.scheduler:
         raise ConfigError(f"machine profile {sweep.machine.name!r} uses {sweep.machine.scheduler},"
                           f" not {scheduler}")
-    suffix = ".sbatch" if scheduler == "slurm" else ".bsub"
-    texts = {Path(out) / f"{p.name}{suffix}": render_point(sweep, p, scheduler, runs)
+    texts = {Path(out) / script_name(p.name, scheduler): render_point(sweep, p, scheduler, runs)
              for p in sweep.points}
+    for digest in cluster_jobs(sweep):
+        texts[Path(out) / script_name(f"clusters-{digest}", scheduler)] = render_cluster_job(
+            sweep, digest, scheduler, runs)
+        cluster_job_dir(sweep, digest, runs).mkdir(parents=True, exist_ok=True)
     for path, text in texts.items():
         atomic_write_text(path, text)
     for p in sweep.points:

@@ -79,6 +79,9 @@ class SweepSpec(_Strict):
     walltime: str = "01:00:00"
     account: str | None = None
     overrides: list[str] = []
+    # clusters computed once per cluster config and shared by every point (a first job under
+    # Slurm/LSF that the points wait for); false: each point clusters on its own
+    share_clusters: bool = True
 
     @field_validator("walltime")
     @classmethod

@@ -16,7 +16,15 @@ from pathlib import Path
 from hpcue.errors import ConfigError, HpcueError
 from hpcue.io import atomic_write_json, read_json
 from hpcue.stages.rundir import RunDir
-from hpcue.sweep.render import point_dir, render, run_command, sweep_dir
+from hpcue.sweep.render import (
+    cluster_digest,
+    cluster_jobs,
+    clusters_ready,
+    point_dir,
+    render,
+    run_command,
+    sweep_dir,
+)
 from hpcue.sweep.spec import Sweep
 
 SUBMIT = {"slurm": "sbatch", "lsf": "bsub"}
@@ -68,15 +76,32 @@ def _queued(scheduler: str) -> set[str] | None:
     return {job.split("[")[0] for job in proc.stdout.split()}  # array jobs: 123[4] -> 123
 
 
-def submit(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
-    """Render and submit every point that is neither finished nor in the queue.
+def _submit_script(tool: str, scheduler: str, script: Path, after: str | None) -> str:
+    """Submit one script, waiting for job ``after`` to succeed (a job whose dependency fails is
+    ended by the scheduler instead of pending forever); returns the job id."""
+    deps: list[str] = []
+    if after is not None:
+        deps = ([f"--dependency=afterok:{after}", "--kill-on-invalid-dep=yes"]
+                if scheduler == "slurm" else ["-w", f"done({after})", "-ti"])
+    with script.open() as fh:  # sbatch reads the file, bsub its standard input
+        proc = subprocess.run([tool, *deps, str(script)] if scheduler == "slurm" else [tool, *deps],
+                              stdin=None if scheduler == "slurm" else fh,
+                              capture_output=True, text=True)
+    if proc.returncode:
+        raise SchedulerError(f"{tool} {script} failed: {proc.stderr.strip()}")
+    return _job_id(proc.stdout)
 
-    Returns {point: job id} of this call. A point whose last job is still pending or running
-    is left alone (two jobs on one run directory would race); so the queue must be readable.
+
+def submit(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
+    """Render and submit every point that is neither finished nor in the queue, after the job
+    that computes its shared clusters (submitted first, unless they exist or it is queued).
+
+    Returns {point or clusters-<hash>: job id} of this call. A job still pending or running is
+    left alone (two jobs on one run directory would race); so the queue must be readable.
     """
     scheduler = sweep.machine.scheduler
     root = claim_sweep_dir(sweep, runs)
-    scripts = render(sweep, scheduler, root / "jobs", runs)
+    scripts = {path.stem: path for path in render(sweep, scheduler, root / "jobs", runs)}
     tool = shutil.which(SUBMIT[scheduler])
     if tool is None:
         raise SchedulerError(f"{SUBMIT[scheduler]} not found on PATH: is this a {scheduler} "
@@ -88,49 +113,65 @@ def submit(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
     done = finished(sweep, runs)
     record_path = root / "submitted.json"
     record = read_json(record_path) if record_path.is_file() else {}
-    new = {}
-    for point, script in zip(sweep.points, scripts, strict=True):
+    new: dict[str, str] = {}
+
+    def send(name: str, after: str | None = None) -> str:
+        new[name] = _submit_script(tool, scheduler, scripts[name], after)
+        record.setdefault(name, []).append(new[name])
+        atomic_write_json(record_path, record)
+        print(f"[hpcue] {name}: job {new[name]}" + (f" (after job {after})" if after else ""))
+        return new[name]
+
+    todo = []
+    for point in sweep.points:
         jobs = record.get(point.name, [])
         if point.name in done:
             print(f"[hpcue] {point.name}: finished, skipped")
-            continue
-        if jobs and jobs[-1] in queued:
+        elif jobs and jobs[-1] in queued:
             print(f"[hpcue] {point.name}: job {jobs[-1]} still queued or running, skipped")
-            continue
+        else:
+            todo.append(point)
+    waits: dict[str, str | None] = {}
+    if sweep.spec.share_clusters:
+        for digest in dict.fromkeys(cluster_digest(p) for p in todo):
+            name, jobs = f"clusters-{digest}", record.get(f"clusters-{digest}", [])
+            if clusters_ready(sweep, digest, runs):
+                waits[digest] = None
+            elif jobs and jobs[-1] in queued:
+                waits[digest] = jobs[-1]
+            else:
+                waits[digest] = send(name)
+    for point in todo:
         point_dir(sweep, point, runs).mkdir(parents=True, exist_ok=True)
-        with script.open() as fh:  # sbatch reads the file, bsub its standard input
-            proc = subprocess.run([tool, str(script)] if scheduler == "slurm" else [tool],
-                                  stdin=None if scheduler == "slurm" else fh,
-                                  capture_output=True, text=True)
-        if proc.returncode:
-            raise SchedulerError(f"{tool} {script} failed: {proc.stderr.strip()}")
-        new[point.name] = _job_id(proc.stdout)
-        record.setdefault(point.name, []).append(new[point.name])
-        atomic_write_json(record_path, record)
-        print(f"[hpcue] {point.name}: job {new[point.name]}")
+        send(point.name, waits.get(cluster_digest(point)))
     return new
 
 
+def _state(jobs: list[str], queued: set[str] | None, done: bool, what: str) -> str:
+    if done:
+        return what
+    if jobs and queued is None:
+        return f"submitted (job {jobs[-1]}); the queue is not readable here"
+    if jobs and jobs[-1] in queued:
+        return f"queued or running (job {jobs[-1]})"
+    if jobs:
+        return f"stopped without results (job {jobs[-1]}): submit again to resume"
+    return "not submitted"
+
+
 def status(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
-    """{point: finished | queued (job) | stopped (job) | not submitted}."""
+    """{point: finished | queued (job) | stopped (job) | not submitted}, and the same for
+    each shared-clusters job (ready when its clusters exist)."""
     root = sweep_dir(sweep, runs)
     record_path = root / "submitted.json"
     record = read_json(record_path) if record_path.is_file() else {}
     queued = _queued(sweep.machine.scheduler)
     done = finished(sweep, runs)
-    states = {}
-    for p in sweep.points:
-        jobs = record.get(p.name, [])
-        if p.name in done:
-            states[p.name] = "finished"
-        elif jobs and queued is None:
-            states[p.name] = f"submitted (job {jobs[-1]}); the queue is not readable here"
-        elif jobs and jobs[-1] in queued:
-            states[p.name] = f"queued or running (job {jobs[-1]})"
-        elif jobs:
-            states[p.name] = f"stopped without results (job {jobs[-1]}): submit again to resume"
-        else:
-            states[p.name] = "not submitted"
+    states = {f"clusters-{d}": _state(record.get(f"clusters-{d}", []), queued,
+                                      clusters_ready(sweep, d, runs), "ready")
+              for d in cluster_jobs(sweep)}
+    states |= {p.name: _state(record.get(p.name, []), queued, p.name in done, "finished")
+               for p in sweep.points}
     return states
 
 
