@@ -111,8 +111,8 @@ def test_sweep_submitted_to_slurm_then_reported(slurm, tmp_path):
         assert float(rows[batch]["unlearnable_test_acc_mean"]) == result["unlearnable_test_acc"]
         assert int(rows[batch]["world_size"]) == 2
     md = (runs / "report" / "report.md").read_text()
-    assert "| digits | 32 | 2 | none | 1 |" in md
-    for png in ("unlearnable_vs_batch.png", "throughput_vs_world_size.png"):
+    assert "| digits | - | 32 | 2 | none | 1 |" in md
+    for png in ("accuracy_vs_batch-digits.png", "throughput_vs_world_size.png"):
         assert (runs / "report" / png).stat().st_size > 1000
 
 

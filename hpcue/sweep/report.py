@@ -1,59 +1,122 @@
 """``hpcue report``: a sweep's runs as a CSV, a Markdown table and plots.
 
-Rows group runs by (data set, global batch size, world size, lr rule); accuracies are mean and
-standard deviation over seeds. Points a sweep expected (its ``sweep.json``) that have no
-``results.json`` are listed as missing, never silently dropped.
+Rows group runs that differ only in their seed: same data set, settings (the run's config.yaml),
+global batch size, world size and lr rule; accuracies are mean and standard deviation over
+those seeds, beside the random-noise baseline. Points a sweep expected (its ``sweep.json``)
+that have no ``results.json`` are listed as missing, never silently dropped.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+import yaml
 
 from hpcue.errors import InputError, MissingInputError
 from hpcue.evaluation.metrics import sample_std
 from hpcue.io import atomic_write, atomic_write_text, read_json
 from hpcue.stages.rundir import RunDir
 
-COLUMNS = ["dataset", "global_batch_size", "world_size", "lr_scaling", "seeds",
-           "clean_test_acc_mean", "clean_test_acc_std", "unlearnable_test_acc_mean",
-           "unlearnable_test_acc_std", "cluster_purity", "seconds_total",
-           "stage1_images_per_second"]
+COLUMNS = ["dataset", "setting", "global_batch_size", "world_size", "lr_scaling", "seeds",
+           "expected_seeds", "clean_test_acc_mean", "clean_test_acc_std",
+           "unlearnable_test_acc_mean", "unlearnable_test_acc_std", "random_test_acc_mean",
+           "random_test_acc_std", "worst_case_unlearnable_test_acc_mean", "cluster_purity",
+           "seconds_total", "stage1_images_per_second"]
+
+#: config keys that never change a result, or that are columns of their own
+NOT_A_SETTING = {"name", "seed", "runtime", "data.num_workers", "data.cache", "cluster.shared",
+                 "train.global_batch_size", "train.lr_scaling"}
 
 
-def collect(runs: Path) -> tuple[list[dict], list[str]]:
-    """All results.json under ``runs``, and the expected points that have none."""
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def settings(run_dir: Path) -> dict:
+    """The run's config as ``{dotted key: value}``, without what cannot change a result."""
+    path = RunDir(Path(run_dir)).config
+    flat = _flat(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return {k: v for k, v in flat.items()
+            if k not in NOT_A_SETTING and k.split(".")[0] not in NOT_A_SETTING}
+
+
+def collect(runs: Path) -> tuple[list[dict], list[str], dict[str, int]]:
+    """All results.json under ``runs``, the expected points that have none, and how many seeds
+    each sweep directory expected."""
     results = []
     for path in sorted(Path(runs).rglob(RunDir.RESULTS)):
         data = read_json(path)
         data["_dir"] = str(path.parent)
+        data["_settings"] = settings(path.parent)
         results.append(data)
-    missing = []
+    missing, expected = [], {}
     for manifest in sorted(Path(runs).rglob("sweep.json")):
-        for point in read_json(manifest).get("points", []):
+        sweep = read_json(manifest)
+        expected[str(manifest.parent)] = len(sweep.get("seeds", [])) or None
+        for point in sweep.get("points", []):
             if not RunDir(manifest.parent / point).finished:
                 missing.append(f"{manifest.parent.name}/{point}")
-    return results, missing
+    return results, missing, expected
 
 
-def summarise(results: list[dict]) -> list[dict]:
+def _labels(groups: dict[tuple, list[dict]]) -> dict[tuple, str]:
+    """Per group, the settings that tell it from other groups of its data set ("" if none)."""
+    labels = {}
+    for key, runs in groups.items():
+        mine = runs[0]["_settings"]
+        others = [g[0]["_settings"] for k, g in groups.items() if k[0] == key[0] and k != key]
+        varying = sorted({k for o in others for k in mine.keys() | o.keys()
+                          if mine.get(k) != o.get(k)})
+        labels[key] = ", ".join(f"{k}={mine.get(k)}" for k in varying)
+    return labels
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return round(statistics.mean(values), 4), round(sample_std(values), 4)
+
+
+def summarise(results: list[dict], expected: dict[str, int] | None = None) -> list[dict]:
+    """One row per setting: runs that differ only in their seed are averaged, never runs with
+    other settings (another image size, K, eps or epochs is another row)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
         rule = r.get("stage1_batch", {}).get("lr_scaling", "none")
-        groups[(r["dataset"], r["global_batch_size"], r.get("world_size", 1), rule)].append(r)
+        setting = json.dumps(r["_settings"], sort_keys=True, default=str)
+        groups[(r["dataset"], setting, r["global_batch_size"], r.get("world_size", 1),
+                rule)].append(r)
+    labels = _labels(groups)
     rows = []
-    for (dataset, batch, world, rule), runs in sorted(groups.items()):
-        clean = [r["clean_test_acc"] for r in runs]
-        unl = [r["unlearnable_test_acc"] for r in runs]
+    for key in sorted(groups, key=lambda k: (k[0], labels[k], k[2], k[3], k[4])):
+        runs = groups[key]
+        dataset, _, batch, world, rule = key
+        clean = _mean_std([r["clean_test_acc"] for r in runs])
+        unl = _mean_std([r["unlearnable_test_acc"] for r in runs])
+        rand = _mean_std([r["baselines"]["random"]["mean"] for r in runs
+                          if "random" in (r.get("baselines") or {})])
+        worst = _mean_std([r["worst_case_unlearnable_test_acc"] for r in runs
+                           if "worst_case_unlearnable_test_acc" in r])
+        wanted = {(expected or {}).get(str(Path(r["_dir"]).parent)) for r in runs} - {None}
         rows.append({
-            "dataset": dataset, "global_batch_size": batch, "world_size": world,
-            "lr_scaling": rule, "seeds": len(runs),
-            "clean_test_acc_mean": round(statistics.mean(clean), 4),
-            "clean_test_acc_std": round(sample_std(clean), 4),
-            "unlearnable_test_acc_mean": round(statistics.mean(unl), 4),
-            "unlearnable_test_acc_std": round(sample_std(unl), 4),
+            "dataset": dataset, "setting": labels[key], "global_batch_size": batch,
+            "world_size": world, "lr_scaling": rule, "seeds": len(runs),
+            "expected_seeds": max(wanted) if wanted else None,
+            "clean_test_acc_mean": clean[0], "clean_test_acc_std": clean[1],
+            "unlearnable_test_acc_mean": unl[0], "unlearnable_test_acc_std": unl[1],
+            "random_test_acc_mean": rand[0], "random_test_acc_std": rand[1],
+            "worst_case_unlearnable_test_acc_mean": worst[0],
             "cluster_purity": round(statistics.mean(r["cluster_purity"] for r in runs), 4),
             "seconds_total": round(statistics.mean(sum(r["seconds"].values()) for r in runs), 1),
             "stage1_images_per_second": round(statistics.mean(
@@ -62,17 +125,37 @@ def summarise(results: list[dict]) -> list[dict]:
     return rows
 
 
+def _acc(row: dict, name: str) -> str:
+    """mean ± std over seeds; one seed has no spread to show."""
+    mean, std = row[f"{name}_mean"], row.get(f"{name}_std")
+    if mean is None:
+        return "-"
+    return f"{mean:.4f}" if row["seeds"] < 2 or std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def _seeds(row: dict) -> str:
+    want = row["expected_seeds"]
+    return f"{row['seeds']} of {want} (!)" if want and row["seeds"] < want else str(row["seeds"])
+
+
 def markdown(rows: list[dict], missing: list[str]) -> str:
-    lines = ["| data set | global batch | world size | lr rule | seeds | clean acc | "
-             "unlearnable acc | purity | seconds | stage-1 img/s |",
-             "|---|---:|---:|---|---:|---|---|---:|---:|---:|"]
+    lines = ["| data set | setting | global batch | world size | lr rule | seeds | clean acc | "
+             "unlearnable acc | random-noise acc | worst case | purity | seconds | "
+             "stage-1 img/s |",
+             "|---|---|---:|---:|---|---:|---|---|---|---|---:|---:|---:|"]
     for r in rows:
+        worst = r["worst_case_unlearnable_test_acc_mean"]
         lines.append(
-            f"| {r['dataset']} | {r['global_batch_size']} | {r['world_size']} | "
-            f"{r['lr_scaling']} | {r['seeds']} | {r['clean_test_acc_mean']:.4f} ± "
-            f"{r['clean_test_acc_std']:.4f} | {r['unlearnable_test_acc_mean']:.4f} ± "
-            f"{r['unlearnable_test_acc_std']:.4f} | {r['cluster_purity']:.3f} | "
-            f"{r['seconds_total']:.1f} | {r['stage1_images_per_second']:.1f} |")
+            f"| {r['dataset']} | {r['setting'] or '-'} | {r['global_batch_size']} | "
+            f"{r['world_size']} | {r['lr_scaling']} | {_seeds(r)} | "
+            f"{_acc(r, 'clean_test_acc')} | {_acc(r, 'unlearnable_test_acc')} | "
+            f"{_acc(r, 'random_test_acc')} | {'-' if worst is None else f'{worst:.4f}'} | "
+            f"{r['cluster_purity']:.3f} | {r['seconds_total']:.1f} | "
+            f"{r['stage1_images_per_second']:.1f} |")
+    lines += ["", "Accuracies on the clean test set, mean ± std over the seeds of each row (each "
+              "seed's figure is itself the mean over its victim seeds); lower unlearnable "
+              "accuracy is better protection, and it counts only as far as it is below "
+              "random noise. (!): fewer seeds finished than the sweep asked for."]
     if missing:
         lines += ["", f"Missing or failed points ({len(missing)}): " + ", ".join(missing)]
     return "\n".join(lines) + "\n"
@@ -91,27 +174,45 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
     return path
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+
+
 def plot(rows: list[dict], out: Path) -> list[Path]:
+    """One figure per data set (clean, unlearnable and random-noise accuracy against the global
+    batch, error bars over seeds, one line per setting and lr rule), and throughput."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = []
-    fig, ax = plt.subplots(figsize=(6, 4))
     for dataset in sorted({r["dataset"] for r in rows}):
-        mine = sorted((r for r in rows if r["dataset"] == dataset),
-                      key=lambda r: r["global_batch_size"])
-        xs = [r["global_batch_size"] for r in mine]
-        line = ax.errorbar(xs, [r["unlearnable_test_acc_mean"] for r in mine],
-                           yerr=[r["unlearnable_test_acc_std"] for r in mine], marker="o",
-                           capsize=3, label=f"{dataset}: unlearnable")
-        ax.plot(xs, [r["clean_test_acc_mean"] for r in mine], linestyle="--",
-                color=line[0].get_color(), label=f"{dataset}: clean")
-    ax.set_xscale("log", base=2)
-    paths.append(_finish(fig, ax, out / "unlearnable_vs_batch.png", "global batch size",
-                         "victim accuracy on the clean test set",
-                         "Unlearnability against batch size (lower is better protection)"))
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        lines = sorted({(r["setting"], r["lr_scaling"], r["world_size"]) for r in rows
+                        if r["dataset"] == dataset})
+        for setting, rule, world in lines:
+            mine = sorted((r for r in rows if r["dataset"] == dataset
+                           and (r["setting"], r["lr_scaling"], r["world_size"])
+                           == (setting, rule, world)), key=lambda r: r["global_batch_size"])
+            xs = [r["global_batch_size"] for r in mine]
+            tag = ", ".join(t for t in (setting, f"lr {rule}" if len(lines) > 1 else "") if t)
+            unl = ax.errorbar(xs, [r["unlearnable_test_acc_mean"] for r in mine],
+                              yerr=[r["unlearnable_test_acc_std"] or 0 for r in mine],
+                              marker="o", capsize=3, label=f"unlearnable {tag}".strip())
+            color = unl[0].get_color()
+            ax.errorbar(xs, [r["clean_test_acc_mean"] for r in mine],
+                        yerr=[r["clean_test_acc_std"] or 0 for r in mine], linestyle="--",
+                        marker=".", capsize=2, color=color, label=f"clean {tag}".strip())
+            if all(r["random_test_acc_mean"] is not None for r in mine):
+                ax.errorbar(xs, [r["random_test_acc_mean"] for r in mine],
+                            yerr=[r["random_test_acc_std"] or 0 for r in mine], linestyle=":",
+                            marker="x", capsize=2, color=color,
+                            label=f"random noise {tag}".strip())
+        ax.set_xscale("log", base=2)
+        paths.append(_finish(fig, ax, out / f"accuracy_vs_batch-{_slug(dataset)}.png",
+                             "global batch size", "victim accuracy on the clean test set",
+                             f"{dataset}: mean ± std over seeds (lower unlearnable is better)"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for dataset in sorted({r["dataset"] for r in rows}):
@@ -131,12 +232,12 @@ def report(runs: Path, out: Path | None = None) -> dict[str, Path]:
     runs = Path(runs)
     if not runs.is_dir():
         raise MissingInputError(f"{runs}: runs directory not found")
-    results, missing = collect(runs)
+    results, missing, expected = collect(runs)
     if not results:
         raise InputError(f"{runs}: no results.json found (nothing finished yet)"
                          + (f"; missing: {', '.join(missing)}" if missing else ""))
     out = Path(out) if out is not None else runs / "report"
-    rows = summarise(results)
+    rows = summarise(results, expected)
 
     def write_csv(tmp: Path) -> None:
         with tmp.open("w", newline="") as fh:
@@ -150,4 +251,4 @@ def report(runs: Path, out: Path | None = None) -> dict[str, Path]:
     if missing:
         print(f"[hpcue] missing or failed points: {', '.join(missing)}")
     return {"csv": out / "report.csv", "markdown": out / "report.md",
-            "batch_plot": plots[0], "throughput_plot": plots[1]}
+            "batch_plots": plots[:-1], "throughput_plot": plots[-1]}

@@ -48,7 +48,8 @@ def claim_sweep_dir(sweep: Sweep, runs: Path) -> Path:
     else:
         atomic_write_json(manifest, {"digest": sweep.digest(), "spec": str(sweep.source),
                                      "machine": sweep.machine.name,
-                                     "points": [p.name for p in sweep.points]})
+                                     "points": [p.name for p in sweep.points],
+                                     "seeds": sweep.spec.seeds})
     return root
 
 
