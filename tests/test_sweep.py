@@ -165,6 +165,28 @@ def test_every_point_whose_batch_exceeds_the_training_set_is_listed(tmp_path):
         load_sweep(spec)
 
 
+def test_walltime_per_config_with_a_default(tmp_path):
+    spec = _spec(tmp_path, walltime={"configs/debug-digits.yaml": "00:45:00",
+                                     "default": "00:10:00"})
+    sweep = load_sweep(spec)
+    assert {p.walltime_minutes for p in sweep.points} == {45}
+    assert "#SBATCH --time=00:45:00" in render_point(sweep, sweep.points[0], "slurm")
+    assert load_sweep(_spec(tmp_path, walltime={"default": "00:10:00"})).points[0] \
+        .walltime_minutes == 10
+
+
+def test_a_point_whose_epoch_cannot_fit_its_wall_time_is_refused(tmp_path):
+    # 1347 digits at 5 images/s: 4.5 min an epoch, within 20 min less Slurm's 2 min warning
+    assert load_sweep(_spec(tmp_path, images_per_second={"default": 5.0})).points
+    with pytest.raises(ConfigError) as err:
+        load_sweep(_spec(tmp_path, images_per_second={"configs/debug-digits.yaml": 1.0}))
+    text = str(err.value)
+    assert "would requeue forever" in text
+    for point in ("digits-b32-s0", "digits-b64-s0"):
+        assert (f"{point}: 1347 images at 1 images/s is 22.4 min an epoch, more than the 18 min "
+                f"of its 20 min wall time") in text
+
+
 @pytest.mark.parametrize("changes,message", [
     ({"machine": "cray-xyz"}, "unknown machine profile 'cray-xyz'"),
     ({"global_batch_sizes": [33]}, "train global batch 33 is not divisible by the world size 2"),
@@ -173,6 +195,13 @@ def test_every_point_whose_batch_exceeds_the_training_set_is_listed(tmp_path):
     ({"machine": "summit"}, "machine 'summit' needs an account"),
     ({"colour": "red"}, "colour: unknown key"),
     ({"overrides": ["train.bogus=1"]}, "train.bogus: unknown key"),
+    ({"walltime": {"configs/other.yaml": "01:00:00"}},
+     "walltime: configs/other.yaml is not one of the configs (configs/debug-digits.yaml)"),
+    ({"walltime": {"configs/debug-digits.yaml": "1 hour"}}, "malformed walltime '1 hour'"),
+    ({"images_per_second": {"elsewhere": 3.0}}, "images_per_second: elsewhere is not one of"),
+    ({"configs": ["configs/debug-digits.yaml", "configs/paper-pathmnist.yaml"],
+      "walltime": {"configs/debug-digits.yaml": "01:00:00"}},
+     "walltime: no wall time for configs/paper-pathmnist.yaml (add it, or a 'default')"),
 ])
 def test_bad_specs(tmp_path, changes, message):
     with pytest.raises(ConfigError) as err:

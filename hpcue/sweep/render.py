@@ -10,7 +10,7 @@ from hpcue.errors import ConfigError
 from hpcue.io import atomic_write_text
 from hpcue.stages.provenance import slice_digest
 from hpcue.stages.rundir import RunDir
-from hpcue.sweep.spec import Point, Sweep, parse_walltime
+from hpcue.sweep.spec import Point, Sweep
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
 TEMPLATES = {"slurm": "slurm.sbatch", "lsf": "lsf.bsub"}
@@ -100,7 +100,7 @@ def _script(sweep: Sweep, scheduler: str, point: Point, label: str, run_dir: Pat
         sweep=s.name, point=label, job_name=f"{s.name}-{label}"[:64],
         nodes=point.nodes, ranks_per_node=point.ranks_per_node,
         directives="".join(d + "\n" for d in directives),
-        walltime=_walltime(parse_walltime(s.walltime), scheduler),
+        walltime=_walltime(point.walltime_minutes, scheduler),
         account=s.account or "", queue=m.queue or "batch",
         run_dir=run_dir, setup="\n".join(m.setup), launch=launch, command=shlex.join(command),
     )

@@ -15,7 +15,7 @@ from itertools import product
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpcue.config import ConfigError, RunConfig, format_errors, load_config, read_yaml_mapping
 from hpcue.data.importers import digits
@@ -76,7 +76,11 @@ class SweepSpec(_Strict):
     epsilon: list[float] | None = None
     nodes: int = Field(1, ge=1)
     ranks_per_node: int | None = Field(None, ge=1)  # default: the machine's
-    walltime: str = "01:00:00"
+    # one wall time for every job, or a map {config path: wall time, default: wall time}
+    walltime: str | dict[str, str] = "01:00:00"
+    # measured stage-1 images per second of one point's whole job, by config path (or
+    # "default"): render then refuses a point whose epoch cannot fit in its wall time
+    images_per_second: dict[str, float] = {}
     account: str | None = None
     overrides: list[str] = []
     # clusters computed once per cluster config and shared by every point (a first job under
@@ -85,9 +89,35 @@ class SweepSpec(_Strict):
 
     @field_validator("walltime")
     @classmethod
-    def _walltime(cls, value: str) -> str:
-        parse_walltime(value)
+    def _walltime(cls, value: str | dict[str, str]) -> str | dict[str, str]:
+        for text in ([value] if isinstance(value, str) else value.values()):
+            parse_walltime(text)
         return value
+
+    @model_validator(mode="after")
+    def _maps_name_configs(self) -> SweepSpec:
+        known = {str(c) for c in self.configs} | {"default"}
+        for key, mapping in (("walltime", self.walltime), ("images_per_second",
+                                                           self.images_per_second)):
+            if isinstance(mapping, dict):
+                unknown = sorted(set(mapping) - known)
+                if unknown:
+                    raise ValueError(f"{key}: {', '.join(unknown)} is not one of the configs "
+                                     f"({', '.join(sorted(known - {'default'}))}) or 'default'")
+        if isinstance(self.walltime, dict) and "default" not in self.walltime:
+            missing = sorted({str(c) for c in self.configs} - set(self.walltime))
+            if missing:
+                raise ValueError(f"walltime: no wall time for {', '.join(missing)} (add it, or "
+                                 f"a 'default')")
+        return self
+
+    def walltime_minutes(self, config: Path) -> int:
+        w = self.walltime
+        return parse_walltime(w if isinstance(w, str) else w.get(str(config), w.get("default")))
+
+    def rate(self, config: Path) -> float | None:
+        r = self.images_per_second
+        return r.get(str(config), r.get("default"))
 
     @field_validator("name")
     @classmethod
@@ -105,6 +135,7 @@ class Point:
     nodes: int
     ranks_per_node: int
     run_config: RunConfig = field(repr=False)
+    walltime_minutes: int = 60
 
     @property
     def world_size(self) -> int:
@@ -157,6 +188,25 @@ def effective_settings(point: Point) -> str:
     return json.dumps([cfg, lrs, point.world_size], sort_keys=True)
 
 
+#: minutes before the wall time the job script is warned (its requeue signal)
+WARNING_MINUTES = {"slurm": 2, "lsf": 5}
+
+
+def _epoch_too_long(point: Point, n: int | None, rate: float | None,
+                    scheduler: str) -> str | None:
+    """Why ``point``'s stage-1 epoch cannot finish between two requeues (None: it can, or the
+    size or the rate is unknown). Checkpoints are per epoch: a job must finish one."""
+    if n is None or rate is None:
+        return None
+    epoch = n / rate / 60
+    usable = point.walltime_minutes - WARNING_MINUTES[scheduler]
+    if epoch <= usable:
+        return None
+    return (f"{point.name}: {n} images at {rate:g} images/s is {epoch:.1f} min an epoch, "
+            f"more than the {usable} min of its {point.walltime_minutes} min wall time "
+            f"before the requeue warning")
+
+
 def known_train_size(cfg: RunConfig) -> int | None:
     """The training set's size where it is known before anything runs (prepared shards, or
     the embedded digits); None otherwise (the run checks it when it loads the data)."""
@@ -200,7 +250,7 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
     world = spec.nodes * per_node
     axes = [spec.configs, spec.global_batch_sizes, spec.seeds, spec.lr_scaling or [None],
             spec.num_clusters or [None], spec.epsilon or [None]]
-    points, too_large = [], []
+    points, too_large, too_slow = [], [], []
     for config, batch, seed, rule, k, eps in product(*axes):
         sets = list(spec.overrides) + [f"train.global_batch_size={batch}", f"seed={seed}"]
         parts = [f"b{batch}", f"s{seed}"]
@@ -224,8 +274,11 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
                                   f"batch {gbs} is not divisible by the world size {world} "
                                   f"({spec.nodes} nodes x {per_node} ranks)")
         points.append(Point(f"{_slug(cfg)}-{'-'.join(parts)}", Path(config), sets, spec.nodes,
-                            per_node, cfg))
+                            per_node, cfg, spec.walltime_minutes(config)))
         n = known_train_size(cfg)
+        slow = _epoch_too_long(points[-1], n, spec.rate(config), machine.scheduler)
+        if slow:
+            too_slow.append(slow)
         too_large += [f"{points[-1].name}: {section}.global_batch_size="
                       f"{getattr(cfg, section).global_batch_size} > {n} training images"
                       for section in ("train", "victim")
@@ -237,5 +290,9 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two points share a name; give each config its own data set")
+    if too_slow:
+        raise ConfigError(f"{path}: a stage-1 epoch would not fit in the wall time, so the job "
+                          f"would requeue forever without finishing an epoch:\n  "
+                          + "\n  ".join(too_slow))
     points, same_as = _distinct(points)
     return Sweep(spec, machine, points, path, same_as)
