@@ -66,7 +66,7 @@ def test_sqrt_and_none_points_get_different_learning_rates():
 
 
 @pytest.mark.parametrize("spec,scheduler,count", [
-    ("digits-local.yaml", "slurm", 2 + 1), ("paper-summit.yaml", "lsf", 90 + 15),
+    ("digits-local.yaml", "slurm", 2 + 1), ("paper-summit.yaml", "lsf", 72 + 12),
     ("paper-frontier.yaml", "slurm", 54 + 6)])  # points + one clusters job per cluster config
 def test_every_rendered_script_passes_bash_n(spec, scheduler, count, tmp_path):
     sweep = load_sweep(SWEEPS / spec)
@@ -163,6 +163,16 @@ def test_every_point_whose_batch_exceeds_the_training_set_is_listed(tmp_path):
                                           r"training images\n  digits-b256-s0: victim"
                                           r".global_batch_size=512 > 179"):
         load_sweep(spec)
+
+
+def test_an_official_split_caps_the_batch_before_anything_is_prepared(tmp_path):
+    data = yaml.safe_load((SWEEPS / "paper-summit-flowers102.yaml").read_text())
+    data["global_batch_sizes"] = [768, 1536]
+    path = tmp_path / "flowers.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="flowers102-b1536-s0-lrsqrt: train.global_batch_size="
+                                          "1536 > 1020 training images"):
+        load_sweep(path)
 
 
 def test_walltime_per_config_with_a_default(tmp_path):

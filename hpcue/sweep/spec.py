@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hpcue.config import ConfigError, RunConfig, format_errors, load_config, read_yaml_mapping
 from hpcue.data.importers import digits
+from hpcue.data.registry import importer
 from hpcue.data.shards import META, open_shards
 
 MACHINES_DIR = Path("configs") / "machines"
@@ -208,12 +209,14 @@ def _epoch_too_long(point: Point, n: int | None, rate: float | None,
 
 
 def known_train_size(cfg: RunConfig) -> int | None:
-    """The training set's size where it is known before anything runs (prepared shards, or
-    the embedded digits); None otherwise (the run checks it when it loads the data)."""
+    """The training set's size where it is known before anything runs (prepared shards, the
+    embedded digits, an official split); None otherwise (the run checks it on loading)."""
     d = cfg.data
-    if d.shards is not None:
-        return open_shards(d.shards).size("train") if (d.shards / META).is_file() else None
-    return digits.train_size(d.test_fraction) if d.dataset == "digits" else None
+    if d.shards is not None and (d.shards / META).is_file():
+        return open_shards(d.shards).size("train")
+    if d.dataset == "digits":
+        return digits.train_size(d.test_fraction)
+    return importer(d.dataset).train_size
 
 
 def _distinct(points: list[Point]) -> tuple[list[Point], dict[str, str]]:

@@ -24,3 +24,6 @@ class Importer:
     #: ``data.augment: auto`` resolves to this: random crops and horizontal flips suit photos;
     #: a flipped digit is another symbol, so digits get crops only
     augment: str = "crop_flip"
+    #: training images of the official split, where the data set fixes it (sweeps check
+    #: batches against it before anything is prepared)
+    train_size: int | None = None

@@ -59,4 +59,4 @@ def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageAr
     return out
 
 
-IMPORTER = Importer("flowers102", tuple(SPLITS), needs_root=True, load=load)
+IMPORTER = Importer("flowers102", tuple(SPLITS), needs_root=True, load=load, train_size=1020)

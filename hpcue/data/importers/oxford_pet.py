@@ -65,4 +65,5 @@ def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageAr
     return out
 
 
-IMPORTER = Importer("oxford-iiit-pet", tuple(SPLITS), needs_root=True, load=load)
+IMPORTER = Importer("oxford-iiit-pet", tuple(SPLITS), needs_root=True, load=load,
+                    train_size=3680)  # trainval
