@@ -151,7 +151,15 @@ class RuntimeConfig(_Section):
     timeout_s: float = Field(600.0, gt=0)   # every collective; a dead rank ends the job
     # how long the other ranks wait while rank 0 alone prepares data or pretrains a surrogate
     setup_timeout_s: float = Field(3600.0, gt=0)
-    max_micro_batch: int | None = Field(None, gt=0)  # per-device limit -> accumulation
+    # per-device limit -> accumulation; auto (GPUs): the largest a trial step fits, halving
+    max_micro_batch: int | Literal["auto"] | None = None
+
+    @field_validator("max_micro_batch")
+    @classmethod
+    def _micro_positive(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"must be at least 1, 'auto' or null, got {value}")
+        return value
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
     deterministic: bool = True
 

@@ -23,7 +23,7 @@ from tests.conftest import FULL_PROTOCOL, REPO, tiny_sets
 
 def run(prefix: list[str], out: Path) -> dict:
     cmd = [*prefix, "run", "--out", str(out),
-           *tiny_sets([*FULL_PROTOCOL, "runtime.accelerator=gpu"])]
+           *tiny_sets([*FULL_PROTOCOL, "runtime.accelerator=gpu", "runtime.max_micro_batch=auto"])]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     if proc.returncode:
         sys.exit(f"FAILED: {' '.join(cmd[:6])}...\n{proc.stderr[-3000:]}")
@@ -31,6 +31,9 @@ def run(prefix: list[str], out: Path) -> dict:
         sys.exit(f"FAILED: the run did not use NCCL on a GPU:\n{proc.stdout[:500]}")
     results = json.loads((out / "results.json").read_text())
     assert results["victims"]["uc"]["n"] == 2 and results["psnr_db"] > 0, results
+    # the micro-batch probe ran a trial step on the GPU (tiny batches fit at once)
+    for key in ("stage1_batch", "victim_batch"):
+        assert results[key]["micro_batch_tried"] == [results[key]["per_rank_batch_size"]], key
     return results
 
 

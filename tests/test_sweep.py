@@ -175,6 +175,24 @@ def test_an_official_split_caps_the_batch_before_anything_is_prepared(tmp_path):
         load_sweep(path)
 
 
+def test_the_machines_micro_batch_reaches_every_point_unless_the_spec_sets_one(tmp_path):
+    assert {p.run_config.runtime.max_micro_batch
+            for p in load_sweep(SWEEPS / "paper-summit.yaml").points} == {32}
+    assert {p.run_config.runtime.max_micro_batch
+            for p in load_sweep(SWEEPS / "paper-frontier.yaml").points} == {"auto"}
+    data = yaml.safe_load((SWEEPS / "paper-summit.yaml").read_text())
+    data["overrides"].append("runtime.max_micro_batch=16")
+    path = tmp_path / "summit.yaml"
+    path.write_text(yaml.safe_dump(data))
+    points = load_sweep(path).points
+    assert {p.run_config.runtime.max_micro_batch for p in points} == {16}
+    # batch 1536 on 12 ranks: 128 a rank, 16 a device, 8 micro-batches accumulated
+    from hpcue.stages.context import batch_plan
+
+    big = next(p for p in points if p.name.startswith("medmnist-pathmnist-b1536-s0"))
+    assert batch_plan(big.run_config, "train", 12).accumulate_grad_batches == 8
+
+
 def test_walltime_per_config_with_a_default(tmp_path):
     spec = _spec(tmp_path, walltime={"configs/debug-digits.yaml": "00:45:00",
                                      "default": "00:10:00"})

@@ -54,6 +54,11 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return buf.to(t.device)
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any of them."""
+    return bool(all_reduce_sum(torch.tensor([float(flag)]))[0] > 0)
+
+
 def assemble(values: torch.Tensor, ids: torch.Tensor, total: int) -> torch.Tensor:
     """Rows held by each rank (at global ids) -> the full tensor in id order, on every rank.
 

@@ -3,10 +3,13 @@ and the prepared data (loaded on first use, so the stage that creates the run pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from hpcue.config import RunConfig
@@ -19,6 +22,7 @@ from hpcue.models.surrogate import Surrogate, build_surrogate
 from hpcue.stages.inputs import load_data
 from hpcue.stages.rundir import RunDir
 from hpcue.training.batch_plan import BatchPlan, epoch_shape, plan_batches
+from hpcue.training.micro_batch import probe_micro_batch, step_trial
 from hpcue.training.trainer import TrainerSettings, make_trainer, resume_path
 
 #: the config sections that train with a global batch: stage 1 and the victim
@@ -28,7 +32,9 @@ BATCHED = ("train", "victim")
 def batch_plan(cfg: RunConfig, section: str, world_size: int) -> BatchPlan:
     """Per-rank batch, accumulation and effective lr of ``train`` or ``victim``."""
     s = getattr(cfg, section)
-    return plan_batches(section, s.global_batch_size, world_size, cfg.runtime.max_micro_batch,
+    limit = cfg.runtime.max_micro_batch
+    return plan_batches(section, s.global_batch_size, world_size,
+                        None if limit == "auto" else limit,
                         s.lr, s.lr_scaling, s.base_batch_size, s.warmup_epochs)
 
 
@@ -88,6 +94,17 @@ class StageContext:
             "evaluate": {"data": self.data.root, "clusters": run.clusters,
                          "unlearnable": run.unlearnable},
         }[stage]
+
+    def probed_plan(self, section: str, module: L.LightningModule,
+                    batch_of: Callable[[int], Any]) -> BatchPlan:
+        """``section``'s plan; under ``runtime.max_micro_batch: auto`` on GPUs, at the largest
+        micro batch a trial step of ``module`` fits on every rank (training/micro_batch.py).
+        On CPUs auto sets no limit: host memory is not the device's."""
+        plan = self.plans[section]
+        if self.cfg.runtime.max_micro_batch == "auto" and self.topology.device.startswith("cuda"):
+            trial = step_trial(module, batch_of, torch.device(self.topology.device))
+            plan = self.plans[section] = probe_micro_batch(plan, trial, collectives.any_rank)
+        return plan
 
     def batch_record(self, section: str, loader) -> dict:
         """``section``'s batch plan and what an epoch of ``loader`` really runs."""

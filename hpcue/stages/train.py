@@ -10,6 +10,7 @@ from hpcue.config import RunConfig
 from hpcue.distributed import collectives
 from hpcue.stages.artifacts import Perturbations, read_clusters, write_perturbations
 from hpcue.stages.context import StageContext
+from hpcue.training.micro_batch import random_batch
 from hpcue.training.trainer import Throughput
 
 
@@ -27,13 +28,21 @@ def run(ctx: StageContext) -> dict:
     meter = Throughput()
     trainers: list[L.Trainer] = []
 
+    n, classes = ctx.data.size("train"), len(ctx.data.classes)
+    loader = ctx.loader(ctx.data, "train", plan.micro_batch_size, train=True)
+    used = [loader]
+
     def fit(module: L.LightningModule, batches) -> None:
+        probed = ctx.probed_plan("train", module, lambda m: random_batch(
+            m, cfg.data.image_size, classes, n))
+        if probed.micro_batch_size != plan.micro_batch_size:  # auto found a smaller one
+            batches = ctx.loader(ctx.data, "train", probed.micro_batch_size, train=True)
+            used.append(batches)
         trainer = ctx.trainer("train", cfg.train.epochs, [meter],
-                              accumulate=plan.accumulate_grad_batches)
+                              accumulate=probed.accumulate_grad_batches)
         trainers.append(trainer)
         trainer.fit(module, batches, ckpt_path=ctx.resume_path("train"))
 
-    loader = ctx.loader(ctx.data, "train", plan.micro_batch_size, train=True)
     inputs = AttackInputs(
         groups=clusters.assignments, num_groups=clusters.num_clusters,
         image_size=cfg.data.image_size, epsilon=cfg.train.epsilon, seed=cfg.seed,
@@ -44,7 +53,7 @@ def run(ctx: StageContext) -> dict:
         write_perturbations(ctx.run, Perturbations(result.deltas, cfg.train.epsilon,
                                                    result.state))
     metrics = trainers[-1].callback_metrics
-    return dict(batch_plan=ctx.batch_record("train", loader), augment=ctx.augment,
+    return dict(batch_plan=ctx.batch_record("train", used[-1]), augment=ctx.augment,
                 epsilon=cfg.train.epsilon,
                 perturbation_channels=ctx.perturbation_channels,
                 images_per_second=round(meter.images_per_second, 2), train_images=meter.images,

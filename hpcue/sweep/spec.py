@@ -41,6 +41,8 @@ class MachineProfile(_Strict):
     partition: str | None = None      # Slurm
     queue: str | None = None          # LSF
     setup: list[str] = []             # environment lines: modules, venv
+    # every point's runtime.max_micro_batch unless the spec sets it: what one device holds
+    max_micro_batch: int | Literal["auto"] | None = None
 
     @field_validator("launch")
     @classmethod
@@ -255,7 +257,9 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
             spec.num_clusters or [None], spec.epsilon or [None]]
     points, too_large, too_slow = [], [], []
     for config, batch, seed, rule, k, eps in product(*axes):
-        sets = list(spec.overrides) + [f"train.global_batch_size={batch}", f"seed={seed}"]
+        sets = ([] if machine.max_micro_batch is None else
+                [f"runtime.max_micro_batch={machine.max_micro_batch}"])
+        sets += list(spec.overrides) + [f"train.global_batch_size={batch}", f"seed={seed}"]
         parts = [f"b{batch}", f"s{seed}"]
         if rule is not None:
             sets += [f"train.lr_scaling={rule}"]

@@ -24,6 +24,9 @@ class BatchPlan:
     base_lr: float
     effective_lr: float
     warmup_epochs: float
+    section: str = ""
+    #: micro batches tried by ``runtime.max_micro_batch: auto`` (empty: not probed)
+    micro_batch_tried: tuple[int, ...] = ()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,4 +63,4 @@ def plan_batches(section: str, global_batch: int, world_size: int, max_micro: in
     ratio = global_batch / (base_batch or global_batch)
     factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[lr_scaling]
     return BatchPlan(global_batch, world_size, per_rank, micro, per_rank // micro, lr_scaling,
-                     lr, lr * factor, warmup_epochs)
+                     lr, lr * factor, warmup_epochs, section)

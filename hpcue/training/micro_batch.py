@@ -1,0 +1,97 @@
+"""``runtime.max_micro_batch: auto``: the largest micro batch one device can hold, found by trying.
+
+Before a training starts on GPUs, every rank runs one forward and backward pass on a batch of
+random images at the planned micro batch. If any rank runs out of memory, all of them halve it
+(the rest of the per-rank batch becomes gradient accumulation, so the optimisation is the same)
+and try again. The ranks agree through an all-reduce, so none starts training with a micro
+batch another could not hold, and a full GPU is one clear error instead of a crash mid-epoch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import lightning as L
+import torch
+
+from hpcue.errors import ConfigError
+from hpcue.training.batch_plan import BatchPlan
+
+#: the error a device raises when it is out of memory (CUDA; ROCm builds raise the same class)
+OUT_OF_MEMORY: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError,)
+
+
+def with_micro_batch(plan: BatchPlan, micro: int, tried: list[int]) -> BatchPlan:
+    return replace(plan, micro_batch_size=micro, micro_batch_tried=tuple(tried),
+                   accumulate_grad_batches=plan.per_rank_batch_size // micro)
+
+
+def smaller_divisor(per_rank: int, micro: int) -> int | None:
+    """The largest divisor of ``per_rank`` at most half of ``micro`` (None below 1)."""
+    for m in range(micro // 2, 0, -1):
+        if per_rank % m == 0:
+            return m
+    return None
+
+
+def probe_micro_batch(plan: BatchPlan, try_step: Callable[[int], None],
+                      any_rank: Callable[[bool], bool]) -> BatchPlan:
+    """The plan at the largest micro batch every rank holds (the sizes tried recorded).
+
+    ``try_step(m)`` runs one forward and backward pass at micro batch ``m`` on this rank;
+    ``any_rank(flag)`` is True when the flag is True on any rank (an all-reduce).
+    """
+    micro, tried = plan.micro_batch_size, []
+    while True:
+        tried.append(micro)
+        failed = False
+        try:
+            try_step(micro)
+        except OUT_OF_MEMORY:
+            failed = True
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if not any_rank(failed):
+            return with_micro_batch(plan, micro, tried)
+        smaller = smaller_divisor(plan.per_rank_batch_size, micro)
+        if smaller is None:
+            raise ConfigError(f"{plan.section}: out of device memory even at a micro batch of "
+                              f"{micro} (tried {', '.join(map(str, tried))}); use a smaller "
+                              f"model or image size, or more memory")
+        micro = smaller
+
+
+def random_batch(size: int, image_size: int, num_classes: int,
+                 num_train: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch shaped like the loaders' (uint8 images, labels, global ids), for a trial step."""
+    gen = torch.Generator().manual_seed(size)
+    return (torch.randint(0, 256, (size, 3, image_size, image_size), dtype=torch.uint8,
+                          generator=gen),
+            torch.randint(0, num_classes, (size,), generator=gen),
+            torch.arange(size) % num_train)
+
+
+def step_trial(module: L.LightningModule, batch_of: Callable[[int], Any],
+               device: torch.device) -> Callable[[int], None]:
+    """One forward and backward pass of ``module`` at a micro batch, as Lightning would run it
+    (fit start hook, batch transfer hook, training step); the gradients are dropped."""
+    def trial(micro: int) -> None:
+        module.to(device).train()
+        module.on_fit_start()
+        batch = module.on_after_batch_transfer(_to(batch_of(micro), device), 0)
+        try:
+            with warnings.catch_warnings():  # self.log outside a Trainer: nothing to log
+                warnings.filterwarnings("ignore", message=".*self.log.*")
+                module.training_step(batch, 0).backward()
+        finally:
+            module.zero_grad(set_to_none=True)
+    return trial
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return tuple(t.to(device) for t in batch)
