@@ -56,9 +56,14 @@ def test_sweep_submitted_to_slurm_then_reported(slurm, tmp_path):
     import os
     import time
 
+    import yaml
+
     runs = tmp_path / "runs"
     env = _env(PATH=f"{BIN}:{os.environ['PATH']}")
-    spec = "configs/sweeps/digits-local.yaml"
+    data = yaml.safe_load((REPO / "configs" / "sweeps" / "digits-local.yaml").read_text())
+    data.update(global_batch_sizes=[32, 64], seeds=[0])  # two points: the path, not the study
+    spec = tmp_path / "digits-local.yaml"
+    spec.write_text(yaml.safe_dump(data))
     proc = subprocess.run([str(BIN / "hpcue"), "sweep", "submit", spec, "--runs", str(runs)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -127,7 +132,7 @@ def test_usr1_requeues_and_the_rerun_resumes(slurm, tmp_path):
     import yaml
 
     spec = yaml.safe_load((REPO / "configs" / "sweeps" / "digits-local.yaml").read_text())
-    spec.update(name="requeue", global_batch_sizes=[64], share_clusters=False,
+    spec.update(name="requeue", global_batch_sizes=[64], seeds=[0], share_clusters=False,
                 overrides=[o for o in spec["overrides"] if not o.startswith("train.epochs")]
                 + ["train.epochs=60", "victim.seeds=1", "victim.baselines=[]",
                    "victim.defenses=[]"])

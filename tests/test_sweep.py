@@ -28,7 +28,7 @@ def _repo_cwd(monkeypatch):
 
 
 @pytest.mark.parametrize("spec,index,scheduler,golden", [
-    ("digits-local.yaml", 0, "slurm", "digits-local-digits-b32-s0.sbatch"),
+    ("digits-local.yaml", 0, "slurm", "digits-local-digits-b16-s0.sbatch"),
     ("paper-summit.yaml", 0, "lsf", "paper-summit-first.bsub"),
     ("paper-frontier.yaml", -1, "slurm", "paper-frontier-last.sbatch"),
 ])
@@ -66,7 +66,7 @@ def test_sqrt_and_none_points_get_different_learning_rates():
 
 
 @pytest.mark.parametrize("spec,scheduler,count", [
-    ("digits-local.yaml", "slurm", 2 + 1), ("paper-summit.yaml", "lsf", 72 + 12),
+    ("digits-local.yaml", "slurm", 9 + 1), ("paper-summit.yaml", "lsf", 72 + 12),
     ("paper-frontier.yaml", "slurm", 54 + 6)])  # points + one clusters job per cluster config
 def test_every_rendered_script_passes_bash_n(spec, scheduler, count, tmp_path):
     sweep = load_sweep(SWEEPS / spec)
@@ -109,7 +109,7 @@ def test_local_sweep_clusters_once_and_every_point_holds_the_same_clusters(tmp_p
     import torch
 
     runs = tmp_path / "runs"
-    spec = _spec(tmp_path, global_batch_sizes=[16, 32, 64])
+    spec = _spec(tmp_path, global_batch_sizes=[16, 32, 64], seeds=[0])
     proc = hpcue("sweep", "local", str(spec), "--runs", str(runs))
     sweep = load_sweep(spec)
     records = {p.name: json.loads((runs / "digits-local" / p.name / "stages" / "cluster.json")
@@ -358,7 +358,7 @@ def test_lsf_submit_reads_job_ids_and_skips_queued_points(tmp_path, monkeypatch)
     monkeypatch.setenv("LSF_STATE", str(state))
     monkeypatch.setenv("LSF_QUEUE", str(queue))
     sweep = load_sweep(_spec(tmp_path, machine="summit", account="ABC123",
-                             global_batch_sizes=[32, 64], ranks_per_node=2))
+                             global_batch_sizes=[32, 64], seeds=[0], ranks_per_node=2))
     runs = tmp_path / "runs"
     jobs = submit(sweep, runs)  # empty queue: bjobs says so and exits 255
     (digest,) = cluster_jobs(sweep)
