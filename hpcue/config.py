@@ -73,6 +73,8 @@ class SurrogateConfig(_Section):
     arch: Literal["small_cnn", "resnet18", "resnet50"] = "small_cnn"
     weights: Path | None = None
     pretraining: Literal["self_supervised", "supervised_on_target_labels"] = "self_supervised"
+    # the label-free task: rotation prediction, or contrasting two views of each image (SimCLR)
+    pretext: Literal["rotation", "simclr"] = "rotation"
     pretrain_epochs: int = Field(15, ge=1)
     pretrain_lr: float = Field(0.05, gt=0)
     pretrain_batch_size: int = Field(64, ge=1)

@@ -161,6 +161,20 @@ def test_stages_never_build_on_other_settings_and_results_describe_the_artifacts
     assert records["evaluate"]["config"]["victim.seeds"] == 1
 
 
+def test_shared_clusters_are_refused_for_shards_prepared_again_at_their_path(tmp_path):
+    shards, shared = tmp_path / "shards", tmp_path / "shared"
+    sets = tiny_sets([f"data.shards={shards}", "data.image_size=8", f"cluster.shared={shared}"])
+    hpcue("data", "prepare", "digits", "--out", str(shards), "--image-size", "8")
+    hpcue("cluster", "--out", str(tmp_path / "first"), *sets)
+    (published,) = shared.iterdir()
+    shutil.rmtree(shards)  # the same path, other images: another train/test split
+    hpcue("data", "prepare", "digits", "--out", str(shards), "--image-size", "8", "--seed", "1")
+    proc = hpcue("cluster", "--out", str(tmp_path / "second"), *sets, check=False)
+    assert proc.returncode == 2
+    assert f"{published} holds clusters of other data than {shards}" in proc.stderr
+    assert not (tmp_path / "second").exists()
+
+
 def test_run_on_prepared_medmnist_shards(tmp_path):
     from tests import fabricate
 

@@ -36,8 +36,11 @@ def test_prepare_records_whether_the_data_set_is_gray(tmp_path, channels, gray):
     assert open_shards(out).meta["grayscale"] is gray
 
 
-def test_shards_prepared_before_the_record_count_as_colour():
+def test_shards_prepared_before_the_record_count_as_colour_and_say_so(capsys):
     assert ShardSet(root=None, meta={}).grayscale is False
+    ctx = _context({}, {})
+    assert ctx.perturbation_channels == 3
+    assert "does not say whether its images are gray" in capsys.readouterr().out
 
 
 def test_one_channel_perturbations_keep_gray_images_gray_and_survive_grayscale():

@@ -55,16 +55,25 @@ def test_other_errors_are_not_taken_for_a_full_gpu():
         probe_micro_batch(_plan(), broken, lambda failed: failed)
 
 
-def test_trial_steps_of_the_real_modules_leave_no_gradients():
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_trial_steps_of_the_real_modules_leave_them_untouched():
     uc = _module(torch.arange(40) % 4)
+    before = _state(uc)
     step_trial(uc, lambda m: random_batch(m, 16, 10, 40), torch.device("cpu"))(8)
-    assert all(p.grad is None for p in uc.parameters())
+    assert all(p.grad is None for p in uc.parameters()) and uc._present is None
     members = [SmallCNN(10, width=4), SmallCNN(10, width=4)]
     ens = VictimEnsemble(members, ["a", "b"], [0, 1], [identity, identity], lr=0.1,
                          momentum=0.9, weight_decay=0.0)
+    ens_before = _state(ens)
     step_trial(ens, lambda m: {n: random_batch(m, 16, 10, 40) for n in ("a", "b")},
                torch.device("cpu"))(4)
     assert all(p.grad is None for p in ens.parameters())
+    for module, state in ((uc, before), (ens, ens_before)):  # batch-norm statistics included
+        after = module.state_dict()
+        assert all(torch.equal(state[k], after[k]) for k in state)
 
 
 def test_auto_on_a_cpu_sets_no_limit():

@@ -28,7 +28,7 @@ def test_lr_scaling_rules(rule, factor):
 
 
 def test_a_scaled_lr_without_its_base_batch_is_an_error():
-    with pytest.raises(ConfigError, match="train.lr_scaling=linear needs train.base_batch_size"):
+    with pytest.raises(ValueError, match="lr_scaling=linear without a base batch"):
         plan_batches("train", 512, 2, None, 0.1, "linear", None, 0)
 
 

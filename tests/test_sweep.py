@@ -258,7 +258,7 @@ def test_sweep_dir_of_another_spec_is_refused_before_submitting(tmp_path):
     runs = tmp_path / "runs"
     claim_sweep_dir(load_sweep(SWEEPS / "digits-local.yaml"), runs)
     other = load_sweep(_spec(tmp_path, global_batch_sizes=[16, 64]))
-    with pytest.raises(ConfigError, match="was written by a different sweep spec"):
+    with pytest.raises(ConfigError, match="was written for another sweep"):
         submit(other, runs)
     assert not (runs / "digits-local" / "submitted.json").exists()
 

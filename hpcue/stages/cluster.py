@@ -7,8 +7,9 @@ the points of a batch-size sweep all start from the same clusters.
 
 from __future__ import annotations
 
-import os
+import errno
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -18,16 +19,18 @@ from hpcue.attacks.uc.kmeans import kmeans
 from hpcue.data.arrays import to_unit
 from hpcue.data.loader import ShardDataset, make_loader
 from hpcue.distributed import collectives
+from hpcue.errors import InputError
 from hpcue.evaluation.metrics import nmi, purity
 from hpcue.io import atomic_write, atomic_write_json, read_json
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
 from hpcue.stages.artifacts import Clusters, write_clusters, write_surrogate
 from hpcue.stages.context import StageContext
-from hpcue.stages.provenance import slice_digest
+from hpcue.stages.provenance import file_digests, slice_digest
 from hpcue.stages.rundir import RunDir
 from hpcue.training.classifier import Classifier
 from hpcue.training.rotation import NUM_ROTATIONS, RotationPretext
+from hpcue.training.simclr import PROJECTION_DIM, SimCLRPretext
 
 
 def surrogate_pretraining(ctx: StageContext) -> str:
@@ -50,8 +53,12 @@ def pretrain_small_surrogate(ctx: StageContext) -> None:
 
     def pretrain() -> None:
         torch.manual_seed(cfg.cluster_seed)  # the surrogate's initial weights
-        kind = Classifier if supervised else RotationPretext
-        outputs = len(data.classes) if supervised else NUM_ROTATIONS
+        if supervised:
+            kind, outputs = Classifier, len(data.classes)
+        elif cfg.surrogate.pretext == "simclr":
+            kind, outputs = SimCLRPretext, PROJECTION_DIM
+        else:
+            kind, outputs = RotationPretext, NUM_ROTATIONS
         model = kind(SmallCNN(outputs), lr=cfg.surrogate.pretrain_lr, momentum=0.9,
                      weight_decay=5e-4, augment=ctx.augment, seed=cfg.cluster_seed)
         trainer = ctx.trainer("surrogate", cfg.surrogate.pretrain_epochs, this_rank_only=True)
@@ -84,6 +91,7 @@ def shared_dir(ctx: StageContext) -> Path | None:
 
 def _copy(src: RunDir, dst: RunDir, record: dict | None = None) -> None:
     """clusters.pt, the surrogate it was made with (debug mode) and the stage record."""
+    src.require(src.clusters, "cluster")
     for name in ("clusters", "surrogate"):
         path = getattr(src, name)
         if path.is_file():
@@ -92,11 +100,23 @@ def _copy(src: RunDir, dst: RunDir, record: dict | None = None) -> None:
         atomic_write_json(dst.stage_record("cluster"), record)
 
 
+def _data_digest(ctx: StageContext) -> str:
+    return file_digests({"data": ctx.data.root})["data"]
+
+
 def reuse(ctx: StageContext, shared: Path) -> dict:
-    """Rank 0 copies the shared clusters into this run; the record says where they came from."""
+    """Rank 0 copies the shared clusters into this run; the record says where they came from.
+
+    Prepared shards named by path (``data.shards``) must be the very files the shared clusters
+    were made from: shards prepared again at the same path are refused, not silently reused.
+    """
+    record = read_json(RunDir(shared).stage_record("cluster"))
+    made_from = record.pop("data_digest", None)
+    if ctx.cfg.data.shards is not None and made_from not in (None, _data_digest(ctx)):
+        raise InputError(f"{shared} holds clusters of other data than {ctx.cfg.data.shards} "
+                         f"(its meta.json changed since): remove {shared} to cluster again")
     collectives.on_main(lambda: _copy(RunDir(shared), ctx.run),
                         f"copying the shared clusters from {shared}")
-    record = read_json(RunDir(shared).stage_record("cluster"))
     for key in ("seconds", "config", "inputs"):  # this run's own, added by the pipeline
         record.pop(key, None)
     return record | {"reused_from": str(shared)}
@@ -104,21 +124,27 @@ def reuse(ctx: StageContext, shared: Path) -> dict:
 
 def publish(ctx: StageContext, shared: Path, record: dict) -> None:
     """Rank 0 puts this run's clusters where other runs find them: written beside, renamed
-    into place, so a reader never sees half of them; a run that published first wins."""
+    into place, so a reader never sees half of them; a run that published first wins (both
+    were made from the same config)."""
     if not collectives.is_main():
         return
-    tmp = shared.with_name(f".{shared.name}.{os.getpid()}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    _copy(ctx.run, RunDir(tmp), record)
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{shared.name}.", suffix=".partial", dir=shared.parent))
     try:
+        _copy(ctx.run, RunDir(tmp), record | {"data_digest": _data_digest(ctx)})
         tmp.rename(shared)
-    except OSError:  # published meanwhile by another run with the same config
+    except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):  # not "published meanwhile"
+            raise
 
 
 def run(ctx: StageContext) -> dict:
     shared = shared_dir(ctx)
-    if shared is not None and RunDir(shared).stage_record("cluster").is_file():
+    # rank 0 decides, so no rank computes while another reuses (their collectives would differ)
+    ready = shared is not None and collectives.on_main(
+        lambda: RunDir(shared).stage_record("cluster").is_file(), f"looking at {shared}")
+    if ready:
         return reuse(ctx, shared)
     record = compute(ctx)
     if shared is not None:
@@ -142,6 +168,8 @@ def compute(ctx: StageContext) -> dict:
     labels = torch.from_numpy(data.labels("train"))
     return dict(
         surrogate_pretraining=surrogate_pretraining(ctx), num_images=total,
+        surrogate_pretext=(cfg.surrogate.pretext
+                           if surrogate_pretraining(ctx) == "self_supervised" else None),
         num_clusters=int(result.centers.shape[0]),
         feature_dim=int(feats.shape[1]), inertia=result.inertia, kmeans_iterations=result.n_iter,
         cluster_purity=round(purity(assignments, labels), 4),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +67,17 @@ class StageContext:
         a = self.cfg.data.augment
         return importer(self.cfg.data.dataset).augment if a == "auto" else a
 
-    @property
+    @cached_property
     def perturbation_channels(self) -> int:
         """1 (one change for R, G and B) on a gray data set under ``auto``, else as configured."""
         c = self.cfg.train.perturbation_channels
-        if c == "auto":
-            return 1 if self.data.grayscale else 3
-        return c
+        if c != "auto":
+            return c
+        if "grayscale" not in self.data.meta and collectives.is_main():
+            print(f"[hpcue] {self.data.root}/meta.json does not say whether its images are gray "
+                  f"(prepared by an older hpcue): 3-channel perturbations. Prepare it again, or "
+                  f"set train.perturbation_channels=1 for a gray data set", flush=True)
+        return 1 if self.data.grayscale else 3
 
     def loader(self, shards: ShardSet, split: str, batch_size: int, *, train: bool,
                seed: int | None = None):
@@ -88,7 +93,8 @@ class StageContext:
         run = self.run
         return {
             "cluster": {"data": self.data.root},
-            "train": {"clusters": run.clusters, "surrogate": run.surrogate},
+            "train": {"data": self.data.root, "clusters": run.clusters,
+                      "surrogate": run.surrogate},
             "generate": {"data": self.data.root, "clusters": run.clusters,
                          "perturbations": run.perturbations},
             "evaluate": {"data": self.data.root, "clusters": run.clusters,
@@ -103,7 +109,8 @@ class StageContext:
         plan = self.plans[section]
         if self.cfg.runtime.max_micro_batch == "auto" and self.topology.device.startswith("cuda"):
             trial = step_trial(module, batch_of, torch.device(self.topology.device))
-            plan = self.plans[section] = probe_micro_batch(plan, trial, collectives.any_rank)
+            plan = self.plans[section] = probe_micro_batch(plan, trial, collectives.any_rank,
+                                                           collectives.raise_if_any)
         return plan
 
     def batch_record(self, section: str, loader) -> dict:

@@ -22,10 +22,11 @@ SLICES: dict[str, tuple[str, ...]] = {
     "cluster": ("data.dataset", "data.root", "data.shards", "data.num_shards",
                 "data.image_size", "data.test_fraction", "data.augment", "surrogate",
                 "cluster.num_clusters", "cluster.n_init", "cluster.max_iter", "cluster.tol",
-                "cluster.batch_size"),
-    "train": ("seed", "data.augment", "train", "runtime.precision"),
+                "cluster.batch_size", "runtime.precision"),
+    "train": ("seed", "data.augment", "train", "runtime.precision", "runtime.max_micro_batch"),
     "generate": (),
-    "evaluate": ("seed", "data.augment", "victim", "runtime.precision"),
+    "evaluate": ("seed", "data.augment", "victim", "runtime.precision",
+                 "runtime.max_micro_batch"),
 }
 
 

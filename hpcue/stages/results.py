@@ -19,10 +19,12 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "seed": cfg.seed,
         # what the artifacts were made with (the records; a stage command never builds on an
         # earlier stage made under other settings: stages/provenance.py)
-        "num_clusters": records["cluster"]["num_clusters"],
-        "epsilon": records["train"]["epsilon"],
-        "perturbation_channels": records["train"]["perturbation_channels"],
-        "augment": records["train"]["augment"],
+        # (records written by an older hpcue lack some: the config, which they were checked
+        # against, fills in)
+        "num_clusters": records["cluster"].get("num_clusters", cfg.cluster.num_clusters),
+        "epsilon": records["train"].get("epsilon", cfg.train.epsilon),
+        "perturbation_channels": records["train"].get("perturbation_channels", 3),
+        "augment": records["train"].get("augment", cfg.data.augment),
         "global_batch_size": records["train"]["batch_plan"]["global_batch_size"],
         "world_size": topo.world_size,
         "launcher": topo.launcher,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +20,7 @@ from hpcue.errors import InputError, MissingInputError
 from hpcue.evaluation.metrics import sample_std
 from hpcue.io import atomic_write, atomic_write_text, read_json
 from hpcue.stages.rundir import RunDir
+from hpcue.sweep.spec import slug
 
 COLUMNS = ["dataset", "setting", "global_batch_size", "world_size", "lr_scaling", "seeds",
            "expected_seeds", "clean_test_acc_mean", "clean_test_acc_std",
@@ -29,8 +29,9 @@ COLUMNS = ["dataset", "setting", "global_batch_size", "world_size", "lr_scaling"
            "seconds_total", "stage1_images_per_second"]
 
 #: config keys that never change a result, or that are columns of their own
-NOT_A_SETTING = {"name", "seed", "runtime", "data.num_workers", "data.cache", "cluster.shared",
-                 "train.global_batch_size", "train.lr_scaling"}
+NOT_A_SETTING = {"name", "seed", "runtime.launcher", "runtime.accelerator", "runtime.timeout_s",
+                 "runtime.setup_timeout_s", "runtime.deterministic", "data.num_workers",
+                 "data.cache", "cluster.shared", "train.global_batch_size", "train.lr_scaling"}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -47,8 +48,7 @@ def settings(run_dir: Path) -> dict:
     """The run's config as ``{dotted key: value}``, without what cannot change a result."""
     path = RunDir(Path(run_dir)).config
     flat = _flat(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-    return {k: v for k, v in flat.items()
-            if k not in NOT_A_SETTING and k.split(".")[0] not in NOT_A_SETTING}
+    return {k: v for k, v in flat.items() if k not in NOT_A_SETTING}
 
 
 def collect(runs: Path) -> tuple[list[dict], list[str], dict[str, int]]:
@@ -174,10 +174,6 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
     return path
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
-
-
 def plot(rows: list[dict], out: Path) -> list[Path]:
     """One figure per data set (clean, unlearnable and random-noise accuracy against the global
     batch, error bars over seeds, one line per setting and lr rule), and throughput."""
@@ -210,7 +206,7 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
                             marker="x", capsize=2, color=color,
                             label=f"random noise {tag}".strip())
         ax.set_xscale("log", base=2)
-        paths.append(_finish(fig, ax, out / f"accuracy_vs_batch-{_slug(dataset)}.png",
+        paths.append(_finish(fig, ax, out / f"accuracy_vs_batch-{slug(dataset)}.png",
                              "global batch size", "victim accuracy on the clean test set",
                              f"{dataset}: mean ± std over seeds (lower unlearnable is better)"))
 

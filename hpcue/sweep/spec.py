@@ -234,8 +234,9 @@ def _distinct(points: list[Point]) -> tuple[list[Point], dict[str, str]]:
     return list(kept.values()), same_as
 
 
-def _slug(config: RunConfig) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", config.data.dataset).strip("-")
+def slug(text: str) -> str:
+    """A name safe in paths: runs of anything but letters and digits become one '-'."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
 
 
 def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
@@ -280,8 +281,8 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
                 raise ConfigError(f"{path}: point {config} {' '.join(parts)}: {section} global "
                                   f"batch {gbs} is not divisible by the world size {world} "
                                   f"({spec.nodes} nodes x {per_node} ranks)")
-        points.append(Point(f"{_slug(cfg)}-{'-'.join(parts)}", Path(config), sets, spec.nodes,
-                            per_node, cfg, spec.walltime_minutes(config)))
+        points.append(Point(f"{slug(cfg.data.dataset)}-{'-'.join(parts)}", Path(config), sets,
+                            spec.nodes, per_node, cfg, spec.walltime_minutes(config)))
         n = known_train_size(cfg)
         slow = _epoch_too_long(points[-1], n, spec.rate(config), machine.scheduler)
         if slow:

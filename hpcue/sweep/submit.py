@@ -42,9 +42,10 @@ def claim_sweep_dir(sweep: Sweep, runs: Path) -> Path:
     if manifest.is_file():
         old = read_json(manifest)
         if old.get("digest") != sweep.digest():
-            raise ConfigError(f"{root} was written by a different sweep spec (digest "
-                              f"{old.get('digest')}, this spec {sweep.digest()}): rename the "
-                              f"sweep or use another runs directory")
+            raise ConfigError(f"{root} was written for another sweep (digest {old.get('digest')}, "
+                              f"now {sweep.digest()}: the spec, its machine profile or the "
+                              f"hpcue version that reads them changed): rename the sweep or "
+                              f"use another runs directory")
     else:
         atomic_write_json(manifest, {"digest": sweep.digest(), "spec": str(sweep.source),
                                      "machine": sweep.machine.name,

@@ -57,9 +57,8 @@ def plan_batches(section: str, global_batch: int, world_size: int, max_micro: in
         raise ConfigError(f"{section}: per-rank batch {per_rank} (global {global_batch} / "
                           f"{world_size} ranks) is not a multiple of runtime.max_micro_batch="
                           f"{max_micro}")
-    if lr_scaling != "none" and base_batch is None:
-        raise ConfigError(f"{section}.lr_scaling={lr_scaling} needs {section}.base_batch_size, "
-                          f"the global batch {section}.lr was chosen for")
+    if lr_scaling != "none" and base_batch is None:  # the config refuses it; a guard for callers
+        raise ValueError(f"lr_scaling={lr_scaling} without a base batch would not scale")
     ratio = global_batch / (base_batch or global_batch)
     factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[lr_scaling]
     return BatchPlan(global_batch, world_size, per_rank, micro, per_rank // micro, lr_scaling,

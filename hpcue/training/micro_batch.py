@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import replace
 from typing import Any
 
@@ -37,21 +38,32 @@ def smaller_divisor(per_rank: int, micro: int) -> int | None:
     return None
 
 
+def _raise(error: Exception | None, what: str) -> None:
+    if error is not None:
+        raise error
+
+
 def probe_micro_batch(plan: BatchPlan, try_step: Callable[[int], None],
-                      any_rank: Callable[[bool], bool]) -> BatchPlan:
+                      any_rank: Callable[[bool], bool],
+                      raise_if_any: Callable[[Exception | None, str], None] = _raise,
+                      ) -> BatchPlan:
     """The plan at the largest micro batch every rank holds (the sizes tried recorded).
 
     ``try_step(m)`` runs one forward and backward pass at micro batch ``m`` on this rank;
-    ``any_rank(flag)`` is True when the flag is True on any rank (an all-reduce).
+    ``any_rank(flag)`` is True when the flag is True on any rank (an all-reduce);
+    ``raise_if_any`` ends every rank when one failed otherwise than out of memory.
     """
     micro, tried = plan.micro_batch_size, []
     while True:
         tried.append(micro)
-        failed = False
+        failed, error = False, None
         try:
             try_step(micro)
         except OUT_OF_MEMORY:
             failed = True
+        except Exception as exc:  # every rank must hear of it, or the others wait forever
+            error = exc
+        raise_if_any(error, f"a trial step at micro batch {micro}")
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if not any_rank(failed):
@@ -77,17 +89,18 @@ def random_batch(size: int, image_size: int, num_classes: int,
 def step_trial(module: L.LightningModule, batch_of: Callable[[int], Any],
                device: torch.device) -> Callable[[int], None]:
     """One forward and backward pass of ``module`` at a micro batch, as Lightning would run it
-    (fit start hook, batch transfer hook, training step); the gradients are dropped."""
+    (fit start hook, batch transfer hook, training step), on a copy: the module itself keeps
+    its weights, batch-norm statistics and step state untouched."""
     def trial(micro: int) -> None:
-        module.to(device).train()
-        module.on_fit_start()
-        batch = module.on_after_batch_transfer(_to(batch_of(micro), device), 0)
+        copy = deepcopy(module).to(device).train()
         try:
+            copy.on_fit_start()
+            batch = copy.on_after_batch_transfer(_to(batch_of(micro), device), 0)
             with warnings.catch_warnings():  # self.log outside a Trainer: nothing to log
                 warnings.filterwarnings("ignore", message=".*self.log.*")
-                module.training_step(batch, 0).backward()
+                copy.training_step(batch, 0).backward()
         finally:
-            module.zero_grad(set_to_none=True)
+            del copy
     return trial
 
 
