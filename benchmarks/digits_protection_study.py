@@ -24,6 +24,7 @@ VARIANTS: dict[str, list[str]] = {
     "no-augment": ["data.augment=none"],
     "32px": ["data.image_size=32"],
     "supervised-surrogate": ["surrogate.pretraining=supervised_on_target_labels"],
+    "simclr": ["surrogate.pretext=simclr"],
     "generator-60-epochs": ["train.epochs=60"],
     "k4": ["cluster.num_clusters=4"],
     "three-channels": ["train.perturbation_channels=3"],

@@ -175,6 +175,17 @@ def test_shared_clusters_are_refused_for_shards_prepared_again_at_their_path(tmp
     assert not (tmp_path / "second").exists()
 
 
+def test_cluster_stage_with_a_contrastive_surrogate(tmp_path):
+    out = tmp_path / "run"
+    hpcue("cluster", "--out", str(out), *tiny_sets(["surrogate.pretext=simclr"]))
+    record = json.loads((out / "stages" / "cluster.json").read_text())
+    assert record["surrogate_pretraining"] == "self_supervised"
+    assert record["surrogate_pretext"] == "simclr" and record["config"]["surrogate.pretext"]
+    head = torch.load(out / "surrogate.pt", weights_only=True)["fc.weight"]
+    assert head.shape[0] == 64  # the projection, not one output per class
+    assert 0 < record["cluster_purity"] <= 1
+
+
 def test_run_on_prepared_medmnist_shards(tmp_path):
     from tests import fabricate
 
