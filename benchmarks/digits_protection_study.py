@@ -26,6 +26,7 @@ VARIANTS: dict[str, list[str]] = {
     "supervised-surrogate": ["surrogate.pretraining=supervised_on_target_labels"],
     "simclr": ["surrogate.pretext=simclr"],
     "generator-60-epochs": ["train.epochs=60"],
+    "victim-16-epochs": ["victim.epochs=16"],
     "k4": ["cluster.num_clusters=4"],
     "three-channels": ["train.perturbation_channels=3"],
 }
