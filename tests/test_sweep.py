@@ -67,7 +67,8 @@ def test_sqrt_and_none_points_get_different_learning_rates():
 
 @pytest.mark.parametrize("spec,scheduler,count", [
     ("digits-local.yaml", "slurm", 9 + 1), ("paper-summit.yaml", "lsf", 72 + 12),
-    ("paper-frontier.yaml", "slurm", 54 + 6)])  # points + one clusters job per cluster config
+    ("paper-frontier.yaml", "slurm", 54 + 6), ("paper-summit-flowers102.yaml", "lsf", 15 + 3),
+])  # points + one clusters job per cluster config
 def test_every_rendered_script_passes_bash_n(spec, scheduler, count, tmp_path):
     sweep = load_sweep(SWEEPS / spec)
     paths = render(sweep, scheduler, tmp_path, tmp_path / "runs")
@@ -381,3 +382,9 @@ def test_lsf_submit_reads_job_ids_and_skips_queued_points(tmp_path, monkeypatch)
     states = status(sweep, runs)
     assert states["digits-b64-s0"] == "queued or running (job 4202)"
     assert states[f"clusters-{digest}"] == "queued or running (job 4200)"
+
+
+def test_every_shipped_spec_is_rendered_by_the_bash_n_test():
+    (mark,) = [m for m in test_every_rendered_script_passes_bash_n.pytestmark
+               if m.name == "parametrize"]
+    assert {values[0] for values in mark.args[1]} == {p.name for p in SWEEPS.glob("*.yaml")}
