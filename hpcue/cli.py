@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from hpcue.sweep.report import report
 
-            for kind, path in report(args.runs, args.out).items():
-                print(f"[hpcue] {kind}: {path}")
+            for kind, paths in report(args.runs, args.out).items():
+                for path in paths if isinstance(paths, list) else [paths]:
+                    print(f"[hpcue] {kind}: {path}")
             return 0
         cfg, out = _resolve(args)
         from hpcue.pipeline import print_summary, run_pipeline, run_stage, start

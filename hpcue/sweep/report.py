@@ -206,6 +206,8 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
                             marker="x", capsize=2, color=color,
                             label=f"random noise {tag}".strip())
         ax.set_xscale("log", base=2)
+        batches = sorted({r["global_batch_size"] for r in rows if r["dataset"] == dataset})
+        ax.set_xticks(batches, [str(b) for b in batches])  # the batch sizes, not powers of 2
         paths.append(_finish(fig, ax, out / f"accuracy_vs_batch-{slug(dataset)}.png",
                              "global batch size", "victim accuracy on the clean test set",
                              f"{dataset}: mean ± std over seeds (lower unlearnable is better)"))
