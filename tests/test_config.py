@@ -27,6 +27,11 @@ def _write(tmp_path, data, name="c.yaml"):
     ("data.dataset=medmnist:nosuchmnist", "unknown MedMNIST flag 'nosuchmnist'"),
     ("surrogate.arch=vit_h", "surrogate.arch: Input should be 'small_cnn', 'resnet18' or"),
     ("victim.arch=resnet50", "victim.arch: Input should be 'small_cnn' or 'resnet18'"),
+    ("runtime.max_micro_batch=0", "runtime.max_micro_batch: must be at least 1, 'auto' or null"),
+    ("train.perturbation_channels=2",
+     "train.perturbation_channels: Input should be 'auto', 1 or 3"),
+    ("data.augment=flip", "data.augment: Input should be 'auto', 'none', 'crop' or 'crop_flip'"),
+    ("surrogate.pretext=jigsaw", "surrogate.pretext: Input should be 'rotation' or 'simclr'"),
 ])
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError) as err:
