@@ -23,7 +23,7 @@ from hpcue.models.surrogate import Surrogate, build_surrogate
 from hpcue.stages.inputs import load_data
 from hpcue.stages.rundir import RunDir
 from hpcue.training.batch_plan import BatchPlan, epoch_shape, plan_batches
-from hpcue.training.micro_batch import probe_micro_batch, step_trial
+from hpcue.training.micro_batch import probe_micro_batch, random_batch, step_trial
 from hpcue.training.trainer import TrainerSettings, make_trainer, resume_path
 
 #: the config sections that train with a global batch: stage 1 and the victim
@@ -112,6 +112,11 @@ class StageContext:
             plan = self.plans[section] = probe_micro_batch(plan, trial, collectives.any_rank,
                                                            collectives.raise_if_any)
         return plan
+
+    def trial_batch(self, size: int):
+        """A random batch shaped like this run's training batches (a micro-batch trial)."""
+        return random_batch(size, self.cfg.data.image_size, len(self.data.classes),
+                            self.data.size("train"))
 
     def batch_record(self, section: str, loader) -> dict:
         """``section``'s batch plan and what an epoch of ``loader`` really runs."""

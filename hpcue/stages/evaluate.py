@@ -27,7 +27,6 @@ from hpcue.io import atomic_write
 from hpcue.models.victims import build_victim
 from hpcue.stages.artifacts import read_clusters
 from hpcue.stages.context import StageContext
-from hpcue.training.micro_batch import random_batch
 
 
 @dataclass
@@ -122,9 +121,8 @@ def run(ctx: StageContext) -> dict:
                             [arm.transform for arm, _, _ in pairs], lr=plan.effective_lr,
                             momentum=v.momentum, weight_decay=v.weight_decay,
                             augment=ctx.augment, warmup_epochs=v.warmup_epochs)
-    n, classes = ctx.data.size("train"), len(ctx.data.classes)
-    plan = ctx.probed_plan("victim", module, lambda m: {
-        name: random_batch(m, cfg.data.image_size, classes, n) for name in names})
+    plan = ctx.probed_plan("victim", module,
+                           lambda m: {name: ctx.trial_batch(m) for name in names})
     train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
              for name, (arm, _, s) in zip(names, pairs, strict=True)}
     test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)

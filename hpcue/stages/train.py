@@ -10,7 +10,6 @@ from hpcue.config import RunConfig
 from hpcue.distributed import collectives
 from hpcue.stages.artifacts import Perturbations, read_clusters, write_perturbations
 from hpcue.stages.context import StageContext
-from hpcue.training.micro_batch import random_batch
 from hpcue.training.trainer import Throughput
 
 
@@ -28,13 +27,11 @@ def run(ctx: StageContext) -> dict:
     meter = Throughput()
     trainers: list[L.Trainer] = []
 
-    n, classes = ctx.data.size("train"), len(ctx.data.classes)
     loader = ctx.loader(ctx.data, "train", plan.micro_batch_size, train=True)
     used = [loader]
 
     def fit(module: L.LightningModule, batches) -> None:
-        probed = ctx.probed_plan("train", module, lambda m: random_batch(
-            m, cfg.data.image_size, classes, n))
+        probed = ctx.probed_plan("train", module, ctx.trial_batch)
         if probed.micro_batch_size != plan.micro_batch_size:  # auto found a smaller one
             batches = ctx.loader(ctx.data, "train", probed.micro_batch_size, train=True)
             used.append(batches)
