@@ -13,7 +13,12 @@ from hpcue.errors import InputError
 
 @dataclass
 class ImageArrays:
-    """One split: ``images`` uint8 N x H x W x C (C = 3), ``labels`` int64 N, class names."""
+    """One split: ``images`` uint8 N x H x W x C (C = 3), ``labels`` int64 N, class names.
+
+    Labels are checked here, where every importer's output passes: integers (a float label
+    would be truncated silently) in 0..len(classes)-1 (one out of range crashes the loss
+    function epochs later).
+    """
 
     images: np.ndarray
     labels: np.ndarray
@@ -26,7 +31,13 @@ class ImageArrays:
             )
         if len(self.images) != len(self.labels):
             raise InputError(f"{len(self.images)} images but {len(self.labels)} labels")
-        self.labels = np.asarray(self.labels, dtype=np.int64)
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+            raise InputError(f"labels must be integers (N), got {labels.dtype} {labels.shape}")
+        self.labels = labels.astype(np.int64, copy=False)
+        if len(labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
+            raise InputError(f"labels {self.labels.min()}..{self.labels.max()} outside "
+                             f"0..{len(self.classes) - 1} ({len(self.classes)} classes)")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -56,17 +67,41 @@ def to_uint8(images_nchw_float: torch.Tensor) -> np.ndarray:
     return scaled.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
-    """Resize the short side to ``size`` (antialiased) and center-crop to size x size."""
-    if images.shape[1] == size and images.shape[2] == size:
-        return images
-    x = to_float(torch.from_numpy(images))
-    h, w = x.shape[-2:]
+#: float working memory of one resize step: a split is resized this much at a time (one image
+#: at least), so 1797 digits at 1024 px need their uint8 result, not 22 GB of float32
+RESIZE_CHUNK_BYTES = 64 << 20
+
+
+def _resized(h: int, w: int, size: int) -> tuple[int, int]:
     scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    return max(size, round(h * scale)), max(size, round(w * scale))
+
+
+def _resize_chunk(images: np.ndarray, size: int) -> np.ndarray:
+    x = to_float(torch.from_numpy(images))
+    nh, nw = _resized(*x.shape[-2:], size)
     x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
     top, left = (nh - size) // 2, (nw - size) // 2
     return to_uint8(x[..., top : top + size, left : left + size])
+
+
+def resize_uint8(images: np.ndarray, size: int,
+                 chunk_bytes: int = RESIZE_CHUNK_BYTES) -> np.ndarray:
+    """Resize the short side to ``size`` (antialiased) and center-crop to size x size.
+
+    Images are resized ``chunk_bytes`` of float work at a time into one uint8 result (each
+    image is resized on its own, so chunking does not change a bit).
+    """
+    n, h, w, c = images.shape
+    if h == size and w == size:
+        return images
+    nh, nw = _resized(h, w, size)
+    per_image = 4 * c * (h * w + nh * nw + 2 * size * size)  # float in, resized, crop, rounded
+    chunk = max(1, chunk_bytes // per_image)
+    out = np.empty((n, size, size, c), np.uint8)
+    for a in range(0, n, chunk):
+        out[a : a + chunk] = _resize_chunk(images[a : a + chunk], size)
+    return out
 
 
 def is_gray(images: np.ndarray) -> bool:
