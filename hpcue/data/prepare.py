@@ -6,12 +6,21 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from hpcue.data.arrays import is_gray
+from hpcue.data.arrays import ImageArrays, is_gray
 from hpcue.data.options import PrepareOptions
 from hpcue.data.registry import importer
-from hpcue.data.shards import COMPRESSIONS, META, ShardError, open_shards, write_meta, write_split
+from hpcue.data.shards import (
+    COMPRESSIONS,
+    META,
+    RUN_SPLITS,
+    ShardError,
+    open_shards,
+    write_meta,
+    write_split,
+)
 from hpcue.errors import InputError
 from hpcue.io import atomic_write_json, read_json
 
@@ -29,6 +38,29 @@ def _check_options(opts: PrepareOptions) -> None:
     if opts.image_size < 8 or opts.image_size % 4:
         raise InputError(f"--image-size must be a multiple of 4 and at least 8, "
                          f"got {opts.image_size}")
+
+
+def _check_import(name: str, root: Path | None, splits: dict[str, ImageArrays]) -> None:
+    """What an importer returned, before anything is written: the splits a run reads, each
+    non-empty, two or more classes shared by every split (ImageArrays checked the labels)."""
+    where = f"{name} ({root})" if root is not None else name
+    for split in RUN_SPLITS:
+        if split not in splits:
+            raise InputError(f"{where}: no {split!r} split (has {', '.join(splits) or 'none'}); "
+                             f"a run needs {' and '.join(RUN_SPLITS)}")
+    classes = next(iter(splits.values())).classes
+    if len(set(classes)) < 2 or len(set(classes)) != len(classes):
+        raise InputError(f"{where}: classes {classes[:10]}: a data set needs two or more "
+                         f"distinct classes")
+    for split, arrays in splits.items():
+        if len(arrays) == 0:
+            raise InputError(f"{where}: split {split!r} is empty")
+        if arrays.classes != classes:
+            raise InputError(f"{where}: split {split!r} has other classes than the rest")
+    present = np.unique(splits["train"].labels)
+    if len(present) < 2:
+        raise InputError(f"{where}: every training image is of class {classes[present[0]]!r}; "
+                         f"training needs two or more classes")
 
 
 MANIFEST = "prepare.json"  # the options the shards in a directory are being written with
@@ -70,7 +102,9 @@ def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions,
     A finished directory with the same recipe (data set, sizes, shards, seed, split) is reused;
     one with another recipe is an error, or is replaced when ``replace_other`` (a run
     directory's own copy). A killed prepare leaves finished shards and prepare.json; a rerun
-    keeps the shards only if the recipe matches, so shards of two recipes never mix. A failure
+    keeps the shards only if the recipe matches, so shards of two recipes never mix, and only
+    those holding exactly the bytes it would write, so a damaged one is rewritten. An import a
+    run cannot use (one class, no test split) is refused before anything is written. A failure
     removes what this call wrote.
     """
     _check_options(opts)
@@ -88,6 +122,7 @@ def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions,
             raise ShardError(f"{out} already holds {meta['dataset']} prepared with "
                              f"{meta.get('recipe')}, not {recipe}; choose another --out")
     splits = source.load(root, opts.image_size, opts)
+    _check_import(name, root, splits)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST
