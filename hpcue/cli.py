@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
 from hpcue.config import load_config
 from hpcue.distributed.launchers import LAUNCHER_CHOICES
 from hpcue.distributed.threads import limit_threads_per_rank
-from hpcue.errors import HpcueError
+from hpcue.errors import HpcueError, Stopped
 from hpcue.stages.rundir import STAGES, RunDir
 
 
@@ -136,9 +137,32 @@ def _resolve(args: argparse.Namespace):
     return cfg, Path(out) if out is not None else Path("runs") / cfg.name
 
 
+def _stop(signum: int, frame) -> None:
+    raise Stopped(signum)
+
+
+def _stopped(args: argparse.Namespace, exc: BaseException) -> int:
+    """One line saying what stopped the command and how to resume; 128 + the signal number."""
+    signum = exc.signum if isinstance(exc, Stopped) else signal.SIGTERM
+    where = ""
+    if args.command == "run" or args.command in STAGES:
+        out = args.out if args.out is not None else "runs/<name>"
+        where = (f"; finished stages and epoch checkpoints are kept in {out}: run the same "
+                 f"`hpcue {args.command}` again to resume")
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    prefix = "" if rank == "0" else f"rank {rank}: "
+    print(f"hpcue: {prefix}stopped by {signal.Signals(signum).name}{where}", file=sys.stderr,
+          flush=True)
+    return 128 + int(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limit_threads_per_rank()  # before torch is imported
+    # a job's wall time (SIGTERM) or Ctrl-C: a non-zero exit that says where to resume. During a
+    # training Lightning's own SIGTERM handler runs first, then this one.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     try:
         if args.command == "data":
             _data_command(args)
@@ -161,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path = run_stage(args.command, cfg, out)
             print(f"[hpcue] {args.command}: wrote {path}")
+    except Stopped as exc:
+        return _stopped(args, exc)
+    except SystemExit as exc:  # Lightning's SIGTERMException (a bare SystemExit) is not success
+        if type(exc).__name__ == "SIGTERMException":
+            return _stopped(args, exc)
+        raise
     # hpcue's own errors (bad input, a failed peer) and the system's (permissions, a full disk)
     # are one line; anything else is a bug and keeps its traceback
     except (HpcueError, OSError) as exc:

@@ -6,6 +6,7 @@ with no arguments works from any install. The paper's setting lives in ``configs
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +26,13 @@ from hpcue.io import atomic_write_text
 
 __all__ = ["ConfigError", "RunConfig", "check_consistency", "load_config", "save_config"]
 
+#: names that become a path component or a job name: no separators, no "..", no spaces
+PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity pass every range check (inf > 0); no setting means either
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -169,7 +175,7 @@ class RuntimeConfig(_Section):
 class RunConfig(_Section):
     """One whole UC run: data -> clusters -> perturbations -> unlearnable set -> evaluation."""
 
-    name: str = "digits-debug"
+    name: str = "digits-debug"  # the default run directory is runs/<name>
     seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy and Lightning take seeds in this range
     data: DataConfig = DataConfig()
     surrogate: SurrogateConfig = SurrogateConfig()
@@ -177,6 +183,14 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     victim: VictimConfig = VictimConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not re.fullmatch(PLAIN_NAME, value):
+            raise ValueError(f"must be a plain folder name (letters, digits, _ . + -, not "
+                             f"starting with . or -), got {value!r}")
+        return value
 
     @property
     def split_seed(self) -> int:

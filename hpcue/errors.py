@@ -24,3 +24,27 @@ class InputError(HpcueError, ValueError):
 
 class MissingInputError(HpcueError, FileNotFoundError):
     """A file or folder the user must provide is not there: names the exact path."""
+
+
+class NonFiniteError(HpcueError, ArithmeticError):
+    """A NaN or infinite number where a result must be finite (a loss, a perturbation, a result):
+    names what and where, so a diverged run never reports it as protection."""
+
+
+class DiskFullError(HpcueError, OSError):
+    """No space (or quota) left while writing a result: names the path; the temporary is gone."""
+
+
+class BusyError(HpcueError, RuntimeError):
+    """Another hpcue process holds the run directory: names it (host, pid)."""
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived: not an error of the input, so nothing is restored or removed;
+    the CLI says where the run resumes and exits 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +19,7 @@ from hpcue.config import ConfigError, RunConfig, load_config, save_config
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import activate, detect, init_process_group
 from hpcue.errors import HpcueError
-from hpcue.io import read_json
+from hpcue.io import exclusive, read_json
 from hpcue.stages import cluster, evaluate, generate, train
 from hpcue.stages.artifacts import write_results
 from hpcue.stages.context import StageContext
@@ -40,8 +41,9 @@ def start(cfg: RunConfig) -> None:
         print(f"[hpcue] {topo.summary()}", flush=True)
 
 
-# bad input (config, data, missing files or weights) found by a stage in a run directory it
-# just created: the directory goes again. Other errors (a full disk, a crash) keep it to resume.
+# bad input (config, data, missing files or weights, a diverged loss) found by a stage: a run
+# directory it just created goes again, an existing one gets back what the stage replaced.
+# Other errors (a full disk, a crash, a signal) keep the directory as it is, to resume.
 INPUT_ERRORS = (HpcueError, FileNotFoundError)
 
 
@@ -58,47 +60,77 @@ def execute(stage: str, ctx: StageContext) -> None:
             # results.json first: a run killed between the two reruns evaluate, never skips it
             write_results(ctx.run, collect_results(ctx, record))
         ctx.run.write_record(stage, record)
+        ctx.run.drop_replaced()
     collectives.barrier()
 
 
-def run_stage(stage: str, cfg: RunConfig, out: Path, ctx: StageContext | None = None) -> Path:
-    """Run one stage; rank 0 decides what is kept, the others follow its decision.
+@contextmanager
+def holding(run: RunDir, stage: str) -> Iterator[bool]:
+    """Rank 0 holds the run directory's lock while the command runs, so two commands never
+    work in one directory; yields whether this command created the directory (on every rank).
 
-    A stage that runs again invalidates itself and every later stage (records, outputs and
-    epoch checkpoints), so nothing derived from its old outputs is skipped or resumed later;
-    the config is checked against data already prepared before anything is cleared. Bad input
-    found in a run directory this call created removes it again.
+    Only the cluster stage (or ``hpcue run``) starts a run directory.
     """
-    run = RunDir(Path(out))
-    ctx = ctx if ctx is not None else StageContext.build(cfg, run)
-    preflight(cfg, run)
+    locks = ExitStack()
 
-    def claim() -> bool:
+    def take() -> bool:
         created = not run.root.exists()
-        if stage != "cluster" and created:
+        if created and stage != STAGES[0]:
             raise StageInputError(f"run directory {run.root} does not exist: start with "
                                   f"`hpcue cluster --out {run.root}` or `hpcue run`")
-        if run.config.is_file():  # nothing earlier may come from other settings
-            check_earlier_stages(cfg, run, stage)
         run.root.mkdir(parents=True, exist_ok=True)
-        if run.config.is_file():  # an hpcue run directory: clear what this stage invalidates
-            if load_config(run.config) != cfg:
-                # other settings: nothing earlier may be resumed, by this stage or later ones
-                shutil.rmtree(run.checkpoints, ignore_errors=True)
-            cleared = run.clear_from(stage)
-            if cleared:
-                print(f"[hpcue] cleared earlier results of: {', '.join(cleared)}", flush=True)
-        save_config(cfg, run.config)
+        locks.enter_context(exclusive(run.lock, f"run directory {run.root}"))
         return created
 
-    created = collectives.on_main(claim, f"setting up {run.root}")
+    with locks:
+        yield collectives.on_main(take, f"locking {run.root}")
+
+
+def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool) -> Path:
+    """Run one stage in a locked run directory; rank 0 decides what is kept, the others follow.
+
+    A stage that runs again invalidates itself and every later stage (records, outputs and
+    epoch checkpoints), so nothing derived from its old outputs is skipped or resumed later.
+    Everything the stage needs is checked before anything is cleared, and what it clears is
+    set aside until it succeeds: bad input found while it runs puts it all back (or removes
+    the directory, if this command created it).
+    """
+    run = ctx.run
+
+    def claim() -> None:
+        run.drop_replaced()  # left by a command that crashed or was stopped: superseded now
+        if run.config.is_file():  # an hpcue run directory: nothing earlier from other settings
+            check_earlier_stages(cfg, run, stage)
+            run.set_aside(run.config, copy=True)
+            if load_config(run.config) != cfg:
+                # other settings: nothing earlier may be resumed, by this stage or later ones
+                run.set_aside(run.checkpoints)
+            cleared = run.clear_from(stage)
+            if cleared:
+                print(f"[hpcue] replacing earlier results of: {', '.join(cleared)}", flush=True)
+        save_config(cfg, run.config)
+
     try:
+        preflight(cfg, run, stage)
+        collectives.on_main(claim, f"setting up {run.root}")
         execute(stage, ctx)
     except INPUT_ERRORS:
-        if created:
-            shutil.rmtree(run.root, ignore_errors=True)
+        if collectives.is_main():
+            if created:
+                shutil.rmtree(run.root, ignore_errors=True)
+            elif run.restore_replaced():
+                print(f"[hpcue] {stage} failed on its input: restored what it replaced in "
+                      f"{run.root}", flush=True)
         raise
     return run.stage_outputs(stage)[0]  # the file or folder the next stage reads
+
+
+def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
+    """``hpcue <stage>``: one stage on a run directory (the cluster stage may start one)."""
+    run = RunDir(Path(out))
+    ctx = StageContext.build(cfg, run)
+    with holding(run, stage) as created:
+        return _stage(stage, cfg, ctx, created)
 
 
 def check_same_config(cfg: RunConfig, run: RunDir) -> None:
@@ -131,10 +163,12 @@ def run_pipeline(cfg: RunConfig, out: Path) -> Path:
             print(f"[hpcue] stage {stage}: done earlier ({run.stage_record(stage)})")
         return list(STAGES[first:])
 
-    for stage in collectives.on_main(plan, f"reading {run.root}"):
-        if collectives.is_main():
-            print(f"[hpcue] stage {stage} -> {run.root}", flush=True)
-        run_stage(stage, cfg, out, ctx)
+    with holding(run, STAGES[0]) as created:
+        for stage in collectives.on_main(plan, f"reading {run.root}"):
+            if collectives.is_main():
+                print(f"[hpcue] stage {stage} -> {run.root}", flush=True)
+            _stage(stage, cfg, ctx, created)
+            created = False  # later stages found it: a bad input there keeps the earlier ones
     return run.results
 
 

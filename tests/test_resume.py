@@ -1,4 +1,5 @@
-"""A run killed mid-training and run again equals an uninterrupted run with the same seed."""
+"""A run stopped mid-training (SIGTERM) and run again equals an uninterrupted run with the same
+seed."""
 
 import json
 import os
@@ -22,7 +23,7 @@ def test_killed_then_rerun_equals_uninterrupted(tmp_path):
     cut = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "hpcue.cli", "run", "--out", str(cut), *SETS],
                             cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = cut / "checkpoints" / "train" / "last.ckpt"
     deadline = time.monotonic() + 300
     while True:  # wait for an epoch checkpoint of stage 1 past its first epoch
@@ -34,8 +35,14 @@ def test_killed_then_rerun_equals_uninterrupted(tmp_path):
             except Exception:  # being written
                 pass
         time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # a job's wall time: SIGTERM is a failure that says how to resume, never a success
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"hpcue: stopped by SIGTERM; finished stages and epoch checkpoints are kept in {cut}: "
+        f"run the same `hpcue run` again to resume")
+    assert "Traceback" not in stderr
     assert not (cut / "perturbations.pt").exists()
 
     rerun = hpcue("run", "--out", str(cut), *SETS)
@@ -88,7 +95,7 @@ def test_stage_rerun_clears_the_stages_derived_from_it(tmp_path):
     again = hpcue("run", "--out", str(out))
     assert "stage evaluate ->" in again.stdout and (out / "stages" / "evaluate.json").is_file()
     train = hpcue("train", "--out", str(out), "--set", "train.epsilon=0.02")
-    assert "cleared earlier results of: train, generate, evaluate" in train.stdout
+    assert "replacing earlier results of: train, generate, evaluate" in train.stdout
     for gone in ("stages/generate.json", "stages/evaluate.json", "results.json", "unlearnable",
                  "preview.png", "checkpoints/victims"):
         assert not (out / gone).exists(), gone

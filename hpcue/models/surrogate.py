@@ -53,10 +53,14 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_imagenet_resnet(arch: str, weights: Path | None = None) -> nn.Module:
-    """torchvision ResNet with ImageNet weights from ``weights`` or the TORCH_HOME cache."""
-    from torchvision import models
-
+def require_weights(arch: str, weights: Path | None) -> Path | None:
+    """The weights file ``build_surrogate`` will read, or MissingWeightsError naming where it
+    belongs; None for a small_cnn without weights (the cluster stage trains it). Cheap, so a
+    stage checks it before it clears anything."""
+    if arch == "small_cnn":
+        if weights is not None and not Path(weights).is_file():
+            raise MissingWeightsError(f"small_cnn surrogate weights not found at {weights}")
+        return None if weights is None else Path(weights)
     path = Path(weights) if weights is not None else cached_weights_path(arch)
     if not path.is_file():
         raise MissingWeightsError(
@@ -64,6 +68,14 @@ def load_imagenet_resnet(arch: str, weights: Path | None = None) -> nn.Module:
             f"{_torchvision_weights(arch).url.rsplit('/', 1)[-1]} there (TORCH_HOME sets the "
             f"cache folder) or set surrogate.weights to a local file; hpcue never downloads."
         )
+    return path
+
+
+def load_imagenet_resnet(arch: str, weights: Path | None = None) -> nn.Module:
+    """torchvision ResNet with ImageNet weights from ``weights`` or the TORCH_HOME cache."""
+    from torchvision import models
+
+    path = require_weights(arch, weights)
     model = getattr(models, arch)(weights=None)
     try:
         model.load_state_dict(load_state_dict_file(path), strict=True)

@@ -8,11 +8,13 @@
     results.json       the run's headline numbers                              evaluate -> report
 
 Every write is atomic and done by rank 0 only; every read names the stage to run first when its
-file is missing.
+file is missing, and checks what it read: a damaged or foreign file is one InputError naming it
+and the stage that writes it, never a traceback or a silently wrong run.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,16 +22,45 @@ from typing import Any
 import torch
 from torch import nn
 
+from hpcue.errors import InputError, NonFiniteError
 from hpcue.io import atomic_write, atomic_write_json
 from hpcue.stages.rundir import RunDir
 
 
 def _save(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """Serialised in memory, then written as plain bytes: a full disk is an OSError that
+    atomic_write names, not a failure inside torch's zip writer."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
-def _load(run: RunDir, path: Path, stage: str) -> Any:
-    return torch.load(run.require(path, stage), map_location="cpu", weights_only=True)
+def _load(run: RunDir, path: Path, stage: str) -> dict[str, Any]:
+    """A dict of tensors and numbers that ``stage`` wrote; only weights, never code, is loaded."""
+    run.require(path, stage)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, random bytes, pickled code: torch raises many kinds
+        first = str(exc).split(". ")[0].splitlines()[0] if str(exc) else ""
+        raise _damaged(run, path, stage, f"not readable ({type(exc).__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise _damaged(run, path, stage, f"holds a {type(state).__name__}, not a dict")
+    return state
+
+
+def _damaged(run: RunDir, path: Path, stage: str, problem: str) -> InputError:
+    return InputError(f"{path}: {problem}; rerun `hpcue {stage} --out {run.root}` to write it "
+                      f"again")
+
+
+def _tensor(run: RunDir, path: Path, stage: str, state: dict, key: str, dims: int,
+            floating: bool) -> torch.Tensor:
+    value = state.get(key)
+    if (not isinstance(value, torch.Tensor) or value.dim() != dims
+            or value.is_floating_point() != floating):
+        kind = "floating" if floating else "integer"
+        raise _damaged(run, path, stage, f"{key!r} should be a {dims}-d {kind} tensor")
+    return value
 
 
 @dataclass
@@ -47,8 +78,13 @@ def write_clusters(run: RunDir, clusters: Clusters) -> None:
 
 
 def read_clusters(run: RunDir) -> Clusters:
-    state = _load(run, run.clusters, "cluster")
-    return Clusters(state["centers"], state["assignments"])
+    path = run.clusters
+    state = _load(run, path, "cluster")
+    centers = _tensor(run, path, "cluster", state, "centers", 2, floating=True)
+    assignments = _tensor(run, path, "cluster", state, "assignments", 1, floating=False)
+    if len(assignments) and (assignments.min() < 0 or assignments.max() >= len(centers)):
+        raise _damaged(run, path, "cluster", f"assignments outside 0..{len(centers) - 1}")
+    return Clusters(centers, assignments)
 
 
 @dataclass
@@ -58,13 +94,32 @@ class Perturbations:
     state: dict[str, Any] = field(default_factory=dict)  # what made them (generator weights)
 
 
+def check_deltas(deltas: torch.Tensor, epsilon: float, where: str) -> None:
+    """Finite and within the budget: a diverged training must never become a published set."""
+    if not bool(torch.isfinite(deltas).all()):
+        raise NonFiniteError(f"{where}: the perturbations hold NaN or infinite values (the "
+                             f"training diverged): lower train.lr and run `hpcue train` again")
+    largest = float(deltas.abs().max()) if deltas.numel() else 0.0
+    if largest > epsilon * (1 + 1e-5):
+        raise InputError(f"{where}: a perturbation reaches {largest:.6f}, beyond epsilon "
+                         f"{epsilon:.6f}")
+
+
 def write_perturbations(run: RunDir, p: Perturbations) -> None:
+    check_deltas(p.deltas, p.epsilon, f"{run.perturbations} (not written)")
     _save(run.perturbations, {"deltas": p.deltas, "epsilon": p.epsilon, **p.state})
 
 
 def read_perturbations(run: RunDir) -> Perturbations:
-    state = _load(run, run.perturbations, "train")
-    deltas, epsilon = state.pop("deltas"), state.pop("epsilon")
+    path = run.perturbations
+    state = _load(run, path, "train")
+    deltas = _tensor(run, path, "train", state, "deltas", 4, floating=True)
+    del state["deltas"]
+    epsilon = state.pop("epsilon", None)
+    if not isinstance(epsilon, float | int) or not 0 < epsilon <= 1:
+        raise _damaged(run, path, "train", f"'epsilon' should be a number in (0, 1], "
+                                           f"got {epsilon!r}")
+    check_deltas(deltas, float(epsilon), str(path))
     return Perturbations(deltas, float(epsilon), state)
 
 

@@ -90,16 +90,7 @@ class StageContext:
 
     def inputs(self, stage: str) -> dict[str, Path]:
         """The files ``stage`` reads, by label (their digests go into its record)."""
-        run = self.run
-        return {
-            "cluster": {"data": self.data.root},
-            "train": {"data": self.data.root, "clusters": run.clusters,
-                      "surrogate": run.surrogate},
-            "generate": {"data": self.data.root, "clusters": run.clusters,
-                         "perturbations": run.perturbations},
-            "evaluate": {"data": self.data.root, "clusters": run.clusters,
-                         "unlearnable": run.unlearnable},
-        }[stage]
+        return {"data": self.data.root, **self.run.stage_inputs(stage)}
 
     def probed_plan(self, section: str, module: L.LightningModule,
                     batch_of: Callable[[int], Any]) -> BatchPlan:

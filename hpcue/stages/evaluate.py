@@ -127,7 +127,8 @@ def run(ctx: StageContext) -> dict:
              for name, (arm, _, s) in zip(names, pairs, strict=True)}
     test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)
     trainer = ctx.trainer("victims", v.epochs, accumulate=plan.accumulate_grad_batches)
-    trainer.fit(module, train, val_dataloaders=test, ckpt_path=ctx.resume_path("victims"))
+    trainer.fit(module, train, val_dataloaders=test, ckpt_path=ctx.resume_path("victims"),
+                weights_only=True)
     trainer.test(module, test, verbose=False)
 
     n = len(seeds)

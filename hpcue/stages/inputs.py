@@ -7,6 +7,7 @@ from hpcue.data.options import PrepareOptions
 from hpcue.data.prepare import is_prepared, prepare
 from hpcue.data.shards import ShardError, ShardSet, open_h5, open_shards
 from hpcue.distributed import collectives
+from hpcue.models.surrogate import require_weights
 from hpcue.stages.rundir import RunDir
 
 
@@ -28,8 +29,16 @@ def check_data(cfg: RunConfig, shards: ShardSet) -> None:
     check_consistency(cfg, shards.size("train"), shards.size("test"), collectives.world_size())
 
 
-def preflight(cfg: RunConfig, run: RunDir) -> None:
-    """check_data on shards that already exist, before a stage clears or overwrites anything."""
+def preflight(cfg: RunConfig, run: RunDir, stage: str) -> None:
+    """What ``stage`` needs, checked before it clears or overwrites anything: the earlier
+    stages' files, the surrogate's weights, and the config against shards that exist."""
+    for label, path in run.stage_inputs(stage).items():
+        if label == "surrogate" and (cfg.surrogate.arch != "small_cnn"
+                                     or cfg.surrogate.weights is not None):
+            continue  # only the debug small CNN is trained (and saved) by the cluster stage
+        run.require(path, run.producer(path))
+    if stage in ("cluster", "train"):
+        require_weights(cfg.surrogate.arch, cfg.surrogate.weights)
     d = cfg.data
     if d.shards is not None:
         check_data(cfg, open_shards(d.shards))

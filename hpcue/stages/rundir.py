@@ -7,6 +7,7 @@ interrupted stage never leaves a file the next one would trust. Sweeps and repor
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,16 @@ class RunDir:
         return self.results.is_file()
 
     @property
+    def lock(self) -> Path:
+        """Held (advisory) by the one hpcue command working in this directory."""
+        return self.root / ".hpcue.lock"
+
+    @property
+    def replaced(self) -> Path:
+        """What a stage replaces waits here until it succeeds (restored on bad input)."""
+        return self.root / ".replaced"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 
@@ -93,12 +104,58 @@ class RunDir:
             "evaluate": [self.results, self.victim_curves, self.stage_checkpoints("victims")],
         }[stage]
 
+    def stage_inputs(self, stage: str) -> dict[str, Path]:
+        """The files of this directory ``stage`` reads (besides the data), by label."""
+        return {
+            "cluster": {},
+            "train": {"clusters": self.clusters, "surrogate": self.surrogate},
+            "generate": {"clusters": self.clusters, "perturbations": self.perturbations},
+            "evaluate": {"clusters": self.clusters, "unlearnable": self.unlearnable},
+        }[stage]
+
+    def producer(self, path: Path) -> str:
+        """The stage that writes ``path``."""
+        return next(s for s in STAGES if path in self.stage_outputs(s))
+
+    def set_aside(self, path: Path, copy: bool = False) -> None:
+        """Move (or copy) ``path`` into ``replaced``, so a stage that fails on bad input can
+        put it back (``restore_replaced``) and one that succeeds drops it."""
+        if not path.exists():
+            return
+        manifest = self.replaced / "moved.json"
+        moved = read_json(manifest) if manifest.is_file() else []
+        self.replaced.mkdir(exist_ok=True)
+        kept = self.replaced / str(len(moved))
+        if copy:
+            shutil.copy2(path, kept)
+        else:
+            os.replace(path, kept)
+        atomic_write_json(manifest, [*moved, str(path.relative_to(self.root))])
+
+    def restore_replaced(self) -> list[str]:
+        """Put back what the failed stage's claim set aside, over what the stage wrote since."""
+        manifest = self.replaced / "moved.json"
+        if not manifest.is_file():
+            return []
+        moved = read_json(manifest)
+        for i, rel in enumerate(moved):
+            target = self.root / rel
+            _remove(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.replaced / str(i), target)
+        shutil.rmtree(self.replaced)
+        return moved
+
+    def drop_replaced(self) -> None:
+        shutil.rmtree(self.replaced, ignore_errors=True)
+
     def clear_from(self, stage: str) -> list[str]:
-        """Called (rank 0) before ``stage`` runs: forget what must not survive it.
+        """Called (rank 0) before ``stage`` runs: set aside what must not survive it.
 
         Later stages' files were derived from this stage's old outputs: their records,
         outputs and epoch checkpoints go. The stage itself keeps its epoch checkpoints (a
         stopped training resumes) unless it had finished, in which case it starts afresh.
+        What goes is moved to ``replaced``, not deleted, until the stage has succeeded.
         Returns the stages whose finished results were cleared.
         """
         cleared: list[str] = []
@@ -110,12 +167,8 @@ class RunDir:
                 continue
             if record.exists():
                 cleared.append(name)
-            record.unlink(missing_ok=True)
-            for path in self.stage_outputs(name):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+            for path in (record, *self.stage_outputs(name)):
+                self.set_aside(path)
         return cleared
 
     def stage_record(self, stage: str) -> Path:
@@ -136,3 +189,10 @@ class RunDir:
     def read_record(self, stage: str) -> dict[str, Any]:
         path = self.require(self.stage_record(stage), stage)
         return read_json(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

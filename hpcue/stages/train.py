@@ -38,7 +38,8 @@ def run(ctx: StageContext) -> dict:
         trainer = ctx.trainer("train", cfg.train.epochs, [meter],
                               accumulate=probed.accumulate_grad_batches)
         trainers.append(trainer)
-        trainer.fit(module, batches, ckpt_path=ctx.resume_path("train"))
+        trainer.fit(module, batches, ckpt_path=ctx.resume_path("train"),
+                    weights_only=True)
 
     inputs = AttackInputs(
         groups=clusters.assignments, num_groups=clusters.num_clusters,
@@ -54,5 +55,6 @@ def run(ctx: StageContext) -> dict:
                 epsilon=cfg.train.epsilon,
                 perturbation_channels=ctx.perturbation_channels,
                 images_per_second=round(meter.images_per_second, 2), train_images=meter.images,
-                final_uc_loss=float(metrics.get("uc_loss_epoch", float("nan"))),
+                final_uc_loss=(float(metrics["uc_loss_epoch"]) if "uc_loss_epoch" in metrics
+                               else None),
                 max_abs_delta=float(result.deltas.abs().max()))

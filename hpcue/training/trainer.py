@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
@@ -17,6 +18,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from hpcue.distributed import collectives
 from hpcue.distributed.lightning_env import RankAsNode
 from hpcue.distributed.topology import current
+from hpcue.errors import InputError, NonFiniteError
 
 # Lightning's advice on worker counts and small logging intervals is noise for tiny debug runs.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -54,6 +56,25 @@ class Throughput(Callback):
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
+class FiniteLoss(Callback):
+    """Stop a training whose loss is NaN or infinite, naming it, the epoch and the step.
+
+    A diverged stage 1 would otherwise publish black images and a diverged victim would score
+    chance: both read as excellent protection. Parameters are the same on every rank after an
+    all-reduced step, so a diverged model stops every rank at the same step.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
+            raise NonFiniteError(f"training {self.name!r}: the loss became {float(loss)} at "
+                                 f"epoch {trainer.current_epoch}, step {batch_idx}: it diverged; "
+                                 f"lower its lr (or raise its warmup) and rerun")
+
+
 @dataclass(frozen=True)
 class TrainerSettings:
     """The runtime settings every Trainer takes (``runtime.*`` in the config)."""
@@ -69,7 +90,22 @@ def resume_path(checkpoints: Path) -> str | None:
     Rank 0 looks and tells the others, so all ranks resume from the same point or none does.
     """
     last = Path(checkpoints) / "last.ckpt"
-    return collectives.broadcast_object(str(last) if last.is_file() else None)
+    path = collectives.broadcast_object(str(last) if last.is_file() else None)
+    if path is not None:
+        check_checkpoint(Path(path))
+    return path
+
+
+def check_checkpoint(path: Path) -> None:
+    """An epoch checkpoint loads as weights only (never code), before Lightning resumes from it
+    (fit's ``weights_only=True`` then loads it the same way): a damaged or crafted file is one
+    InputError naming it."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged or unsafe file
+        first = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: not an epoch checkpoint hpcue can load as weights only "
+                         f"({first}); delete it to start that training afresh") from None
 
 
 def _log_version(checkpoints: Path, logs: Path) -> str:
@@ -114,6 +150,7 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
                    # every epoch: a run stopped by its wall time resumes from the last one
                    ModelCheckpoint(dirpath=checkpoints, save_last=True,
                                    save_top_k=1, every_n_epochs=1),
+                   FiniteLoss(name),
                    *(callbacks or [])],
         enable_model_summary=False,
         log_every_n_steps=5,
