@@ -22,8 +22,7 @@ def load_digits_splits(image_size: int, test_fraction: float, seed: int) -> dict
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
-    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    images = resize_uint8(gray_to_rgb(images), image_size)
+    images = gray_to_rgb(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8))
     labels = bunch.target.astype(np.int64)
     try:
         idx_train, idx_test = train_test_split(
@@ -33,10 +32,10 @@ def load_digits_splits(image_size: int, test_fraction: float, seed: int) -> dict
         raise InputError(f"digits ({len(labels)} images, {len(bunch.target_names)} classes): "
                          f"test fraction {test_fraction} cannot split it ({exc})") from None
     classes = [str(c) for c in bunch.target_names]
-    return {
-        "train": ImageArrays(images[np.sort(idx_train)], labels[np.sort(idx_train)], classes),
-        "test": ImageArrays(images[np.sort(idx_test)], labels[np.sort(idx_test)], classes),
-    }
+    # each split resized on its own: the resized set exists once, never copied by indexing
+    return {split: ImageArrays(resize_uint8(images[np.sort(idx)], image_size),
+                               labels[np.sort(idx)], classes)
+            for split, idx in (("train", idx_train), ("test", idx_test))}
 
 
 def train_size(test_fraction: float) -> int:
