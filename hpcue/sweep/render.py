@@ -1,19 +1,43 @@
-"""Job scripts from the templates in ``jobs/``: one per sweep point, never hand-edited."""
+"""Job scripts from the templates in ``jobs/``: one per sweep point, never hand-edited.
+
+A job script is shell, and its ``#SBATCH``/``#BSUB`` block ends at the first line that is not a
+directive: a value pasted in with a newline would run a command of its own and silently drop
+every directive after it. So each value is checked right before it is rendered (``FIELDS``
+says how, per template field), though a loaded spec and profile were checked already.
+"""
 
 from __future__ import annotations
 
+import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from string import Template
 
-from hpcue.errors import ConfigError
+from hpcue.errors import ConfigError, InputError
 from hpcue.io import atomic_write_text
 from hpcue.stages.provenance import slice_digest
 from hpcue.stages.rundir import RunDir
-from hpcue.sweep.spec import Point, Sweep
+from hpcue.sweep.spec import Point, Sweep, one_line, plain_name, scheduler_word, scheduler_words
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
 TEMPLATES = {"slurm": "slurm.sbatch", "lsf": "lsf.bsub"}
+
+#: every ${field} of the templates and what keeps it from adding a line or a word to the script
+#: (a test holds the templates to these keys: a new field must say how it is safe)
+FIELDS = {
+    "sweep": "plain_name", "point": "plain_name", "job_name": "two plain names",
+    "nodes": "an int", "ranks_per_node": "an int", "walltime": "made from int minutes",
+    "directives": "ints, and scheduler_word(s) for the account and partition",
+    "account": "scheduler_word", "queue": "scheduler_word",
+    "run_dir": "directive_path: the --runs directory and two plain names",
+    "setup": "one_line each: the trusted profile's own shell code",
+    "launch": "one_line: the trusted profile's own shell code, formatted with ints",
+    "command": "shlex.join: every word quoted",
+}
+#: a path a directive can take (#SBATCH --output, #BSUB -o): no blank, quote, '%' (Slurm's
+#: and LSF's own placeholders) or shell character
+DIRECTIVE_PATH = re.compile(r"[A-Za-z0-9_.+,=@:/][A-Za-z0-9_.+,=@:/-]*")
 
 
 def sweep_dir(sweep: Sweep, runs: Path = Path("runs")) -> Path:
@@ -81,8 +105,44 @@ def render_cluster_job(sweep: Sweep, digest: str, scheduler: str,
                    run_command(sweep, point, runs, stage="cluster", out=out))
 
 
+def directive_path(value: str) -> str:
+    """``value`` if a #SBATCH/#BSUB line can take it as a path (``DIRECTIVE_PATH``)."""
+    if not DIRECTIVE_PATH.fullmatch(value):
+        raise ValueError(f"{value!r} cannot go into a #SBATCH/#BSUB line: letters, digits, "
+                         f"/ _ . + , = @ : - only, not starting with -")
+    return value
+
+
+def _check(where: str, key: str, value: str, check: Callable[[str], str],
+           error: type[Exception] = ConfigError) -> None:
+    try:
+        check(value)
+    except ValueError as exc:
+        raise error(f"{where}: {key}: {exc}") from None
+
+
+def check_values(sweep: Sweep, label: str, run_dir: Path) -> None:
+    """Refuse a value that would reach ``label``'s job script unchecked (a Sweep built in code,
+    or a spec changed after loading, skips the checks that loading does)."""
+    m, s = sweep.machine, sweep.spec
+    spec, profile = str(sweep.source), f"machine profile {m.name!r}"
+    _check(spec, "name", s.name, plain_name)
+    _check(spec, "point", label, plain_name)
+    if s.account is not None:
+        _check(spec, "account", s.account, scheduler_word)
+    if m.partition is not None:
+        _check(profile, "partition", m.partition, scheduler_words)
+    if m.queue is not None:
+        _check(profile, "queue", m.queue, scheduler_word)
+    _check(profile, "launch", m.launch, one_line)
+    for line in m.setup:
+        _check(profile, "setup", line, one_line)
+    _check("--runs", "job directory", str(run_dir), directive_path, InputError)
+
+
 def _script(sweep: Sweep, scheduler: str, point: Point, label: str, run_dir: Path,
             command: list[str]) -> str:
+    check_values(sweep, label, run_dir)
     m, s = sweep.machine, sweep.spec
     launch = m.launch.format(world_size=point.world_size, ranks_per_node=point.ranks_per_node,
                              nodes=point.nodes)

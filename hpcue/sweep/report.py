@@ -2,14 +2,24 @@
 
 Rows group runs that differ only in their seed: same data set, settings (the run's config.yaml),
 global batch size, world size and lr rule; accuracies are mean and standard deviation over
-those seeds, beside the random-noise baseline. Points a sweep expected (its ``sweep.json``)
-that have no ``results.json`` are listed as missing, never silently dropped.
+those seeds, beside the random-noise baseline.
+
+Nothing is dropped silently. A point a sweep expected (its ``sweep.json``) that has no
+``results.json`` (not run, failed, or stopped: its finished stages are named) is listed as
+missing or failed. So is a run whose ``results.json`` cannot be reported: not JSON, not an
+object, a key the report reads missing or of the wrong type, or NaN or Infinity (which Python's
+json reads) in a value the report reads; its path and the key are named, and it is in no row,
+mean, CSV or plot. Such a run is counted as failed rather than stopping the whole report: in a
+sweep of dozens of points one damaged file should not hide the rest, and the list under the
+table (also printed) says which point to rerun. A damaged ``sweep.json`` is an error, though:
+without it the report cannot tell which points are missing.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -19,8 +29,8 @@ import yaml
 from hpcue.errors import InputError, MissingInputError
 from hpcue.evaluation.metrics import sample_std
 from hpcue.io import atomic_write, atomic_write_text, read_json
-from hpcue.stages.rundir import RunDir
-from hpcue.sweep.spec import slug
+from hpcue.stages.rundir import STAGES, RunDir
+from hpcue.sweep.spec import CONTROL, slug
 
 COLUMNS = ["dataset", "setting", "global_batch_size", "world_size", "lr_scaling", "seeds",
            "expected_seeds", "clean_test_acc_mean", "clean_test_acc_std",
@@ -47,27 +57,146 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 def settings(run_dir: Path) -> dict:
     """The run's config as ``{dotted key: value}``, without what cannot change a result."""
     path = RunDir(Path(run_dir)).config
-    flat = _flat(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-    return {k: v for k, v in flat.items() if k not in NOT_A_SETTING}
+    if not path.is_file():
+        return {}
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"{path}: not valid YAML"
+                         + (f" (line {mark.line + 1})" if mark else "")) from None
+    if not isinstance(tree, dict):
+        raise InputError(f"{path}: not a mapping but {type(tree).__name__}")
+    return {k: v for k, v in _flat(tree).items() if k not in NOT_A_SETTING}
 
 
-def collect(runs: Path) -> tuple[list[dict], list[str], dict[str, int]]:
-    """All results.json under ``runs``, the expected points that have none, and how many seeds
-    each sweep directory expected."""
-    results = []
-    for path in sorted(Path(runs).rglob(RunDir.RESULTS)):
-        data = read_json(path)
-        data["_dir"] = str(path.parent)
-        data["_settings"] = settings(path.parent)
-        results.append(data)
-    missing, expected = [], {}
-    for manifest in sorted(Path(runs).rglob("sweep.json")):
-        sweep = read_json(manifest)
-        expected[str(manifest.parent)] = len(sweep.get("seeds", [])) or None
-        for point in sweep.get("points", []):
+#: what the report reads from a results.json: dotted key -> (required, kind)
+READS = {
+    "dataset": (True, "text"), "global_batch_size": (True, "count"),
+    "world_size": (False, "count"), "stage1_batch.lr_scaling": (False, "text"),
+    "clean_test_acc": (True, "number"), "unlearnable_test_acc": (True, "number"),
+    "worst_case_unlearnable_test_acc": (False, "number"),
+    "baselines.random.mean": (False, "number"), "cluster_purity": (True, "number"),
+    "stage1_images_per_second": (True, "number"), "seconds": (True, "numbers"),
+}
+_ABSENT = object()
+
+
+def _lookup(data: dict, key: str) -> object:
+    """``data``'s value at a dotted key, or _ABSENT (a null object on the way is absent)."""
+    node: object = data
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if node is None or node is _ABSENT:
+            return _ABSENT
+        if not isinstance(node, dict):
+            raise ValueError(f"{'.'.join(parts[:i])} is {node!r}, not an object")
+        node = node.get(part, _ABSENT)
+    return node
+
+
+def _is_number(value: object) -> bool:
+    """A finite int or float: json reads NaN and Infinity, and neither may reach a mean."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _kind_problem(value: object, kind: str) -> str | None:
+    if kind == "text" and not (isinstance(value, str) and value and not CONTROL.search(value)):
+        return "not a one-line text"
+    if kind == "count" and not (isinstance(value, int) and not isinstance(value, bool)
+                                and value > 0):
+        return "not a positive integer"
+    if kind == "number" and not _is_number(value):
+        return "not a finite number"
+    if kind == "numbers" and not (isinstance(value, dict)
+                                  and all(_is_number(v) for v in value.values())):
+        return "not an object of finite numbers"
+    return None
+
+
+def unusable(data: object) -> str | None:
+    """Why a results.json cannot be reported (None: it can): the first key that is missing,
+    of the wrong type, or NaN or Infinity, or that it is not an object."""
+    if not isinstance(data, dict):
+        return f"not a JSON object but {type(data).__name__}"
+    for key, (required, kind) in READS.items():
+        try:
+            value = _lookup(data, key)
+        except ValueError as exc:
+            return str(exc)
+        if value is _ABSENT:
+            if required:
+                return f"no {key}"
+            continue
+        problem = _kind_problem(value, kind)
+        if problem:
+            return f"{key} is {value!r}, {problem}"
+    return None
+
+
+def read_result(path: Path) -> dict:
+    """One results.json with its run's directory and settings; an InputError naming the file
+    and key when it cannot be reported.
+
+    Read with json itself, which takes NaN and Infinity, so that ``unusable`` names their key.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    why = unusable(data)
+    if why:
+        raise InputError(f"{path}: {why}")
+    data["_dir"] = str(path.parent)
+    data["_settings"] = settings(path.parent)
+    return data
+
+
+def unfinished(run_dir: Path) -> str:
+    """Why a point has no results: not run, or stopped or failed after the stages named."""
+    run = RunDir(run_dir)
+    done = [stage for stage in STAGES if run.stage_record(stage).is_file()]
+    if done:
+        return f"stopped or failed after stage {done[-1]}: no {RunDir.RESULTS}"
+    return f"not run, or stopped in its first stage: no {RunDir.RESULTS}"
+
+
+def _manifest(path: Path) -> tuple[list[str], int | None]:
+    """A sweep.json's point names and number of seeds; an InputError if it is damaged."""
+    sweep = read_json(path)
+    points = sweep.get("points", []) if isinstance(sweep, dict) else None
+    seeds = sweep.get("seeds", []) if isinstance(sweep, dict) else None
+    if (not isinstance(points, list) or not all(isinstance(p, str) for p in points)
+            or not isinstance(seeds, list)):
+        raise InputError(f"{path}: not a sweep manifest (an object with a points list of names "
+                         f"and a seeds list); `hpcue sweep submit` or `local` writes it again")
+    return points, len(seeds) or None
+
+
+def collect(runs: Path) -> tuple[list[dict], dict[str, str], dict[str, int]]:
+    """All reportable results.json under ``runs``; the runs that failed, with why (an expected
+    point without results, a results.json that cannot be reported); and how many seeds each
+    sweep directory expected."""
+    runs = Path(runs)
+    results, failed = [], {}
+    for path in sorted(runs.rglob(RunDir.RESULTS)):
+        try:
+            results.append(read_result(path))
+        except InputError as exc:
+            failed[_name(runs, path.parent)] = str(exc)
+    expected = {}
+    for manifest in sorted(runs.rglob("sweep.json")):
+        points, expected[str(manifest.parent)] = _manifest(manifest)
+        for point in points:
             if not RunDir(manifest.parent / point).finished:
-                missing.append(f"{manifest.parent.name}/{point}")
-    return results, missing, expected
+                failed[_name(runs, manifest.parent / point)] = unfinished(manifest.parent / point)
+    return results, failed, expected
+
+
+def _name(runs: Path, run_dir: Path) -> str:
+    """A run as the report names it: its directory under ``runs``."""
+    return str(run_dir.relative_to(runs)) if run_dir != runs else run_dir.name
 
 
 def _labels(groups: dict[tuple, list[dict]]) -> dict[tuple, str]:
@@ -138,7 +267,7 @@ def _seeds(row: dict) -> str:
     return f"{row['seeds']} of {want} (!)" if want and row["seeds"] < want else str(row["seeds"])
 
 
-def markdown(rows: list[dict], missing: list[str]) -> str:
+def markdown(rows: list[dict], failed: dict[str, str]) -> str:
     lines = ["| data set | setting | global batch | world size | lr rule | seeds | clean acc | "
              "unlearnable acc | random-noise acc | worst case | purity | seconds | "
              "stage-1 img/s |",
@@ -156,8 +285,9 @@ def markdown(rows: list[dict], missing: list[str]) -> str:
               "seed's figure is itself the mean over its victim seeds); lower unlearnable "
               "accuracy is better protection, and it counts only as far as it is below "
               "random noise. (!): fewer seeds finished than the sweep asked for."]
-    if missing:
-        lines += ["", f"Missing or failed points ({len(missing)}): " + ", ".join(missing)]
+    if failed:
+        lines += ["", f"Missing or failed points ({len(failed)}): " + ", ".join(failed), ""]
+        lines += [f"- {name}: {why}" for name, why in failed.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -230,10 +360,12 @@ def report(runs: Path, out: Path | None = None) -> dict[str, Path]:
     runs = Path(runs)
     if not runs.is_dir():
         raise MissingInputError(f"{runs}: runs directory not found")
-    results, missing, expected = collect(runs)
+    results, failed, expected = collect(runs)
     if not results:
-        raise InputError(f"{runs}: no results.json found (nothing finished yet)"
-                         + (f"; missing: {', '.join(missing)}" if missing else ""))
+        found = ("none of its results.json can be reported" if any(runs.rglob(RunDir.RESULTS))
+                 else "no results.json found (nothing finished yet)")
+        raise InputError(f"{runs}: {found}"
+                         + "".join(f"; {name}: {why}" for name, why in failed.items()))
     out = Path(out) if out is not None else runs / "report"
     rows = summarise(results, expected)
 
@@ -244,9 +376,11 @@ def report(runs: Path, out: Path | None = None) -> dict[str, Path]:
             writer.writerows(rows)
 
     atomic_write(out / "report.csv", write_csv)
-    atomic_write_text(out / "report.md", markdown(rows, missing))
+    atomic_write_text(out / "report.md", markdown(rows, failed))
     plots = plot(rows, out)
-    if missing:
-        print(f"[hpcue] missing or failed points: {', '.join(missing)}")
+    if failed:
+        print(f"[hpcue] {len(failed)} missing or failed points, in no row of the report:")
+        for name, why in failed.items():
+            print(f"[hpcue]   {name}: {why}")
     return {"csv": out / "report.csv", "markdown": out / "report.md",
             "batch_plots": plots[:-1], "throughput_plot": plots[-1]}

@@ -3,6 +3,12 @@
 A spec names configs (one per data set), the batch sizes and seeds to cross (and optionally lr
 rules, K and eps), nodes per point and a machine profile from ``configs/machines/``. Every point
 is validated as a full run config before anything is rendered or submitted.
+
+Every value that reaches a job script is checked here, on loading, against what the scheduler
+accepts (``plain_name``, ``scheduler_word``, ``one_line``), and again when it is rendered: a
+newline in an account would start a command of its own and end the ``#SBATCH``/``#BSUB`` block.
+A machine profile's ``launch`` and ``setup`` lines are shell code: the profile is trusted code
+that the user chose, like a script they run, so those lines are only held to one line each.
 """
 
 from __future__ import annotations
@@ -15,7 +21,15 @@ from itertools import product
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hpcue.config import ConfigError, RunConfig, format_errors, load_config, read_yaml_mapping
 from hpcue.data.importers import digits
@@ -25,11 +39,55 @@ from hpcue.data.shards import META, open_shards
 MACHINES_DIR = Path("configs") / "machines"
 
 
+#: a machine or sweep name: it becomes a file or directory name (configs/machines/<name>.yaml,
+#: runs/<name>/), so one path component, never '..', never read as an option
+PLAIN_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: one value of a #SBATCH/#BSUB directive (account, queue, one partition): what Slurm and LSF
+#: take in names, and nothing a shell or the directive parser reads as something else
+SCHEDULER_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+#: C0 control characters but the tab, and DEL: a newline or carriage return ends a script line
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def plain_name(value: str) -> str:
+    """``value`` if it is a plain name (``PLAIN_NAME``), else a ValueError that says why."""
+    if not PLAIN_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a plain name: letters, digits, _ . - only, "
+                         f"starting with a letter or digit, no '..'")
+    return value
+
+
+def scheduler_word(value: str) -> str:
+    """``value`` if a scheduler directive can take it as one word (``SCHEDULER_WORD``)."""
+    if not SCHEDULER_WORD.fullmatch(value):
+        raise ValueError(f"{value!r} is not a plain name: letters, digits, _ . + - only, "
+                         f"not starting with . + -")
+    return value
+
+
+def scheduler_words(value: str) -> str:
+    """A comma-separated list of scheduler words (Slurm takes several partitions so)."""
+    for word in value.split(","):
+        if not SCHEDULER_WORD.fullmatch(word):
+            raise ValueError(f"{value!r} is not a comma-separated list of plain names: "
+                             f"letters, digits, _ . + - only, not starting with . + -")
+    return value
+
+
+def one_line(value: str) -> str:
+    """A line of a profile's own shell code: anything but a control character (a newline)."""
+    if CONTROL.search(value):
+        raise ValueError(f"{value!r} holds a control character (a newline?): one line each")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class MachineProfile(_Strict):
+    """A machine: its scheduler, sizes, and the shell lines each job runs (trusted code)."""
+
     name: str
     scheduler: Literal["slurm", "lsf"]
     gpus_per_node: int = Field(ge=0)
@@ -53,7 +111,20 @@ class MachineProfile(_Strict):
             raise ValueError(f"launch line {value!r} may only use {{world_size}}, "
                              f"{{ranks_per_node}} and {{nodes}} (literal braces doubled: "
                              f"{{{{ }}}}); failed on {exc}") from None
-        return value
+        return one_line(value)
+
+    _name = field_validator("name")(plain_name)
+
+    @field_validator("queue", "partition")
+    @classmethod
+    def _scheduler_names(cls, value: str | None, info: ValidationInfo) -> str | None:
+        check = scheduler_words if info.field_name == "partition" else scheduler_word
+        return value if value is None else check(value)
+
+    @field_validator("setup")
+    @classmethod
+    def _setup(cls, lines: list[str]) -> list[str]:
+        return [one_line(line) for line in lines]
 
 
 def parse_walltime(text: str) -> int:
@@ -68,11 +139,15 @@ def parse_walltime(text: str) -> int:
     return total
 
 
+#: the spec's lists that are crossed into its points
+AXES = ("configs", "global_batch_sizes", "seeds", "lr_scaling", "num_clusters", "epsilon")
+
+
 class SweepSpec(_Strict):
     name: str
     machine: str
-    configs: list[Path] = Field(min_length=1)
-    global_batch_sizes: list[int] = Field(min_length=1)
+    configs: list[Path]
+    global_batch_sizes: list[int]
     seeds: list[int] = [0]
     lr_scaling: list[Literal["none", "linear", "sqrt"]] | None = None
     num_clusters: list[int] | None = None
@@ -122,12 +197,26 @@ class SweepSpec(_Strict):
         r = self.images_per_second
         return r.get(str(config), r.get("default"))
 
-    @field_validator("name")
+    _names = field_validator("name", "machine")(plain_name)
+
+    @field_validator("account")
     @classmethod
-    def _name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", value):
-            raise ValueError(f"sweep name {value!r}: use letters, digits, '.', '_' and '-'")
-        return value
+    def _account(cls, value: str | None) -> str | None:
+        return value if value is None else scheduler_word(value)
+
+    @field_validator(*AXES)
+    @classmethod
+    def _axis(cls, values: list | None) -> list | None:
+        """An axis crossed into the points: an empty one would silently make no points (or
+        drop the axis), and a repeated value two points of one name."""
+        if values is None:
+            return None
+        if not values:
+            raise ValueError("an empty list: give at least one value (or leave the key out)")
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} given more than once")
+        return values
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from hpcue.sweep.render import (
     run_command,
     sweep_dir,
 )
-from hpcue.sweep.spec import Sweep
+from hpcue.sweep.spec import Point, Sweep
 
 SUBMIT = {"slurm": "sbatch", "lsf": "bsub"}
 QUEUE = {"slurm": ["squeue", "-h", "-o", "%i"], "lsf": ["bjobs", "-noheader", "-o", "jobid"]}
@@ -177,18 +178,48 @@ def status(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
     return states
 
 
+def local_command(sweep: Sweep, point: Point, runs: Path, mpiexec: int | None) -> list[str]:
+    """``hpcue run`` for one point, in this Python (optionally under mpiexec -n N)."""
+    cmd = [sys.executable, "-m", "hpcue.cli", *run_command(sweep, point, runs)[1:]]
+    if mpiexec:
+        cmd = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(mpiexec), *cmd]
+    return cmd
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def run_failure(returncode: int, run_dir: Path) -> str | None:
+    """Why a point's run failed (None: it finished): a non-zero exit status, a signal (a
+    negative return code), or no results.json even so."""
+    if returncode < 0:
+        return f"killed by {_signal_name(-returncode)}"
+    if returncode > 128:  # how a shell, and hpcue itself, report a stopping signal
+        return f"exit status {returncode} (stopped by {_signal_name(returncode - 128)}?)"
+    if returncode:
+        return f"exit status {returncode}"
+    if not RunDir(run_dir).finished:
+        return f"exit status 0 but no {RunDir.RESULTS}"
+    return None
+
+
 def run_local(sweep: Sweep, runs: Path = Path("runs"), mpiexec: int | None = None) -> list[str]:
-    """Every unfinished point on this machine, one after another (optionally mpiexec -n N)."""
+    """Every unfinished point on this machine, one after another; returns the points that
+    failed (each also printed with why), the others going on after a failure."""
     claim_sweep_dir(sweep, runs)
     done, failed = finished(sweep, runs), []
     for point in sweep.points:
         if point.name in done:
             print(f"[hpcue] {point.name}: finished, skipped")
             continue
-        cmd = [sys.executable, "-m", "hpcue.cli", *run_command(sweep, point, runs)[1:]]
-        if mpiexec:
-            cmd = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(mpiexec), *cmd]
+        cmd = local_command(sweep, point, runs, mpiexec)
         print(f"[hpcue] {point.name}: {' '.join(cmd[-4:])} ...", flush=True)
-        if subprocess.run(cmd).returncode:
+        why = run_failure(subprocess.run(cmd).returncode, point_dir(sweep, point, runs))
+        if why:
+            print(f"[hpcue] {point.name}: failed ({why})", flush=True)
             failed.append(point.name)
     return failed
