@@ -66,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "local":
             p.add_argument("--mpiexec", type=int, metavar="N", help="run each point under "
                                                                    "mpiexec -n N")
+    doc = sub.add_parser("doctor", help="check versions, GPUs, the launcher, an all-reduce and "
+                                        "every stage at tiny sizes (about two minutes)")
+    doc.add_argument("--config", type=Path, help="YAML config whose runtime settings (and "
+                                                 "surrogate weights) to check")
+    doc.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE", help="override one config key (repeatable)")
+    doc.add_argument("--launcher", choices=LAUNCHER_CHOICES, help="skip launcher detection")
+    doc.add_argument("--out", type=Path, default=Path("runs"),
+                     help="folder for the tiny run (on a shared file system across nodes; "
+                          "removed when it passes)")
     rep = sub.add_parser("report", help="CSV, Markdown table and plots from a runs directory")
     rep.add_argument("runs", type=Path)
     rep.add_argument("--out", type=Path, help="default: RUNS/report")
@@ -169,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "sweep":
             return _sweep_command(args)
+        if args.command == "doctor":
+            from hpcue.doctor import doctor
+
+            overrides = [*args.overrides, *([f"runtime.launcher={args.launcher}"]
+                                            if args.launcher else [])]
+            return doctor(load_config(args.config, overrides), args.out)
         if args.command == "report":
             from hpcue.sweep.report import report
 

@@ -26,8 +26,17 @@ from hpcue.io import atomic_write_text
 
 __all__ = ["ConfigError", "RunConfig", "check_consistency", "load_config", "save_config"]
 
-#: names that become a path component or a job name: no separators, no "..", no spaces
-PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+#: names that become a path component or a job name (runs, sweeps, machines): no separators,
+#: no "..", no spaces, nothing a shell or a scheduler directive reads as something else
+PLAIN_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def plain_name(value: str) -> str:
+    """``value`` if it is a plain name (``PLAIN_NAME``), else a ValueError that says why."""
+    if not PLAIN_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a plain name: letters, digits, _ . - only, "
+                         f"starting with a letter or digit, no '..'")
+    return value
 
 
 class _Section(BaseModel):
@@ -184,13 +193,7 @@ class RunConfig(_Section):
     victim: VictimConfig = VictimConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, value: str) -> str:
-        if not re.fullmatch(PLAIN_NAME, value):
-            raise ValueError(f"must be a plain folder name (letters, digits, _ . + -, not "
-                             f"starting with . or -), got {value!r}")
-        return value
+    _plain_name = field_validator("name")(plain_name)
 
     @property
     def split_seed(self) -> int:

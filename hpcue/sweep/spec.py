@@ -31,7 +31,14 @@ from pydantic import (
     model_validator,
 )
 
-from hpcue.config import ConfigError, RunConfig, format_errors, load_config, read_yaml_mapping
+from hpcue.config import (
+    ConfigError,
+    RunConfig,
+    format_errors,
+    load_config,
+    plain_name,
+    read_yaml_mapping,
+)
 from hpcue.data.importers import digits
 from hpcue.data.registry import importer
 from hpcue.data.shards import META, open_shards
@@ -39,22 +46,12 @@ from hpcue.data.shards import META, open_shards
 MACHINES_DIR = Path("configs") / "machines"
 
 
-#: a machine or sweep name: it becomes a file or directory name (configs/machines/<name>.yaml,
-#: runs/<name>/), so one path component, never '..', never read as an option
-PLAIN_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: one value of a #SBATCH/#BSUB directive (account, queue, one partition): what Slurm and LSF
 #: take in names, and nothing a shell or the directive parser reads as something else
 SCHEDULER_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 #: C0 control characters but the tab, and DEL: a newline or carriage return ends a script line
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-
-def plain_name(value: str) -> str:
-    """``value`` if it is a plain name (``PLAIN_NAME``), else a ValueError that says why."""
-    if not PLAIN_NAME.fullmatch(value):
-        raise ValueError(f"{value!r} is not a plain name: letters, digits, _ . - only, "
-                         f"starting with a letter or digit, no '..'")
-    return value
 
 
 def scheduler_word(value: str) -> str:
