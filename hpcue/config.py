@@ -177,8 +177,12 @@ class RuntimeConfig(_Section):
         if isinstance(value, int) and value < 1:
             raise ValueError(f"must be at least 1, 'auto' or null, got {value}")
         return value
+    # every training, and the cluster stage's feature extraction; machine profiles choose a
+    # mixed one for their GPUs (V100: 16-mixed; A100, H100, MI250X: bf16-mixed)
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
-    deterministic: bool = True
+    # auto: true on CPUs; "warn" on GPUs, where torch raises on ops without a deterministic
+    # kernel (some backward passes on some torch versions). false also lets cuDNN autotune.
+    deterministic: bool | Literal["warn", "auto"] = "auto"
 
 
 class RunConfig(_Section):

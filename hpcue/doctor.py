@@ -22,7 +22,7 @@ from pathlib import Path
 from hpcue import __version__
 from hpcue.config import RunConfig, load_config
 from hpcue.distributed import collectives
-from hpcue.distributed.topology import Topology, activate, detect, init_process_group
+from hpcue.distributed.topology import Topology
 from hpcue.stages.rundir import STAGES
 
 #: every stage once, in seconds: the smoke run's sizes (the data set is always the digits)
@@ -188,11 +188,11 @@ def doctor(cfg: RunConfig, where: Path, say: Callable[[str], None] = print) -> i
             elif check.ok is False:
                 say(f"rank {collectives.rank()}: {check.line()}")
 
+    from hpcue.pipeline import start
+
     topo: Topology | None = None
     try:
-        topo = detect(cfg.runtime.launcher, cfg.runtime.accelerator)
-        init_process_group(topo, cfg.runtime.timeout_s, cfg.runtime.setup_timeout_s)
-        activate(topo)
+        topo = start(cfg, say=False)
         report([Check("launcher", True, f"{topo.summary()} rank={topo.rank}")])
     except Exception as exc:
         report([Check("launcher", False, f"{type(exc).__name__}: {exc}")])

@@ -14,10 +14,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from hpcue.config import ConfigError, RunConfig, load_config, save_config
 from hpcue.distributed import collectives
-from hpcue.distributed.topology import activate, detect, init_process_group
+from hpcue.distributed.topology import Topology, activate, detect, init_process_group
 from hpcue.errors import HpcueError
 from hpcue.io import exclusive, read_json
 from hpcue.stages import cluster, evaluate, generate, train
@@ -32,13 +33,19 @@ STAGE_RUNNERS: dict[str, Callable[[StageContext], dict]] = dict(zip(
     STAGES, (cluster.run, train.run, generate.run, evaluate.run), strict=True))
 
 
-def start(cfg: RunConfig) -> None:
-    """Find the launcher's topology, join the process group, say what was found (rank 0)."""
+def start(cfg: RunConfig, say: bool = True) -> Topology:
+    """Find the launcher's topology, join the process group, say what was found (rank 0).
+
+    cuDNN autotunes its kernels only when the run need not be deterministic.
+    """
     topo = detect(cfg.runtime.launcher, cfg.runtime.accelerator)
     init_process_group(topo, cfg.runtime.timeout_s, cfg.runtime.setup_timeout_s)
     activate(topo)
-    if topo.is_main:
+    if topo.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = cfg.runtime.deterministic is False
+    if topo.is_main and say:
         print(f"[hpcue] {topo.summary()}", flush=True)
+    return topo
 
 
 # bad input (config, data, missing files or weights, a diverged loss) found by a stage: a run

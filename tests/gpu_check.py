@@ -4,8 +4,9 @@
 
 Runs the whole pipeline at tiny sizes with runtime.accelerator=gpu, full victim protocol
 (seeds, baselines, defenses: the ensemble, the per-cluster all-reduce of stage 1 and the
-accuracy reductions over NCCL), and checks what the run says about itself. Exits non-zero with
-the reason on any failure. Until `hpcue doctor` exists (issue 12), this is the GPU check.
+accuracy reductions over NCCL), and checks what the run says about itself, after `hpcue doctor`
+on the GPU in bf16 (versions, the GPUs, every stage once in mixed precision). Exits non-zero
+with the reason on any failure.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ def main() -> None:
         sys.exit("no CUDA device visible: run this on a GPU node")
     cli = [sys.executable, "-m", "hpcue.cli"]
     with tempfile.TemporaryDirectory() as tmp:
+        doctor = subprocess.run([*cli, "doctor", "--out", tmp, "--set",
+                                 "runtime.accelerator=gpu", "--set",
+                                 "runtime.precision=bf16-mixed"],
+                                cwd=REPO, capture_output=True, text=True, timeout=600)
+        print(doctor.stdout[-3000:])
+        if doctor.returncode:
+            sys.exit(f"FAILED: hpcue doctor on the GPU\n{doctor.stderr[-3000:]}")
         one = run(cli, Path(tmp) / "one")
         print(f"one GPU: clean {one['clean_test_acc']}, uc {one['unlearnable_test_acc']}")
         if torch.cuda.device_count() >= 2:

@@ -29,6 +29,7 @@ from hpcue.stages.context import StageContext
 from hpcue.stages.provenance import file_digests, slice_digest
 from hpcue.stages.rundir import RunDir
 from hpcue.training.classifier import Classifier
+from hpcue.training.precision import autocast
 from hpcue.training.rotation import NUM_ROTATIONS, RotationPretext
 from hpcue.training.simclr import PROJECTION_DIM, SimCLRPretext
 
@@ -71,14 +72,16 @@ def pretrain_small_surrogate(ctx: StageContext) -> None:
 
 
 @torch.no_grad()
-def extract_features(surrogate: Surrogate, batches,
-                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's features and their global sample ids (each sample on exactly one rank)."""
+def extract_features(surrogate: Surrogate, batches, device: torch.device,
+                     precision: str = "32-true") -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's features and their global sample ids (each sample on exactly one rank),
+    computed in the run's precision and kept in fp32 for K-means."""
     surrogate.to(device).eval()
     feats, ids = [], []
     for x, _, idx in tqdm(batches, desc="features", leave=False,
                           disable=not collectives.is_main()):
-        feats.append(surrogate(to_unit(x.to(device))).cpu())
+        with autocast(precision, device):
+            feats.append(surrogate(to_unit(x.to(device))).float().cpu())
         ids.append(idx)
     return torch.cat(feats), torch.cat(ids)
 
@@ -158,7 +161,7 @@ def compute(ctx: StageContext) -> dict:
         pretrain_small_surrogate(ctx)
     feats, ids = extract_features(
         ctx.surrogate(), ctx.loader(data, "train", cfg.cluster.batch_size, train=False),
-        torch.device(ctx.topology.device))
+        torch.device(ctx.topology.device), cfg.runtime.precision)
     c, total = cfg.cluster, data.size("train")
     result = kmeans(feats, c.num_clusters, c.n_init, c.max_iter, c.tol, seed=cfg.cluster_seed,
                     ids=ids, total=total, reduce=collectives.all_reduce_sum)

@@ -24,6 +24,7 @@ from hpcue.stages.inputs import load_data
 from hpcue.stages.rundir import RunDir
 from hpcue.training.batch_plan import BatchPlan, epoch_shape, plan_batches
 from hpcue.training.micro_batch import probe_micro_batch, random_batch, step_trial
+from hpcue.training.precision import resolve_deterministic
 from hpcue.training.trainer import TrainerSettings, make_trainer, resume_path
 
 #: the config sections that train with a global batch: stage 1 and the victim
@@ -127,7 +128,9 @@ class StageContext:
                 accumulate: int = 1, this_rank_only: bool = False) -> L.Trainer:
         """A Trainer whose checkpoints and logs for ``name`` live in this run directory."""
         r = self.cfg.runtime
-        settings = TrainerSettings(r.precision, r.deterministic, r.timeout_s)
+        deterministic = resolve_deterministic(r.deterministic,
+                                              self.topology.device.startswith("cuda"))
+        settings = TrainerSettings(r.precision, deterministic, r.timeout_s)
         return make_trainer(settings, self.run.stage_checkpoints(name), self.run.logs, name,
                             epochs, callbacks, accumulate, this_rank_only)
 
