@@ -51,18 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
         dsub.add_parser(name, help=text).add_argument("dir", type=Path)
     sweep = sub.add_parser("sweep", help="batch-size sweeps: render, submit, status, local")
     ssub = sweep.add_subparsers(dest="sweep_command", required=True)
-    rend = ssub.add_parser("render", help="one job script per point, from jobs/ templates")
-    rend.add_argument("spec", type=Path)
-    rend.add_argument("--scheduler", required=True, help="slurm or lsf")
-    rend.add_argument("--out", type=Path, required=True)
-    rend.add_argument("--runs", type=Path, default=Path("runs"),
-                      help="where the points' run directories go (created, for the job logs)")
-    for name, text in (("submit", "sbatch/bsub every unfinished point"),
+    for name, text in (("render", "one job script per point, from the shipped templates"),
+                       ("submit", "sbatch/bsub every unfinished point"),
                        ("status", "where each point stands"),
                        ("local", "run every unfinished point here, one after another")):
         p = ssub.add_parser(name, help=text)
-        p.add_argument("spec", type=Path)
-        p.add_argument("--runs", type=Path, default=Path("runs"))
+        p.add_argument("spec", help="a sweep spec's path, or a shipped spec's name "
+                                    "(digits-local, paper-frontier, paper-summit, ...)")
+        p.add_argument("--machines", type=Path, action="append", metavar="DIR",
+                       help="a folder of your own machine profiles, searched before the shipped "
+                            "ones (repeatable; default: $HPCUE_MACHINES, ':'-separated)")
+        p.add_argument("--runs", type=Path, default=Path("runs"),
+                       help="where the points' run directories go (default: runs; render "
+                            "creates them, for the job logs)")
+        if name == "render":
+            p.add_argument("--scheduler", help="slurm or lsf (default: the machine profile's; "
+                                               "another one is refused)")
+            p.add_argument("--out", type=Path, required=True)
         if name == "local":
             p.add_argument("--mpiexec", type=int, metavar="N", help="run each point under "
                                                                    "mpiexec -n N")
@@ -87,12 +92,14 @@ def _sweep_command(args: argparse.Namespace) -> int:
     from hpcue.sweep.render import render
     from hpcue.sweep.spec import load_sweep
 
-    sweep = load_sweep(args.spec)
+    sweep = load_sweep(args.spec, args.machines)
+    for note in sweep.notes:
+        print(f"[hpcue] {note}")
     for dropped, kept in sweep.same_as.items():
         print(f"[hpcue] {dropped}: skipped, it runs exactly what {kept} runs")
     if args.sweep_command == "render":
         paths = render(sweep, args.scheduler, args.out, args.runs)
-        print(f"[hpcue] rendered {len(paths)} {args.scheduler} scripts into {args.out}")
+        print(f"[hpcue] rendered {len(paths)} {sweep.machine.scheduler} scripts into {args.out}")
     elif args.sweep_command == "submit":
         sweeps.submit(sweep, args.runs)
     elif args.sweep_command == "status":

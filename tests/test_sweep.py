@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import yaml
 from hpcue.config import ConfigError
 from hpcue.sweep.render import cluster_jobs, render, render_cluster_job, render_point
 from hpcue.sweep.report import report
+from hpcue.sweep.shipped import configs_dir, machines_dir, sweeps_dir
 from hpcue.sweep.spec import MachineProfile, effective_settings, load_sweep, parse_walltime
 from hpcue.sweep.submit import claim_sweep_dir, status, submit
 from tests.conftest import REPO, hpcue
@@ -24,7 +26,8 @@ SWEEPS = REPO / "configs" / "sweeps"
 
 @pytest.fixture(autouse=True)
 def _repo_cwd(monkeypatch):
-    monkeypatch.chdir(REPO)  # specs name configs relative to the repository root
+    # scripts name paths under the current directory relative to it: the goldens' configs/...
+    monkeypatch.chdir(REPO)
 
 
 @pytest.mark.parametrize("spec,index,scheduler,golden", [
@@ -130,7 +133,7 @@ def test_local_sweep_clusters_once_and_every_point_holds_the_same_clusters(tmp_p
 def test_summit_jsrun_line_and_lsf_directives():
     sweep = load_sweep(SWEEPS / "paper-summit.yaml")
     text = render_point(sweep, sweep.points[0], "lsf")
-    assert "jsrun -n12 -r6 -a1 -g1 -c7 -bpacked:7 hpcue run" in text
+    assert 'jsrun -n12 -r6 -a1 -g1 -c7 -bpacked:7 --smpiargs="off" hpcue run' in text
     for directive in ("#BSUB -P ABC123", "#BSUB -W 02:00", "#BSUB -nnodes 2", "#BSUB -q batch",
                       "#BSUB -J paper-summit-", "#BSUB -o ", "#BSUB -e ", "#BSUB -wa URG"):
         assert directive in text
@@ -195,8 +198,7 @@ def test_the_machines_micro_batch_reaches_every_point_unless_the_spec_sets_one(t
 
 
 def test_walltime_per_config_with_a_default(tmp_path):
-    spec = _spec(tmp_path, walltime={"configs/debug-digits.yaml": "00:45:00",
-                                     "default": "00:10:00"})
+    spec = _spec(tmp_path, walltime={"debug-digits": "00:45:00", "default": "00:10:00"})
     sweep = load_sweep(spec)
     assert {p.walltime_minutes for p in sweep.points} == {45}
     assert "#SBATCH --time=00:45:00" in render_point(sweep, sweep.points[0], "slurm")
@@ -208,7 +210,7 @@ def test_a_point_whose_epoch_cannot_fit_its_wall_time_is_refused(tmp_path):
     # 1347 digits at 5 images/s: 4.5 min an epoch, within 20 min less Slurm's 2 min warning
     assert load_sweep(_spec(tmp_path, images_per_second={"default": 5.0})).points
     with pytest.raises(ConfigError) as err:
-        load_sweep(_spec(tmp_path, images_per_second={"configs/debug-digits.yaml": 1.0}))
+        load_sweep(_spec(tmp_path, images_per_second={"debug-digits": 1.0}))
     text = str(err.value)
     assert "would requeue forever" in text
     for point in ("digits-b32-s0", "digits-b64-s0"):
@@ -225,12 +227,14 @@ def test_a_point_whose_epoch_cannot_fit_its_wall_time_is_refused(tmp_path):
     ({"colour": "red"}, "colour: unknown key"),
     ({"overrides": ["train.bogus=1"]}, "train.bogus: unknown key"),
     ({"walltime": {"configs/other.yaml": "01:00:00"}},
-     "walltime: configs/other.yaml is not one of the configs (configs/debug-digits.yaml)"),
-    ({"walltime": {"configs/debug-digits.yaml": "1 hour"}}, "malformed walltime '1 hour'"),
+     "walltime: configs/other.yaml is not one of the configs (debug-digits)"),
+    ({"walltime": {"debug-digits": "1 hour"}}, "malformed walltime '1 hour'"),
     ({"images_per_second": {"elsewhere": 3.0}}, "images_per_second: elsewhere is not one of"),
-    ({"configs": ["configs/debug-digits.yaml", "configs/paper-pathmnist.yaml"],
-      "walltime": {"configs/debug-digits.yaml": "01:00:00"}},
-     "walltime: no wall time for configs/paper-pathmnist.yaml (add it, or a 'default')"),
+    ({"configs": ["debug-digits", "paper-pathmnist"], "walltime": {"debug-digits": "01:00:00"}},
+     "walltime: no wall time for paper-pathmnist (add it, or a 'default')"),
+    ({"configs": ["no-such-config"]}, "configs: 'no-such-config' is not a shipped config "
+                                      "(shipped: debug-digits, paper-bloodmnist"),
+    ({"configs": ["mine.yaml"]}, "config file not found: "),
 ])
 def test_bad_specs(tmp_path, changes, message):
     with pytest.raises(ConfigError) as err:
@@ -327,7 +331,8 @@ def test_report_of_nothing_is_an_error(tmp_path):
                                     "srun -N {nodes[0]}", "srun {world_size.x}"])
 def test_launch_line_with_unknown_placeholder_is_refused(launch):
     data = yaml.safe_load((REPO / "configs" / "machines" / "local.yaml").read_text())
-    with pytest.raises(ValueError, match="may only use {world_size}, {ranks_per_node} and"):
+    with pytest.raises(ValueError, match="may only use {world_size}, {ranks_per_node}, {nodes}, "
+                                         "{cpus_per_task}"):
         MachineProfile(**{**data, "launch": launch})
 
 
@@ -388,3 +393,168 @@ def test_every_shipped_spec_is_rendered_by_the_bash_n_test():
     (mark,) = [m for m in test_every_rendered_script_passes_bash_n.pytestmark
                if m.name == "parametrize"]
     assert {values[0] for values in mark.args[1]} == {p.name for p in SWEEPS.glob("*.yaml")}
+
+
+# -- machine profiles that match the machines -------------------------------------------------
+
+#: every shipped profile, with what a spec of it needs (an account where the profile asks one)
+PROFILES = sorted(p.stem for p in machines_dir().glob("*.yaml"))
+
+
+def _profile_spec(tmp_path: Path, machine: str, **changes) -> Path:
+    """The digits spec on ``machine``: one point, an account, 2 ranks a node (any machine)."""
+    return _spec(tmp_path, machine=machine, account="ABC123", global_batch_sizes=[32], seeds=[0],
+                 ranks_per_node=2, **changes)
+
+
+def _rendered(tmp_path: Path, machine: str, **changes) -> str:
+    sweep = load_sweep(_profile_spec(tmp_path, machine, **changes))
+    return render_point(sweep, sweep.points[0], sweep.machine.scheduler, tmp_path / "runs")
+
+
+def test_the_shipped_profiles_are_the_five_machines():
+    assert PROFILES == ["frontier", "local", "lsf-jsrun", "slurm-gpu", "summit"]
+
+
+def test_frontier_script_gives_srun_its_cores_miopen_a_node_local_cache_and_rccl_slingshot():
+    text = (GOLDEN / "paper-frontier-last.sbatch").read_text()
+    for line in ("#SBATCH --cpus-per-task=7\n", "export SRUN_CPUS_PER_TASK=7\n",
+                 "export NCCL_SOCKET_IFNAME=hsn0\n",
+                 "export MIOPEN_USER_DB_PATH=/tmp/$USER-miopen-$SLURM_JOB_ID\n",
+                 "export MIOPEN_CUSTOM_CACHE_DIR=$MIOPEN_USER_DB_PATH\n",
+                 'mkdir -p "$MIOPEN_USER_DB_PATH"\n',
+                 "export LD_LIBRARY_PATH=$HOME/aws-ofi-rccl/lib:$LD_LIBRARY_PATH\n",
+                 "srun --gpus-per-task=1 --gpu-bind=closest hpcue run "):
+        assert line in text, line
+    assert re.search(r"^module load rocm/\d+\.\d+\.\d+$", text, re.MULTILINE)  # a versioned ROCm
+    assert "--set runtime.precision=bf16-mixed" in text
+    # the golden is what the shipped profile renders today
+    sweep = load_sweep(SWEEPS / "paper-frontier.yaml")
+    assert render_point(sweep, sweep.points[-1], "slurm") == text
+
+
+def test_generic_slurm_gpu_script_gives_srun_its_cores(tmp_path):
+    text = _rendered(tmp_path, "slurm-gpu")
+    assert "#SBATCH --cpus-per-task=8\n" in text and "\nexport SRUN_CPUS_PER_TASK=8\n" in text
+    assert "\nsrun hpcue run " in text and "--set runtime.precision=bf16-mixed" in text
+
+
+@pytest.mark.parametrize("machine,cores,precision", [("summit", 7, "16-mixed"),
+                                                      ("lsf-jsrun", 10, "16-mixed")])
+def test_lsf_scripts_turn_spectrum_mpi_off_in_jsrun(tmp_path, machine, cores, precision):
+    text = _rendered(tmp_path, machine)
+    assert (f'\njsrun -n2 -r2 -a1 -g1 -c{cores} -bpacked:{cores} --smpiargs="off" hpcue run '
+            in text)
+    assert f"--set runtime.precision={precision}" in text
+
+
+@pytest.mark.parametrize("machine", PROFILES)
+def test_strict_mode_starts_after_the_last_setup_line_and_bash_n_passes(tmp_path, machine):
+    """Activation scripts (conda's activate.d, modules) often read unset variables."""
+    sweep = load_sweep(_profile_spec(tmp_path, machine))
+    (path, _) = render(sweep, None, tmp_path / "out", tmp_path / "runs")
+    lines = path.read_text().splitlines()
+    strict = [i for i, line in enumerate(lines) if line.startswith("set -")]
+    assert [lines[i] for i in strict] == ["set -euo pipefail"]
+    setup = [lines.index(line) for line in sweep.machine.setup]
+    assert setup and max(setup) < strict[0], (setup, strict)
+    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_profiles_precision_reaches_every_point_unless_the_spec_sets_one(tmp_path):
+    assert {p.run_config.runtime.precision for p in load_sweep(
+        SWEEPS / "paper-summit.yaml").points} == {"16-mixed"}
+    assert {p.run_config.runtime.precision for p in load_sweep(
+        SWEEPS / "paper-frontier.yaml").points} == {"bf16-mixed"}
+    mine = load_sweep(_profile_spec(tmp_path, "frontier", overrides=["runtime.precision=32-true"]))
+    assert mine.points[0].run_config.runtime.precision == "32-true"
+    local = load_sweep(SWEEPS / "digits-local.yaml").points[0]  # CPUs: the default
+    assert local.run_config.runtime.precision == "32-true"
+    assert not any("precision" in item for item in local.overrides)
+
+
+# -- shipped specs, configs and profiles, from any directory ------------------------------------
+
+def test_a_shipped_spec_is_found_by_name_and_its_configs_by_theirs():
+    sweep = load_sweep("digits-local")
+    assert sweep.source == sweeps_dir() / "digits-local.yaml"
+    assert sweep.points[0].config == Path("configs/debug-digits.yaml")  # under the cwd: relative
+    with pytest.raises(ConfigError, match=r"sweep spec not found: nope \(not a file, nor a shipped "
+                                          r"spec: digits-local, paper-frontier, "):
+        load_sweep("nope")
+
+
+def test_paths_in_a_spec_are_taken_from_its_folder_not_the_cwd(tmp_path, monkeypatch):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text((configs_dir() / "debug-digits.yaml").read_text())
+    spec = _spec(folder, configs=["mine.yaml"],
+                 overrides=["data.shards=shards/digits", "surrogate.weights=~/w.pt",
+                            f"data.root={tmp_path}/raw", "data.image_size=16"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    point = load_sweep(spec).points[0]
+    assert point.config == folder / "mine.yaml"
+    assert f"data.shards={folder / 'shards' / 'digits'}" in point.overrides
+    assert "surrogate.weights=~/w.pt" in point.overrides  # ~ and absolute paths as they are
+    assert f"data.root={tmp_path}/raw" in point.overrides
+    monkeypatch.chdir(tmp_path)  # under the cwd: relative, as the scripts' run directories
+    point = load_sweep(spec).points[0]
+    assert point.config == Path("specs/mine.yaml")
+    assert "data.shards=specs/shards/digits" in point.overrides
+
+
+def _profiles(tmp_path: Path, shipped: str, **changes) -> Path:
+    """A folder of the user's own profiles: the ``shipped`` profile, changed."""
+    data = {**yaml.safe_load((machines_dir() / f"{shipped}.yaml").read_text()), **changes}
+    folder = tmp_path / "my-machines"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{data['name']}.yaml").write_text(yaml.safe_dump(data))
+    return folder
+
+
+def test_the_users_profiles_come_first_and_say_they_replace_a_shipped_one(tmp_path, monkeypatch):
+    mine = _profiles(tmp_path, "frontier", partition="extended")
+    sweep = load_sweep(SWEEPS / "paper-frontier.yaml", mine)
+    assert sweep.machine.partition == "extended"
+    assert sweep.notes == [f"machine profile 'frontier': {mine / 'frontier.yaml'}, in place of "
+                           f"the shipped {machines_dir() / 'frontier.yaml'}"]
+    assert load_sweep(SWEEPS / "paper-frontier.yaml").machine.partition == "batch"
+    monkeypatch.setenv("HPCUE_MACHINES", f"{tmp_path / 'none'}{os.pathsep}{mine}")
+    with pytest.raises(ConfigError, match=r"\$HPCUE_MACHINES: .*none is not a folder"):
+        load_sweep(SWEEPS / "paper-frontier.yaml")
+    monkeypatch.setenv("HPCUE_MACHINES", str(mine))
+    assert load_sweep(SWEEPS / "paper-frontier.yaml").machine.partition == "extended"
+    _profiles(tmp_path, "summit", name="cluster-b")
+    sweep = load_sweep(_profile_spec(tmp_path, "cluster-b"))
+    assert sweep.machine.name == "cluster-b" and not sweep.notes  # a new name: no note
+
+
+def test_an_unknown_profile_names_the_known_ones_and_where_it_looked(tmp_path):
+    mine = _profiles(tmp_path, "summit", name="cluster-b")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(_profile_spec(tmp_path, "cray-xyz"), mine)
+    assert (f"unknown machine profile 'cray-xyz' (known: cluster-b, frontier, local, lsf-jsrun, "
+            f"slurm-gpu, summit; looked in {mine}, {machines_dir()} (shipped); your own: "
+            f"--machines DIR or $HPCUE_MACHINES)") in str(err.value)
+
+
+def test_the_cli_renders_a_shipped_spec_by_name_from_another_directory(tmp_path):
+    """--scheduler defaults to the profile's; --machines and the note reach the command line."""
+    mine = _profiles(tmp_path, "local", cpus_per_task=2, cores_per_node=4)
+    proc = hpcue("sweep", "render", "digits-local", "--out", "out", "--machines", str(mine),
+                 cwd=tmp_path)
+    assert "[hpcue] machine profile 'local': " in proc.stdout
+    assert "[hpcue] rendered 10 slurm scripts into out" in proc.stdout
+    text = (tmp_path / "out" / "digits-b16-s0.sbatch").read_text()
+    assert f"--config {configs_dir() / 'debug-digits.yaml'} --out runs/digits-local/" in text
+    assert "export SRUN_CPUS_PER_TASK=2\n" in text
+    assert (tmp_path / "runs" / "digits-local" / "digits-b16-s0").is_dir()
+    wrong = hpcue("sweep", "render", "digits-local", "--scheduler", "lsf", "--out", "lsf",
+                  cwd=tmp_path, check=False)
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1, wrong.stderr
+    assert ("machine profile 'local' uses slurm, not lsf: leave out --scheduler, or choose a "
+            "profile for lsf") in wrong.stderr
+    assert not (tmp_path / "lsf").exists()

@@ -16,8 +16,9 @@ import yaml
 
 from hpcue.errors import ConfigError, InputError
 from hpcue.sweep import submit as submit_module
-from hpcue.sweep.render import FIELDS, JOBS_DIR, TEMPLATES, cluster_jobs, render, script_name
+from hpcue.sweep.render import FIELDS, TEMPLATES, cluster_jobs, render, script_name
 from hpcue.sweep.report import report
+from hpcue.sweep.shipped import jobs_dir
 from hpcue.sweep.spec import Point, Sweep, load_sweep
 from hpcue.sweep.submit import run_local
 from tests.conftest import REPO, hpcue
@@ -33,7 +34,8 @@ BASES = {"slurm": {"machine": "local"},
 
 @pytest.fixture(autouse=True)
 def _repo_cwd(monkeypatch):
-    monkeypatch.chdir(REPO)  # specs name configs relative to the repository root
+    # scripts name paths under the current directory relative to it: the goldens' configs/...
+    monkeypatch.chdir(REPO)
 
 
 def _spec(tmp_path: Path, scheduler: str = "slurm", **changes) -> Path:
@@ -98,6 +100,24 @@ def test_injected_profile_values_are_refused_naming_file_key_and_value(tmp_path,
 
 
 @pytest.mark.parametrize("scheduler", ["slurm", "lsf"])
+@pytest.mark.parametrize("key,value,message", [
+    ("precision", "bf16-mixed\ntouch /tmp/hpcue-injected",
+     "precision: Input should be '32-true', '16-mixed' or 'bf16-mixed'"),
+    ("precision", "bf16-mixed; id", "precision: Input should be '32-true'"),
+    ("cpus_per_task", "7\ntouch /tmp/hpcue-injected", "cpus_per_task: Input should be a valid "
+                                                      "integer"),
+    ("cpus_per_task", 0, "cpus_per_task: Input should be greater than or equal to 1"),
+])
+def test_a_profiles_precision_and_cores_are_one_of_their_values(tmp_path, scheduler, key, value,
+                                                                message):
+    """Both reach the script (the run command, SRUN_CPUS_PER_TASK and the launch line)."""
+    machines = _machines(tmp_path, scheduler, **{key: value})
+    with pytest.raises(ConfigError) as err:
+        load_sweep(_spec(tmp_path, scheduler, machine="evil"), machines)
+    assert f"{machines / 'evil.yaml'}: {message}" in str(err.value)
+
+
+@pytest.mark.parametrize("scheduler", ["slurm", "lsf"])
 @pytest.mark.parametrize("key,value", [
     ("setup", ["module load x", "echo ok\ntouch /tmp/hpcue-injected"]),
     ("setup", ["module load x\r"]),
@@ -131,6 +151,7 @@ def _changed(sweep: Sweep, spec: dict | None = None, machine: dict | None = None
     (None, {"queue": "`id`", "partition": "`id`"}, "is not a "),
     (None, {"setup": ["ok", "a\nb"]}, "setup: 'a\\nb' holds a control character"),
     (None, {"launch": "srun\nid"}, "launch: 'srun\\nid' holds a control character"),
+    (None, {"cpus_per_task": "7\nid"}, "cpus_per_task: '7\\nid' is not a positive int"),
 ])
 def test_render_checks_every_value_again(tmp_path, scheduler, spec, machine, message):
     """A Sweep built or changed in code never went through loading's checks: render refuses
@@ -172,7 +193,7 @@ def test_an_injected_spec_is_one_error_from_the_cli_and_nothing_is_rendered(tmp_
 
 def test_every_template_field_says_how_it_is_checked():
     for name in TEMPLATES.values():
-        template = Template((JOBS_DIR / name).read_text())
+        template = Template((jobs_dir() / name).read_text())
         fields = {m.group("named") or m.group("braced")
                   for m in template.pattern.finditer(template.template)} - {None}
         assert fields <= set(FIELDS), f"{name}: {sorted(fields - set(FIELDS))} unchecked"

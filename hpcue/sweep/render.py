@@ -1,4 +1,4 @@
-"""Job scripts from the templates in ``jobs/``: one per sweep point, never hand-edited.
+"""Job scripts from the shipped templates (``jobs/``): one per sweep point, never hand-edited.
 
 A job script is shell, and its ``#SBATCH``/``#BSUB`` block ends at the first line that is not a
 directive: a value pasted in with a newline would run a command of its own and silently drop
@@ -18,22 +18,23 @@ from hpcue.errors import ConfigError, InputError
 from hpcue.io import atomic_write_text
 from hpcue.stages.provenance import slice_digest
 from hpcue.stages.rundir import RunDir
+from hpcue.sweep.shipped import jobs_dir
 from hpcue.sweep.spec import Point, Sweep, one_line, plain_name, scheduler_word, scheduler_words
 
-JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
 TEMPLATES = {"slurm": "slurm.sbatch", "lsf": "lsf.bsub"}
 
 #: every ${field} of the templates and what keeps it from adding a line or a word to the script
 #: (a test holds the templates to these keys: a new field must say how it is safe)
 FIELDS = {
     "sweep": "plain_name", "point": "plain_name", "job_name": "two plain names",
-    "nodes": "an int", "ranks_per_node": "an int", "walltime": "made from int minutes",
+    "nodes": "an int", "ranks_per_node": "an int", "cpus_per_task": "an int",
+    "walltime": "made from int minutes",
     "directives": "ints, and scheduler_word(s) for the account and partition",
     "account": "scheduler_word", "queue": "scheduler_word",
     "run_dir": "directive_path: the --runs directory and two plain names",
     "setup": "one_line each: the trusted profile's own shell code",
     "launch": "one_line: the trusted profile's own shell code, formatted with ints",
-    "command": "shlex.join: every word quoted",
+    "command": "shlex.join: every word quoted (the profile's precision and micro batch too)",
 }
 #: a path a directive can take (#SBATCH --output, #BSUB -o): no blank, quote, '%' (Slurm's
 #: and LSF's own placeholders) or shell character
@@ -135,6 +136,8 @@ def check_values(sweep: Sweep, label: str, run_dir: Path) -> None:
     if m.queue is not None:
         _check(profile, "queue", m.queue, scheduler_word)
     _check(profile, "launch", m.launch, one_line)
+    if type(m.cpus_per_task) is not int or m.cpus_per_task < 1:  # rendered as a number
+        raise ConfigError(f"{profile}: cpus_per_task: {m.cpus_per_task!r} is not a positive int")
     for line in m.setup:
         _check(profile, "setup", line, one_line)
     _check("--runs", "job directory", str(run_dir), directive_path, InputError)
@@ -145,7 +148,7 @@ def _script(sweep: Sweep, scheduler: str, point: Point, label: str, run_dir: Pat
     check_values(sweep, label, run_dir)
     m, s = sweep.machine, sweep.spec
     launch = m.launch.format(world_size=point.world_size, ranks_per_node=point.ranks_per_node,
-                             nodes=point.nodes)
+                             nodes=point.nodes, cpus_per_task=m.cpus_per_task)
     directives = []
     if scheduler == "slurm":
         if m.gpus_per_node:
@@ -155,10 +158,10 @@ def _script(sweep: Sweep, scheduler: str, point: Point, label: str, run_dir: Pat
             directives.append(f"#SBATCH --account={s.account}")
         if m.partition:
             directives.append(f"#SBATCH --partition={m.partition}")
-    template = Template((JOBS_DIR / TEMPLATES[scheduler]).read_text())
+    template = Template((jobs_dir() / TEMPLATES[scheduler]).read_text())
     return template.substitute(
         sweep=s.name, point=label, job_name=f"{s.name}-{label}"[:64],
-        nodes=point.nodes, ranks_per_node=point.ranks_per_node,
+        nodes=point.nodes, ranks_per_node=point.ranks_per_node, cpus_per_task=m.cpus_per_task,
         directives="".join(d + "\n" for d in directives),
         walltime=_walltime(point.walltime_minutes, scheduler),
         account=s.account or "", queue=m.queue or "batch",
@@ -170,18 +173,22 @@ def script_name(name: str, scheduler: str) -> str:
     return f"{name}{'.sbatch' if scheduler == 'slurm' else '.bsub'}"
 
 
-def render(sweep: Sweep, scheduler: str, out: Path, runs: Path = Path("runs")) -> list[Path]:
+def render(sweep: Sweep, scheduler: str | None, out: Path,
+           runs: Path = Path("runs")) -> list[Path]:
     """Write one script per point, then one per shared cluster config, into ``out``; returns
-    their paths in that order.
+    their paths in that order. ``scheduler``: the machine profile's (None), or the same
+    named, to be sure of it.
 
     Each job's run directory is created too: the scripts send the scheduler's log there,
     and Slurm and LSF fail a job whose log directory does not exist.
     """
+    scheduler = sweep.machine.scheduler if scheduler is None else scheduler
     if scheduler not in TEMPLATES:
         raise ConfigError(f"unknown scheduler {scheduler!r}: expected slurm or lsf")
     if scheduler != sweep.machine.scheduler:
         raise ConfigError(f"machine profile {sweep.machine.name!r} uses {sweep.machine.scheduler},"
-                          f" not {scheduler}")
+                          f" not {scheduler}: leave out --scheduler, or choose a profile for "
+                          f"{scheduler}")
     texts = {Path(out) / script_name(p.name, scheduler): render_point(sweep, p, scheduler, runs)
              for p in sweep.points}
     for digest in cluster_jobs(sweep):

@@ -1,8 +1,15 @@
 """Sweep specs and machine profiles: data sets x global batch sizes x seeds, as job points.
 
 A spec names configs (one per data set), the batch sizes and seeds to cross (and optionally lr
-rules, K and eps), nodes per point and a machine profile from ``configs/machines/``. Every point
-is validated as a full run config before anything is rendered or submitted.
+rules, K and eps), nodes per point and a machine profile. Every point is validated as a full run
+config before anything is rendered or submitted.
+
+Nothing is looked up relative to the current directory, so a sweep renders and runs from any
+directory of an installed hpcue: a spec is a path or a shipped spec's name (``digits-local``);
+its configs are shipped configs by name (``paper-pathmnist``) or paths from the spec's own
+folder, and so are the path-valued keys of its overrides (``data.shards=...``); a machine
+profile comes from the user's folders (``--machines``, else ``$HPCUE_MACHINES``), then the
+shipped ones (``shipped.py``).
 
 Every value that reaches a job script is checked here, on loading, against what the scheduler
 accepts (``plain_name``, ``scheduler_word``, ``one_line``), and again when it is rendered: a
@@ -15,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -32,18 +41,25 @@ from pydantic import (
 )
 
 from hpcue.config import (
+    PLAIN_NAME,
     ConfigError,
     RunConfig,
+    RuntimeConfig,
     format_errors,
     load_config,
+    parse_override,
     plain_name,
     read_yaml_mapping,
 )
 from hpcue.data.importers import digits
 from hpcue.data.registry import importer
 from hpcue.data.shards import META, open_shards
+from hpcue.sweep.shipped import configs_dir, machines_dir, names, sweeps_dir
 
-MACHINES_DIR = Path("configs") / "machines"
+#: the user's machine-profile folders when --machines is not given (several: ':'-separated)
+MACHINES_ENV = "HPCUE_MACHINES"
+#: the placeholders a launch line may use
+LAUNCH_FIELDS = ("world_size", "ranks_per_node", "nodes", "cpus_per_task")
 
 
 #: one value of a #SBATCH/#BSUB directive (account, queue, one partition): what Slurm and LSF
@@ -91,24 +107,38 @@ class MachineProfile(_Strict):
     cores_per_node: int = Field(ge=1)
     ranks_per_node: int = Field(ge=1)
     cpus_per_task: int = Field(1, ge=1)
-    launch: str                       # srun/jsrun line; {world_size}, {ranks_per_node}, {nodes}
+    # srun/jsrun line; {world_size}, {ranks_per_node}, {nodes}, {cpus_per_task}
+    launch: str
     account_required: bool = False
     partition: str | None = None      # Slurm
     queue: str | None = None          # LSF
     setup: list[str] = []             # environment lines: modules, venv
     # every point's runtime.max_micro_batch unless the spec sets it: what one device holds
     max_micro_batch: int | Literal["auto"] | None = None
+    # every point's runtime.precision unless the spec sets it: what the GPUs compute fast in
+    precision: str | None = None
 
     @field_validator("launch")
     @classmethod
     def _launch(cls, value: str) -> str:
         try:
-            value.format(world_size=2, ranks_per_node=2, nodes=1)
+            value.format(**dict.fromkeys(LAUNCH_FIELDS, 2))
         except Exception as exc:  # str.format raises several kinds; each is this one error
-            raise ValueError(f"launch line {value!r} may only use {{world_size}}, "
-                             f"{{ranks_per_node}} and {{nodes}} (literal braces doubled: "
-                             f"{{{{ }}}}); failed on {exc}") from None
+            fields = ", ".join(f"{{{f}}}" for f in LAUNCH_FIELDS)
+            raise ValueError(f"launch line {value!r} may only use {fields} (literal braces "
+                             f"doubled: {{{{ }}}}); failed on {exc}") from None
         return one_line(value)
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, value: str | None) -> str | None:
+        """A precision the run config takes (checked by it: one list of them)."""
+        if value is not None:
+            try:
+                RuntimeConfig(precision=value)
+            except ValidationError as exc:
+                raise ValueError(exc.errors()[0]["msg"]) from None
+        return value
 
     _name = field_validator("name")(plain_name)
 
@@ -143,7 +173,8 @@ AXES = ("configs", "global_batch_sizes", "seeds", "lr_scaling", "num_clusters", 
 class SweepSpec(_Strict):
     name: str
     machine: str
-    configs: list[Path]
+    # a shipped config's name (paper-pathmnist), or a path from the spec's folder (x.yaml)
+    configs: list[str]
     global_batch_sizes: list[int]
     seeds: list[int] = [0]
     lr_scaling: list[Literal["none", "linear", "sqrt"]] | None = None
@@ -186,11 +217,11 @@ class SweepSpec(_Strict):
                                  f"a 'default')")
         return self
 
-    def walltime_minutes(self, config: Path) -> int:
+    def walltime_minutes(self, config: str) -> int:
         w = self.walltime
         return parse_walltime(w if isinstance(w, str) else w.get(str(config), w.get("default")))
 
-    def rate(self, config: Path) -> float | None:
+    def rate(self, config: str) -> float | None:
         r = self.images_per_second
         return r.get(str(config), r.get("default"))
 
@@ -240,6 +271,8 @@ class Sweep:
     #: a point dropped because it runs exactly what an earlier one runs -> that point's name
     #: (e.g. lr_scaling sqrt at the base batch is the same run as none)
     same_as: dict[str, str] = field(default_factory=dict)
+    #: what the user should know about how the sweep was read (a profile replacing a shipped one)
+    notes: list[str] = field(default_factory=list)
 
     def digest(self) -> str:
         """Identifies what the sweep directory was written for."""
@@ -252,16 +285,102 @@ def _errors(exc: ValidationError, source: Path) -> ConfigError:
     return ConfigError(format_errors(exc, str(source)))
 
 
-def load_machine(name: str, machines_dir: Path = MACHINES_DIR) -> MachineProfile:
-    path = machines_dir / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in machines_dir.glob("*.yaml"))
-        raise ConfigError(f"unknown machine profile {name!r}: no {path} "
-                          f"(known: {', '.join(known) or 'none'})")
+def user_machine_dirs(given: Path | Sequence[Path] | None = None) -> list[Path]:
+    """The user's profile folders, searched before the shipped ones: ``given`` (--machines),
+    else ``$HPCUE_MACHINES``. A folder that is not there is an error, not a silent skip."""
+    if given is None:
+        where = f"${MACHINES_ENV}"
+        folders = [Path(p) for p in os.environ.get(MACHINES_ENV, "").split(os.pathsep) if p]
+    else:
+        where = "--machines"
+        folders = [Path(given)] if isinstance(given, (str, Path)) else [Path(p) for p in given]
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"{where}: {folder} is not a folder (of machine profiles)")
+    return folders
+
+
+def find_machine(name: str, user_dirs: Sequence[Path] = ()) -> Path:
+    """The profile ``<name>.yaml`` in the user's folders, in order, then the shipped ones."""
+    folders = [*user_dirs, machines_dir()]
+    for folder in folders:
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    known = sorted({n for folder in folders for n in names(folder)})
+    looked = ", ".join([*map(str, user_dirs), f"{machines_dir()} (shipped)"])
+    raise ConfigError(f"unknown machine profile {name!r} (known: {', '.join(known) or 'none'}; "
+                      f"looked in {looked}; your own: --machines DIR or ${MACHINES_ENV})")
+
+
+def load_machine(path: Path) -> MachineProfile:
     try:
         return MachineProfile.model_validate(read_yaml_mapping(path, "machine profile"))
     except ValidationError as exc:
         raise _errors(exc, path) from None
+
+
+def find_spec(spec: str | Path) -> Path:
+    """A sweep spec's file: ``spec`` if it is one, else the shipped spec of that name."""
+    if Path(spec).is_file():
+        return Path(spec)
+    name = str(spec).removesuffix(".yaml")
+    if PLAIN_NAME.fullmatch(name) and (sweeps_dir() / f"{name}.yaml").is_file():
+        return sweeps_dir() / f"{name}.yaml"
+    raise ConfigError(f"sweep spec not found: {spec} (not a file, nor a shipped spec: "
+                      f"{', '.join(names(sweeps_dir())) or 'none'})")
+
+
+def job_path(path: Path) -> Path:
+    """``path`` as a job script names it: normalized, and relative to the current directory when
+    it lies under it (scripts run where they were submitted; their run directories are relative
+    to it too), so scripts rendered in a checkout name no machine's absolute paths."""
+    path = Path(os.path.normpath(path))
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        return path.relative_to(Path.cwd())
+    return path
+
+
+def config_path(entry: str, folder: Path) -> Path:
+    """Where a spec's config entry is: a plain name without .yaml is a shipped config (so a
+    copied spec still finds it), anything else a path from the spec's ``folder``."""
+    if PLAIN_NAME.fullmatch(entry) and not entry.endswith((".yaml", ".yml")):
+        path = configs_dir() / f"{entry}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"configs: {entry!r} is not a shipped config (shipped: "
+                              f"{', '.join(names(configs_dir()))}); a config of your own is "
+                              f"named by its path, ending .yaml, from the spec's folder")
+        return job_path(path)
+    return job_path(folder / entry)
+
+
+def _path_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """The dotted keys of a config model whose values are paths."""
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            keys |= _path_keys(kind, f"{prefix}{name}.")
+        elif kind is Path or Path in get_args(kind):
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+#: run-config keys whose values are paths (data.root, data.shards, surrogate.weights, ...)
+PATH_KEYS = frozenset(_path_keys(RunConfig))
+
+
+def paths_from(folder: Path, overrides: list[str]) -> list[str]:
+    """The overrides with every relative path value (``PATH_KEYS``) taken from ``folder``, the
+    spec's own, as its configs are; ``~`` paths and other values as they are."""
+    out = []
+    for item in overrides:
+        keys, value = parse_override(item)
+        key = ".".join(keys)
+        if (key in PATH_KEYS and isinstance(value, str) and value and not value.startswith("~")
+                and not Path(value).is_absolute()):
+            item = f"{key}={job_path(folder / value)}"
+        out.append(item)
+    return out
 
 
 def effective_settings(point: Point) -> str:
@@ -325,14 +444,27 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
 
 
-def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
-    """Read, expand and validate a sweep: every point must be a valid, divisible run."""
-    path = Path(path)
+def load_sweep(spec_file: str | Path, machines: Path | Sequence[Path] | None = None) -> Sweep:
+    """Read, expand and validate a sweep (a path or a shipped spec's name): every point must be
+    a valid, divisible run. ``machines``: the user's profile folders (None: ``$HPCUE_MACHINES``),
+    searched before the shipped profiles."""
+    path = find_spec(spec_file)
     try:
         spec = SweepSpec.model_validate(read_yaml_mapping(path, "sweep spec"))
     except ValidationError as exc:
         raise _errors(exc, path) from None
-    machine = load_machine(spec.machine, machines_dir)
+    notes = []
+    machine_file = find_machine(spec.machine, user_machine_dirs(machines))
+    machine = load_machine(machine_file)
+    shipped = machines_dir() / machine_file.name
+    if machine_file.resolve() != shipped.resolve() and shipped.is_file():
+        notes.append(f"machine profile {spec.machine!r}: {machine_file}, in place of the "
+                     f"shipped {shipped}")
+    try:
+        configs = {c: config_path(c, path.parent) for c in spec.configs}
+        overrides = paths_from(path.parent, spec.overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if machine.account_required and not spec.account:
         raise ConfigError(f"{path}: machine {machine.name!r} needs an account (set account:)")
     per_node = spec.ranks_per_node or machine.ranks_per_node
@@ -344,9 +476,11 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
             spec.num_clusters or [None], spec.epsilon or [None]]
     points, too_large, too_slow = [], [], []
     for config, batch, seed, rule, k, eps in product(*axes):
+        # the machine's defaults first: the spec's overrides win
         sets = ([] if machine.max_micro_batch is None else
                 [f"runtime.max_micro_batch={machine.max_micro_batch}"])
-        sets += list(spec.overrides) + [f"train.global_batch_size={batch}", f"seed={seed}"]
+        sets += [] if machine.precision is None else [f"runtime.precision={machine.precision}"]
+        sets += overrides + [f"train.global_batch_size={batch}", f"seed={seed}"]
         parts = [f"b{batch}", f"s{seed}"]
         if rule is not None:
             sets += [f"train.lr_scaling={rule}"]
@@ -358,7 +492,7 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
             sets.append(f"train.epsilon={eps}")
             parts.append(f"eps{eps:g}")
         try:
-            cfg = load_config(config, sets)
+            cfg = load_config(configs[config], sets)
         except ConfigError as exc:
             raise ConfigError(f"{path}: point {config} {' '.join(parts)}: {exc}") from None
         for section in ("train", "victim"):
@@ -367,7 +501,7 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
                 raise ConfigError(f"{path}: point {config} {' '.join(parts)}: {section} global "
                                   f"batch {gbs} is not divisible by the world size {world} "
                                   f"({spec.nodes} nodes x {per_node} ranks)")
-        points.append(Point(f"{slug(cfg.data.dataset)}-{'-'.join(parts)}", Path(config), sets,
+        points.append(Point(f"{slug(cfg.data.dataset)}-{'-'.join(parts)}", configs[config], sets,
                             spec.nodes, per_node, cfg, spec.walltime_minutes(config)))
         n = known_train_size(cfg)
         slow = _epoch_too_long(points[-1], n, spec.rate(config), machine.scheduler)
@@ -389,4 +523,4 @@ def load_sweep(path: Path, machines_dir: Path = MACHINES_DIR) -> Sweep:
                           f"would requeue forever without finishing an epoch:\n  "
                           + "\n  ".join(too_slow))
     points, same_as = _distinct(points)
-    return Sweep(spec, machine, points, path, same_as)
+    return Sweep(spec, machine, points, path, same_as, notes)
