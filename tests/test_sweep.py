@@ -412,10 +412,6 @@ def _rendered(tmp_path: Path, machine: str, **changes) -> str:
     return render_point(sweep, sweep.points[0], sweep.machine.scheduler, tmp_path / "runs")
 
 
-def test_the_shipped_profiles_are_the_five_machines():
-    assert PROFILES == ["frontier", "local", "lsf-jsrun", "slurm-gpu", "summit"]
-
-
 def test_frontier_script_gives_srun_its_cores_miopen_a_node_local_cache_and_rccl_slingshot():
     text = (GOLDEN / "paper-frontier-last.sbatch").read_text()
     for line in ("#SBATCH --cpus-per-task=7\n", "export SRUN_CPUS_PER_TASK=7\n",
