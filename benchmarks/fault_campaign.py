@@ -250,7 +250,17 @@ def _changed(before: dict[str, str], after: dict[str, str]) -> tuple[list[str], 
 
 def classify(t: Try, case: Case, o: Outcome, outside: tuple[list[str], list[str]],
              lost: list[str], guarded: list[str], left: list[str]) -> tuple[str, str]:
+    """The category of an outcome, and the line that shows why (a try's note appended)."""
+    category, text = _category(t, case, o, outside, lost, guarded, left)
+    return category, text + (f" [{o.note}]" if o.note and o.note not in text else "")
+
+
+def _category(t: Try, case: Case, o: Outcome, outside: tuple[list[str], list[str]],
+              lost: list[str], guarded: list[str], left: list[str]) -> tuple[str, str]:
     line = first_line(o)
+    if o.rc == 0:  # a success says what it did on stdout
+        said = [ln for ln in o.stdout.splitlines() if ln.startswith("[hpcue]")]
+        line = said[-1] if said else line
     new_outside, changed_outside = outside
     fired = [str(m) for m in case.markers if m.exists()]
     if fired:
@@ -272,8 +282,7 @@ def classify(t: Try, case: Case, o: Outcome, outside: tuple[list[str], list[str]
             return "failed control", f"exit {o.rc}: {line}"
         if left:
             return "unclear", f"succeeded but left {left[0]}"
-        ours = [ln for ln in o.stdout.splitlines() if ln.startswith("[hpcue]")]
-        return "ok", o.note or (ours[-1] if ours else line) or "exit 0"
+        return "ok", (line if line.startswith("[hpcue]") else o.note or line) or "exit 0"
     if o.rc == 0:
         return "silent wrong", f"exit 0 where an error was expected: {line}"
     prefix = "hpcue: stopped by" if case.stop else "hpcue: error:"
@@ -288,7 +297,7 @@ def classify(t: Try, case: Case, o: Outcome, outside: tuple[list[str], list[str]
         return "unclear", f"does not name {missing[0]!r}: {line}"
     if left:
         return "unclear", f"left {left[0]}: {line}"
-    return "clear error", line + (f" [{o.note}]" if o.note else "")
+    return "clear error", line
 
 
 def run_try(t: Try, ctx: Ctx) -> tuple[str, str]:
@@ -955,7 +964,7 @@ def full_disk_tries() -> list[Try]:
                 umount()
                 raise
             return Case([stage, "--out", str(run)], out=[run], protect=protect_run(run),
-                        cleanup=umount)
+                        cleanup=umount, check=lambda o: _disk_notes(o, run))
         return setup
 
     def report_case(ctx: Ctx) -> Case:
@@ -989,6 +998,24 @@ def full_disk_tries() -> list[Try]:
         Try("full disk: sweep render into a full tmpfs", render_case, ("no space left",),
             root_only=True),
     ]
+
+
+def _disk_notes(o: Outcome, run: Path) -> None:
+    """Note what a full disk left in a run directory: epoch checkpoints that do not load (a
+    partial file under its final name) and results still set aside in .replaced."""
+    import torch
+
+    notes = []
+    for ckpt in sorted(run.glob("checkpoints/*/*.ckpt")):
+        try:
+            torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception:
+            size = ckpt.stat().st_size
+            notes.append(f"{ckpt.relative_to(run)} ({size} bytes) does not load")
+    if (run / ".replaced").is_dir():
+        moved = json.loads((run / ".replaced/moved.json").read_text())
+        notes.append(f".replaced/ still holds {', '.join(moved)}")
+    o.note = "; ".join(notes)
 
 
 # -- shard directories (data verify / info) ------------------------------------------------------
@@ -1242,6 +1269,7 @@ def sweep_tries() -> list[Try]:
         sweep_try("account 'abc;touch'", "account", spec={"account": "abc;TOUCH"}),
         sweep_try("partition 'gpu;touch' in a machine profile", "partition",
                   profile={"partition": "gpu;TOUCH"}),
+        sweep_try("partition '$(touch)'", "partition", profile={"partition": "$(TOUCH)"}),
         sweep_try("partition with a newline and #SBATCH", "partition",
                   profile={"partition": "gpu\n#SBATCH --account=other"}),
         sweep_try("queue 'batch;touch' (LSF)", "queue", profile={"queue": "batch;TOUCH"},
@@ -1432,6 +1460,12 @@ def user_file_kept(ctx: Ctx) -> Case:
                  str(out)], out=[out], check=check)
 
 
+def _info(o: Outcome) -> tuple[str, str] | None:
+    info = json.loads(o.stdout)
+    o.note = f"{info['dataset']}: {info['splits']}"
+    return None
+
+
 def controls() -> list[Try]:
     def finished_run(ctx: Ctx) -> Path:
         return ctx.finished
@@ -1442,7 +1476,8 @@ def controls() -> list[Try]:
         Try("control: data verify of the run's data", lambda ctx: Case(
             ["data", "verify", str(finished_run(ctx) / "data")]), None, needs=("run",)),
         Try("control: data info of the run's unlearnable set", lambda ctx: Case(
-            ["data", "info", str(finished_run(ctx) / "unlearnable")]), None, needs=("run",)),
+            ["data", "info", str(finished_run(ctx) / "unlearnable")], check=_info),
+            None, needs=("run",)),
         Try("control: sweep render configs/sweeps/digits-local.yaml --scheduler slurm",
             render_control, None),
         Try("control: report on a copy of the finished run", lambda ctx: Case(
@@ -1517,7 +1552,7 @@ def main() -> int:
             if base_of is not None:
                 made[base_of] = category == "ok"
             counts[category] += 1
-            print(f"{category} | {t.name} | {line[:400]} ({time.monotonic() - started:.0f} s)",
+            print(f"{category} | {t.name} | {line[:700]} ({time.monotonic() - started:.0f} s)",
                   flush=True)
             if not args.keep:
                 shutil.rmtree(ctx.work, ignore_errors=True)
