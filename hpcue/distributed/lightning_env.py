@@ -1,13 +1,17 @@
 """How a detected topology is handed to Lightning.
 
-Each rank is presented as a node with one device: Lightning then needs no device count that
-could disagree with the launcher (jsrun -g1 and srun --gpus-per-task=1 show each rank one GPU,
-so "devices=6" would fail), and its global rank is the launcher's rank.
+Every Trainer gets its environment from here, one process included, so Lightning never runs its
+own detection: that imports mpi4py (which needs an MPI library a plain install lacks, and
+initialises MPI), refuses Slurm jobs named ``bash`` or ``interactive``, and would install its
+own Slurm requeue handlers. Each rank is presented as a node with one device: Lightning then
+needs no device count that could disagree with the launcher (jsrun -g1 and srun
+--gpus-per-task=1 show each rank one GPU, so "devices=6" would fail), and its global rank is the
+launcher's rank.
 """
 
 from __future__ import annotations
 
-from lightning.fabric.plugins.environments import ClusterEnvironment
+from lightning.fabric.plugins.environments import ClusterEnvironment, LightningEnvironment
 
 from hpcue.distributed.topology import Topology, TopologyError
 
@@ -52,3 +56,9 @@ class RankAsNode(ClusterEnvironment):
 
     def node_rank(self) -> int:
         return self.topo.rank
+
+
+def trainer_environment(topo: Topology, distributed: bool) -> ClusterEnvironment:
+    """The environment a Trainer gets: this rank as a node of the launcher's world, or (a
+    training in this process only, one process or one rank alone) a plain world of one."""
+    return RankAsNode(topo) if distributed else LightningEnvironment()

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from hpcue.distributed import collectives
-from hpcue.distributed.lightning_env import RankAsNode
+from hpcue.distributed.lightning_env import trainer_environment
 from hpcue.distributed.topology import current
 from hpcue.errors import InputError, NonFiniteError
 
@@ -129,17 +129,22 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
     topo = current()
     on_gpu = topo.device.startswith("cuda")
     distributed = topo.distributed and not this_rank_only
-    strategy = "auto"
+    # hpcue's own environment in every Trainer: Lightning's detection would import mpi4py.
+    # It goes in the strategy or in the plugins, never both.
+    env = trainer_environment(topo, distributed)
+    strategy: DDPStrategy | str = "auto"  # one process: Lightning's single-device strategy
+    plugins = [env]
     if distributed:
-        strategy = DDPStrategy(cluster_environment=RankAsNode(topo),
-                               process_group_backend=topo.backend,
+        strategy = DDPStrategy(cluster_environment=env, process_group_backend=topo.backend,
                                timeout=timedelta(seconds=settings.timeout_s))
+        plugins = []
     return L.Trainer(
         max_epochs=epochs,
         accelerator="gpu" if on_gpu else "cpu",
         devices=[int(topo.device.split(":")[1])] if on_gpu else 1,
         num_nodes=topo.world_size if distributed else 1,
         strategy=strategy,
+        plugins=plugins,
         sync_batchnorm=distributed and on_gpu,
         accumulate_grad_batches=accumulate,
         precision=settings.precision,
