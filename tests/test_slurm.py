@@ -169,3 +169,73 @@ def test_usr1_requeues_and_the_rerun_resumes(slurm, tmp_path):
     assert "stage cluster: done earlier" in log and "Restoring states from the checkpoint" in log
     results = json.loads((point / "results.json").read_text())
     assert results["world_size"] == 2 and 0 <= results["unlearnable_test_acc"] <= 1
+
+
+# what each task of a launch found: printed by the same detection `hpcue run` starts with
+DETECT = ("from hpcue.distributed.topology import detect; t = detect('auto', 'cpu'); "
+          "print(f'found launcher={t.launcher} world_size={t.world_size} rank={t.rank}')")
+
+
+def _found(cmd: list[str]) -> list[str]:
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-3000:]}"
+    return sorted(line for line in proc.stdout.splitlines() if line.startswith("found "))
+
+
+@pytest.mark.parametrize(("launch", "name"), [
+    (["salloc", "-n", "2", "srun"], "interactive"),  # salloc's own default job name
+    (["srun", "-n", "2", "--job-name=bash"], "bash"),
+], ids=["salloc-srun", "srun-bash"])
+def test_interactive_job_names_run_as_one_world(slurm, launch, name):
+    """Lightning refuses Slurm jobs named bash or interactive; every task of the step then ran
+    the whole job alone. hpcue counts the step's own tasks."""
+    code = DETECT + "; import os; print('found name=' + os.environ['SLURM_JOB_NAME'])"
+    assert _found([*launch, str(BIN / "python"), "-c", code]) == [
+        "found launcher=slurm world_size=2 rank=0", "found launcher=slurm world_size=2 rank=1",
+        f"found name={name}", f"found name={name}"]
+
+
+def test_one_process_forced_in_a_two_task_step_is_refused(slurm, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(["srun", "-n", "2", "--job-name=interactive", str(BIN / "hpcue"),
+                           "cluster", "--launcher", "local", "--out", str(out), *DIST],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode != 0
+    errors = sorted(line for line in proc.stderr.splitlines() if line.startswith("hpcue: "))
+    assert errors == [
+        f"hpcue: error: launcher local gives world size 1, but this process is task "
+        f"SLURM_PROCID={r} of an srun step of SLURM_STEP_NUM_TASKS=2 tasks: each would run the "
+        f"whole job alone. Let hpcue detect Slurm (drop --launcher local / runtime.launcher: "
+        f"local), or start one task (srun -n 1)" for r in (0, 1)], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_batch_script_shell_and_steps(slurm, tmp_path):
+    """The batch script's own shell (SLURM_PROCID=0, SLURM_NTASKS=2, no step) is one process;
+    `srun -n 1` in a --ntasks-per-node=2 job is a step of one (its SLURM_NTASKS_PER_NODE is
+    the job's 2); mpiexec in the job starts its ranks under a one-task step of its own."""
+    log = tmp_path / "job.out"
+    script = tmp_path / "job.sbatch"
+    py = f"{BIN / 'python'} -c \"{DETECT}\""
+    script.write_text("\n".join([
+        "#!/bin/bash", "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=2",
+        f"#SBATCH --output={log}", "export OMP_NUM_THREADS=1",
+        f"echo shell; {py}", f"echo one; srun -n 1 {py}",
+        f"echo mpiexec; {BIN / 'mpiexec'} -n 2 {py}", f"echo all; srun {py}", ""]))
+    proc = subprocess.run(["sbatch", "--wait", str(script)], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=900)
+    text = log.read_text()
+    assert proc.returncode == 0, f"{proc.stderr}\n{text[-3000:]}"
+    sections: dict[str, list[str]] = {}
+    name = ""
+    for line in text.splitlines():
+        if line in ("shell", "one", "mpiexec", "all"):
+            name = line
+        elif line.startswith("found "):
+            sections.setdefault(name, []).append(line.removeprefix("found "))
+    assert {k: sorted(v) for k, v in sections.items()} == {
+        "shell": ["launcher=local world_size=1 rank=0"],
+        "one": ["launcher=slurm world_size=1 rank=0"],
+        "mpiexec": ["launcher=mpi world_size=2 rank=0", "launcher=mpi world_size=2 rank=1"],
+        "all": ["launcher=slurm world_size=2 rank=0", "launcher=slurm world_size=2 rank=1"],
+    }, text[-3000:]

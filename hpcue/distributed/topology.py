@@ -3,11 +3,14 @@
 The launcher classes (``hpcue.distributed.launchers``, tried in Lightning's own order: torchrun,
 Slurm, LSF, MPI, then one local process) give the counts (world size, nodes, ranks per node);
 they always come from the launcher, never from the user, and are cross-checked before any
-collective starts, because a mismatch under jsrun mis-shards or hangs silently.
+collective starts, because a mismatch under jsrun mis-shards or hangs silently. One process
+that is a task of a larger srun step is refused: its siblings would each run the whole job on
+the same run directory.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,6 +22,7 @@ from lightning.fabric.plugins.environments import ClusterEnvironment
 from hpcue.distributed import collectives
 from hpcue.distributed.launchers import TopologyError, read_launcher
 from hpcue.distributed.launchers.local import Local
+from hpcue.distributed.launchers.slurm import step_task, step_tasks
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ def detect(launcher: str = "auto", accelerator: str = "auto") -> Topology:
     if not 0 <= rank < world or not 0 <= local_rank < per_node:
         raise TopologyError(f"{name}: rank {rank} (local {local_rank}) outside world size "
                             f"{world} ({per_node} per node)")
+    if world == 1:
+        refuse_one_of_many(name)
     device = _device(accelerator, local_rank, per_node)
     backend = "nccl" if device.startswith("cuda") else "gloo"
     try:  # Lightning's environments read their own variables (address, port) and may refuse
@@ -81,6 +87,21 @@ def detect(launcher: str = "auto", accelerator: str = "auto") -> Topology:
         raise TopologyError(f"{name}: {exc}") from None
     return Topology(name, world, rank, local_rank, found.node_rank, num_nodes, per_node,
                     backend, device, env)
+
+
+def refuse_one_of_many(name: str) -> None:
+    """One process in an srun step of several tasks is an error, never a silent single run:
+    every task would run the whole job alone, racing on one run directory."""
+    if not step_task():
+        return
+    tasks = step_tasks()
+    if tasks > 1:
+        var = "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in os.environ else "SLURM_NTASKS"
+        raise TopologyError(
+            f"launcher {name} gives world size 1, but this process is task "
+            f"SLURM_PROCID={os.environ['SLURM_PROCID']} of an srun step of {var}={tasks} "
+            f"tasks: each would run the whole job alone. Let hpcue detect Slurm (drop "
+            f"--launcher {name} / runtime.launcher: {name}), or start one task (srun -n 1)")
 
 
 def init_process_group(topo: Topology, timeout_s: float, setup_timeout_s: float) -> None:
