@@ -7,6 +7,7 @@ barrier that ends a stage. A stage only does its work: ``run(ctx) -> record``.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import torch
 from hpcue.config import ConfigError, RunConfig, load_config, save_config
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import Topology, activate, detect, init_process_group
-from hpcue.errors import HpcueError
+from hpcue.errors import DiskFullError, HpcueError
 from hpcue.io import exclusive, read_json
 from hpcue.stages import cluster, evaluate, generate, train
 from hpcue.stages.artifacts import write_results
@@ -49,8 +50,8 @@ def start(cfg: RunConfig, say: bool = True) -> Topology:
 
 
 # bad input (config, data, missing files or weights, a diverged loss) found by a stage: a run
-# directory it just created goes again, an existing one gets back what the stage replaced.
-# Other errors (a full disk, a crash, a signal) keep the directory as it is, to resume.
+# directory it just created goes again. Any failure but a signal gives an existing directory
+# back what the stage replaced; a signal (a job's wall time) keeps it as it is, to resume.
 INPUT_ERRORS = (HpcueError, FileNotFoundError)
 
 
@@ -99,8 +100,8 @@ def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool) -> Path
     A stage that runs again invalidates itself and every later stage (records, outputs and
     epoch checkpoints), so nothing derived from its old outputs is skipped or resumed later.
     Everything the stage needs is checked before anything is cleared, and what it clears is
-    set aside until it succeeds: bad input found while it runs puts it all back (or removes
-    the directory, if this command created it).
+    set aside until it succeeds: a failure while it runs (bad input, a full disk, a crash; not
+    a signal) puts it all back, and bad input in a directory this command created removes it.
     """
     run = ctx.run
 
@@ -117,17 +118,22 @@ def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool) -> Path
                 print(f"[hpcue] replacing earlier results of: {', '.join(cleared)}", flush=True)
         save_config(cfg, run.config)
 
+    claimed = False
     try:
         preflight(cfg, run, stage)
         collectives.on_main(claim, f"setting up {run.root}")
+        claimed = True
         execute(stage, ctx)
-    except INPUT_ERRORS:
+    except Exception as exc:
         if collectives.is_main():
-            if created:
+            if created and isinstance(exc, INPUT_ERRORS):
                 shutil.rmtree(run.root, ignore_errors=True)
-            elif run.restore_replaced():
-                print(f"[hpcue] {stage} failed on its input: restored what it replaced in "
-                      f"{run.root}", flush=True)
+            elif claimed and run.restore_replaced():  # only what this command set aside
+                print(f"[hpcue] {stage} failed: restored what it replaced in {run.root}",
+                      flush=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(exc.errno, f"no space left on the file system of {run.root} "
+                                           f"({exc}); free space and rerun") from None
         raise
     return run.stage_outputs(stage)[0]  # the file or folder the next stage reads
 

@@ -10,6 +10,7 @@ from PIL import Image
 from hpcue.data.prepare import PrepareOptions, prepare
 from hpcue.data.registry import importer
 from hpcue.data.shards import ShardError, open_shards, verify
+from hpcue.errors import InputError
 from tests import fabricate
 from tests.conftest import hpcue
 
@@ -257,3 +258,14 @@ def test_damaged_shard_is_one_clear_error_in_a_run(tmp_path):
     assert f"{victim}: not a readable HDF5 shard" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_medmnist_float_labels_are_refused_not_truncated(tmp_path):
+    path = fabricate.medmnist_npz(tmp_path / "raw")
+    arrays = dict(np.load(path))
+    arrays["train_labels"] = arrays["train_labels"].astype(np.float64) + 0.5
+    np.savez(path, **arrays)
+    with pytest.raises(InputError, match=r"bloodmnist.npz: train_labels must be integers, got "
+                                         r"float64"):
+        _prepare("medmnist:bloodmnist", tmp_path / "raw", tmp_path / "out", size=28)
+    assert not (tmp_path / "out").exists()

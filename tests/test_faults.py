@@ -23,7 +23,7 @@ import torch
 from hpcue.errors import BusyError, InputError, NonFiniteError
 from hpcue.io import atomic_write_json, exclusive, read_json
 from hpcue.stages.artifacts import read_clusters, read_perturbations
-from hpcue.stages.rundir import RunDir
+from hpcue.stages.rundir import RunDir, StageInputError
 from hpcue.training.trainer import check_checkpoint
 from tests.conftest import REPO, hpcue, tiny_sets
 
@@ -138,6 +138,19 @@ def test_json_results_never_hold_nan_or_infinity(tmp_path):
         read_json(path)
 
 
+def test_a_crafted_set_aside_manifest_is_never_followed(tmp_path):
+    run = RunDir(tmp_path / "run")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    run.replaced.mkdir(parents=True)
+    (run.replaced / "0").write_text("overwritten")
+    (run.replaced / "moved.json").write_text(json.dumps(["../victim.txt"]))
+    with pytest.raises(StageInputError, match=r"moved.json: names \['../victim.txt'\], not "
+                                              r"files of a run directory"):
+        run.restore_replaced()
+    assert victim.read_text() == "mine"
+
+
 def test_second_holder_of_a_run_directory_is_told_who_holds_it(tmp_path):
     lock = tmp_path / ".hpcue.lock"
     with exclusive(lock, "run directory x"):
@@ -153,11 +166,19 @@ def test_second_holder_of_a_run_directory_is_told_who_holds_it(tmp_path):
 
 def test_stage_with_a_missing_input_changes_nothing(finished, tmp_path):
     run = _copy(finished, tmp_path / "run")
+    # a set-aside folder this command did not write (left by a crash, or crafted) is never
+    # restored by it: here it would overwrite a file outside the run directory
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    run_dir = RunDir(run)
+    run_dir.replaced.mkdir()
+    (run_dir.replaced / "0").write_text("overwritten")
+    (run_dir.replaced / "moved.json").write_text(json.dumps([str(victim)]))
     before = _snapshot(run)
     proc = hpcue("train", "--out", str(run), "--set", "surrogate.weights=/no/such.pth",
                  check=False)
     _one_line_error(proc, "/no/such.pth")
-    assert _snapshot(run) == before and not (run / ".replaced").exists()
+    assert _snapshot(run) == before and victim.read_text() == "mine"
 
 
 def test_bad_input_found_while_a_stage_runs_puts_back_what_it_replaced(finished, tmp_path):
@@ -257,6 +278,11 @@ def test_a_full_disk_is_one_error_and_leaves_no_temporaries(finished, tmp_path):
         _one_line_error(proc, "no space left writing", str(run))
         assert _snapshot(run) == before  # the earlier unlearnable set is back
         assert not list(disk.rglob("*.tmp")) and not list(disk.rglob("*.partial"))
+        # a full disk inside Lightning (an epoch checkpoint) is the same: one line, all back
+        proc = hpcue("train", "--out", str(run), check=False)
+        _one_line_error(proc, "no space left on the file system of", str(run))
+        assert "restored what it replaced" in proc.stdout
+        assert _snapshot(run) == before
         filler.unlink()
         hpcue("generate", "--out", str(run))  # with space again, it just works
         assert json.loads((run / "stages" / "generate.json").read_text())["num_images"] > 0

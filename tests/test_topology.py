@@ -268,3 +268,15 @@ def test_threads_left_alone_for_one_process(env, cpus):
     for k, v in dict(SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_PROCID="0").items():
         env.setenv(k, v)
     assert _threads() is None
+
+
+def test_gpu_identity_without_a_uuid_falls_back_to_the_pci_address():
+    from types import SimpleNamespace
+
+    from hpcue.distributed.topology import gpu_identity
+
+    assert gpu_identity(SimpleNamespace(uuid="GPU-1234", name="A100")) == "GPU-1234"
+    rocm5 = SimpleNamespace(name="MI250X", pci_domain_id=0, pci_bus_id=0xC1, pci_device_id=0)
+    assert gpu_identity(rocm5) == "pci:0000:c1:00"
+    bare = gpu_identity(SimpleNamespace(name="X"))
+    assert bare == f"X (no UUID or PCI address) pid {os.getpid()}"  # never equal another rank's

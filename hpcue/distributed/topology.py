@@ -123,6 +123,19 @@ def init_process_group(topo: Topology, timeout_s: float, setup_timeout_s: float)
     check_distinct_gpus(topo)
 
 
+def gpu_identity(props) -> str:
+    """What tells two GPUs of one host apart: the UUID, or where a build has none (ROCm before
+    6.0) the PCI address; never an AttributeError on every rank."""
+    uuid = getattr(props, "uuid", None)
+    if uuid is not None:
+        return str(uuid)
+    pci = [getattr(props, f, None) for f in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    if all(v is not None for v in pci):
+        return "pci:{:04x}:{:02x}:{:02x}".format(*pci)
+    # unique per process: ranks that cannot be told apart are not compared
+    return f"{props.name} (no UUID or PCI address) pid {os.getpid()}"
+
+
 def check_distinct_gpus(topo: Topology) -> None:
     """Two ranks on one GPU (one visible device, not isolated per rank) is a clear error.
 
@@ -132,7 +145,7 @@ def check_distinct_gpus(topo: Topology) -> None:
     """
     if not (topo.distributed and topo.device.startswith("cuda")):
         return
-    mine = (socket.gethostname(), str(torch.cuda.get_device_properties(topo.device).uuid))
+    mine = (socket.gethostname(), gpu_identity(torch.cuda.get_device_properties(topo.device)))
     seen: list = [None] * topo.world_size
     dist.all_gather_object(seen, mine, group=collectives.long_wait_group())
     shared = sorted({r for r, key in enumerate(seen) if seen.count(key) > 1})

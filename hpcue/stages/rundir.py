@@ -138,6 +138,14 @@ class RunDir:
         if not manifest.is_file():
             return []
         moved = read_json(manifest)
+        known = {str(p.relative_to(self.root)) for s in STAGES
+                 for p in (self.stage_record(s), *self.stage_outputs(s))}
+        known |= {str(self.config.relative_to(self.root)),
+                  str(self.checkpoints.relative_to(self.root))}
+        strange = [rel for rel in moved if rel not in known] if isinstance(moved, list) else [moved]
+        if strange:  # only hpcue writes moved.json: never follow one that names other paths
+            raise StageInputError(f"{manifest}: names {strange[:3]}, not files of a run "
+                                  f"directory; nothing was restored (remove {self.replaced})")
         for i, rel in enumerate(moved):
             target = self.root / rel
             _remove(target)

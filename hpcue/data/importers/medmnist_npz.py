@@ -80,7 +80,10 @@ def load_medmnist_split(path: Path, flag: str, split: str, image_size: int) -> I
         raise InputError(f"{path}: split {split!r} is empty")
     if len(labels) != len(images):
         raise InputError(f"{path}: {len(images)} {split}_images but {len(labels)} labels")
-    labels = np.asarray(labels).reshape(len(labels), -1)[:, 0].astype(np.int64)
+    labels = np.asarray(labels).reshape(len(labels), -1)[:, 0]
+    if labels.size and labels.dtype.kind not in "iu":  # casting 0.5 to 0 would hide it
+        raise InputError(f"{path}: {split}_labels must be integers, got {labels.dtype}")
+    labels = labels.astype(np.int64)
     classes = [INFO[flag]["label"][k] for k in sorted(INFO[flag]["label"], key=int)]
     if labels.min() < 0 or labels.max() >= len(classes):
         raise InputError(f"{path}: {split}_labels outside 0..{len(classes) - 1} "
