@@ -307,6 +307,7 @@ def run_try(t: Try, ctx: Ctx) -> tuple[str, str]:
         case = t.setup(ctx)
         case.cwd = case.cwd or ctx.cwd
         before = snapshot(ctx.work, case.out)
+        planted = set(leftovers(ctx.work, stop=False))  # the try's own input, not left by hpcue
         protected = snapshot_paths(case.protect)
         guards = {str(p): _digest(p) if p.exists() else "absent" for p in case.guard}
         o = (case.runner or run_cli)(case)
@@ -316,7 +317,7 @@ def run_try(t: Try, ctx: Ctx) -> tuple[str, str]:
         lost = _changed(protected, snapshot_paths(case.protect))[1]
         guarded = [p for p, d in guards.items()
                    if (_digest(Path(p)) if Path(p).exists() else "absent") != d]
-        left = leftovers(ctx.work, stop=case.stop is not None)
+        left = [p for p in leftovers(ctx.work, stop=case.stop is not None) if p not in planted]
         return classify(t, case, o, outside, lost, guarded, left)
     except Exception as exc:  # the campaign's own failure to fabricate: report, go on
         return "broken try", f"{type(exc).__name__}: {exc}"
