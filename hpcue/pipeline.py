@@ -131,7 +131,8 @@ def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool) -> Path
             elif claimed and run.restore_replaced():  # only what this command set aside
                 print(f"[hpcue] {stage} failed: restored what it replaced in {run.root}",
                       flush=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if (isinstance(exc, OSError) and not isinstance(exc, DiskFullError)
+                and exc.errno in (errno.ENOSPC, errno.EDQUOT)):  # Lightning's own writes
             raise DiskFullError(exc.errno, f"no space left on the file system of {run.root} "
                                            f"({exc}); free space and rerun") from None
         raise
