@@ -61,6 +61,9 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the damage helpers the tests use: one copy, in tests/fabricate.py
+from tests.fabricate import edit_meta, fill_disk, fix_sha, rewrite_shard  # noqa: E402
+
 #: the tiny settings of tests/conftest.py: every stage runs in seconds on a 2-core CPU
 TINY = ["data.image_size=16", "surrogate.pretrain_epochs=2", "cluster.n_init=2",
         "train.epochs=2", "train.generator_width=4", "train.generator_blocks=1",
@@ -348,37 +351,6 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def edit_meta(root: Path, change: Callable[[dict], object]) -> None:
-    meta = json.loads((root / "meta.json").read_text())
-    change(meta)
-    (root / "meta.json").write_text(json.dumps(meta))
-
-
-def rewrite_shard(root: Path, name: str, **datasets: np.ndarray | None) -> None:
-    """Replace a shard by one with other datasets (None: dropped), its checksum in meta.json
-    updated, so that only the checks of its content can catch it."""
-    path = root / name
-    with h5py.File(path, "r") as f:
-        content = {k: f[k][:] for k in f}
-    content.update(datasets)
-    path.unlink()
-    with h5py.File(path, "w") as f:
-        for key, value in content.items():
-            if value is not None:
-                f.create_dataset(key, data=value)
-    fix_sha(root, name)
-
-
-def fix_sha(root: Path, name: str) -> None:
-    split = name.split("-")[0]
-
-    def fix(meta: dict) -> None:
-        for info in meta["splits"][split]["shards"]:
-            if info["file"] == name:
-                info["sha256"] = sha256(root / name)
-    edit_meta(root, fix)
-
-
 def truncate(path: Path, keep: float = 0.5) -> None:
     data = path.read_bytes()
     path.write_bytes(data[:int(len(data) * keep)])
@@ -488,17 +460,7 @@ def mount_tmpfs(path: Path, size: str) -> Callable[[], None]:
     return lambda: subprocess.run(["umount", str(path)], capture_output=True)
 
 
-def fill(disk: Path, leave: int) -> None:
-    """Fill the file system under ``disk`` but for ``leave`` bytes."""
-    filler = disk / "filler"
-    with open(filler, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
-            pass
-    os.truncate(filler, max(0, filler.stat().st_size - leave))
+
 
 
 # -- configs -------------------------------------------------------------------------------------
@@ -960,7 +922,7 @@ def full_disk_tries() -> list[Try]:
             umount = mount_tmpfs(disk, "16m")
             try:
                 run = ctx.run_copy(disk / "run", slim=True)
-                fill(disk, leave)
+                fill_disk(disk, leave)
             except BaseException:
                 umount()
                 raise
@@ -972,7 +934,7 @@ def full_disk_tries() -> list[Try]:
         runs = report_runs(ctx, {"a": None})
         disk = ctx.work / "disk"
         umount = mount_tmpfs(disk, "1m")
-        fill(disk, 0)
+        fill_disk(disk, 0)
         return Case(["report", str(runs), "--out", str(disk / "report")], out=[disk / "report"],
                     cleanup=umount)
 
@@ -980,7 +942,7 @@ def full_disk_tries() -> list[Try]:
         case = sweep_case(ctx, {})
         disk = ctx.work / "disk"
         umount = mount_tmpfs(disk, "1m")
-        fill(disk, 0)
+        fill_disk(disk, 0)
         case.args[case.args.index("--out") + 1] = str(disk / "jobs")
         case.out = [disk / "jobs", ctx.work / "runs"]
         case.cleanup = umount

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
+import h5py
 import numpy as np
 from PIL import Image
 
@@ -62,3 +67,52 @@ def image_folder(root: Path, classes=("cat", "dog"), per_class: int = 5) -> Path
         for i in range(per_class):
             jpeg(root / name / f"{i}.jpg", seed=100 * c + i)
     return root
+
+
+# -- damage done on purpose: shard directories and disks (tests and benchmarks/fault_campaign) --
+
+def edit_meta(root: Path, change: Callable[[dict], object]) -> None:
+    """Change a shard directory's meta.json in place."""
+    meta = json.loads((root / "meta.json").read_text())
+    change(meta)
+    (root / "meta.json").write_text(json.dumps(meta))
+
+
+def fix_sha(root: Path, name: str) -> None:
+    """Record a shard's current checksum, so that only the checks of its content can catch it."""
+    split = name.split("-")[0]
+    digest = hashlib.sha256((root / name).read_bytes()).hexdigest()
+
+    def fix(meta: dict) -> None:
+        for info in meta["splits"][split]["shards"]:
+            if info["file"] == name:
+                info["sha256"] = digest
+    edit_meta(root, fix)
+
+
+def rewrite_shard(root: Path, name: str, **datasets: np.ndarray | None) -> None:
+    """Replace a shard by one with other datasets (None: dropped), its checksum updated."""
+    path = root / name
+    with h5py.File(path, "r") as f:
+        content = {k: f[k][:] for k in f}
+    content.update(datasets)
+    path.unlink()
+    with h5py.File(path, "w") as f:
+        for key, value in content.items():
+            if value is not None:
+                f.create_dataset(key, data=value)
+    fix_sha(root, name)
+
+
+def fill_disk(disk: Path, leave: int) -> Path:
+    """Fill the file system under ``disk`` but for ``leave`` bytes; returns the filler."""
+    filler = disk / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler

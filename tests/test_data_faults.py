@@ -30,6 +30,7 @@ from hpcue.data.shards import ShardError, open_shards, sha256, shard_bytes, veri
 from hpcue.errors import InputError
 from tests import fabricate
 from tests.conftest import REPO, hpcue
+from tests.fabricate import edit_meta, rewrite_shard
 
 SHARD = "train-00000-of-00002.h5"
 
@@ -50,33 +51,6 @@ def shards_dir(digits_dir, tmp_path) -> Path:
     return out
 
 
-def _edit_meta(root: Path, change) -> None:
-    meta = json.loads((root / "meta.json").read_text())
-    change(meta)
-    (root / "meta.json").write_text(json.dumps(meta))
-
-
-def _rewrite_shard(root: Path, name: str, **datasets) -> None:
-    """Replace a shard by one with other datasets, its checksum updated: only content checks
-    can catch it."""
-    path = root / name
-    with h5py.File(path, "r") as f:
-        content = {k: f[k][:] for k in f}
-    content.update(datasets)
-    path.unlink()
-    with h5py.File(path, "w") as f:
-        for key, value in content.items():
-            if value is not None:
-                f.create_dataset(key, data=value)
-    split = name.split("-")[0]
-
-    def fix(meta):
-        for info in meta["splits"][split]["shards"]:
-            if info["file"] == name:
-                info["sha256"] = sha256(path)
-    _edit_meta(root, fix)
-
-
 # -- 1: meta.json is read through its schema; shard files stay inside the directory ----------
 
 
@@ -85,7 +59,7 @@ def _rewrite_shard(root: Path, name: str, **datasets) -> None:
     "test-00000-of-00002.h5", "notes.txt", f"{SHARD}\x00", "",
 ])
 def test_a_shard_file_outside_the_directory_is_refused(shards_dir, file):
-    _edit_meta(shards_dir, lambda m: m["splits"]["train"]["shards"][0].update(file=file))
+    edit_meta(shards_dir, lambda m: m["splits"]["train"]["shards"][0].update(file=file))
     with pytest.raises(ShardError, match=r"meta\.json: splits\.train\.shards\[0\]\.file: .* is "
                                          r"not a shard of this directory"):
         open_shards(shards_dir)
@@ -94,7 +68,7 @@ def test_a_shard_file_outside_the_directory_is_refused(shards_dir, file):
 def test_data_verify_refuses_a_path_escape_and_writes_nothing(shards_dir, tmp_path):
     victim = tmp_path / SHARD  # what a run's generate would have overwritten
     victim.write_text("the user's file")
-    _edit_meta(shards_dir, lambda m: m["splits"]["train"]["shards"][0].update(file=f"../{SHARD}"))
+    edit_meta(shards_dir, lambda m: m["splits"]["train"]["shards"][0].update(file=f"../{SHARD}"))
     proc = hpcue("data", "verify", str(shards_dir), check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
@@ -129,7 +103,7 @@ def test_a_malformed_meta_json_is_one_error_naming_the_key(shards_dir, change, m
     if change is None:
         (shards_dir / "meta.json").write_text("[1, 2]")
     else:
-        _edit_meta(shards_dir, change)
+        edit_meta(shards_dir, change)
     with pytest.raises(ShardError, match=message) as err:
         open_shards(shards_dir)
     assert str(err.value).startswith(f"{shards_dir / 'meta.json'}: ")
@@ -159,13 +133,13 @@ def test_meta_stays_a_dict_with_every_key(digits_dir):
     (lambda m: m.update(classes=["0"]), "classes: List should have at least 2 items"),
 ])
 def test_verify_refuses_what_a_run_cannot_use(shards_dir, change, message):
-    _edit_meta(shards_dir, change)
+    edit_meta(shards_dir, change)
     with pytest.raises(ShardError, match=message):
         verify(shards_dir)
 
 
 def test_an_unlearnable_set_needs_only_train(shards_dir):
-    _edit_meta(shards_dir, lambda m: (m["splits"].pop("test"), m.update(source="clean")))
+    edit_meta(shards_dir, lambda m: (m["splits"].pop("test"), m.update(source="clean")))
     assert verify(shards_dir) == {"train": 1347}
 
 
@@ -180,20 +154,20 @@ def test_an_unlearnable_set_needs_only_train(shards_dir):
     ({"labels": np.full(674, -1, np.int64)}, f"{SHARD}: labels -1..-1 outside 0..9"),
 ])
 def test_verify_checks_each_shards_content(shards_dir, datasets, message):
-    _rewrite_shard(shards_dir, SHARD, **datasets)
+    rewrite_shard(shards_dir, SHARD, **datasets)
     with pytest.raises(ShardError, match=message):
         verify(shards_dir)
 
 
 def test_verify_refuses_a_training_split_of_one_class(shards_dir):
     for name in (SHARD, "train-00001-of-00002.h5"):
-        _rewrite_shard(shards_dir, name, labels=np.zeros(673 + (name == SHARD), np.int64))
+        rewrite_shard(shards_dir, name, labels=np.zeros(673 + (name == SHARD), np.int64))
     with pytest.raises(ShardError, match="split 'train' holds only class '0'"):
         verify(shards_dir)
 
 
 def test_cli_verify_names_the_missing_split(shards_dir):
-    _edit_meta(shards_dir, lambda m: m["splits"].pop("test"))
+    edit_meta(shards_dir, lambda m: m["splits"].pop("test"))
     proc = hpcue("data", "verify", str(shards_dir), check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (f"hpcue: error: {shards_dir / 'meta.json'}: no 'test' split "
@@ -259,14 +233,14 @@ def test_prepare_refuses_an_image_folder_without_test(tmp_path):
     lambda s: s.labels("train"), lambda s: s.read_split("train"),
 ])
 def test_loading_refuses_labels_out_of_range(shards_dir, read):
-    _rewrite_shard(shards_dir, SHARD, labels=np.arange(674, dtype=np.int64) % 11)
+    rewrite_shard(shards_dir, SHARD, labels=np.arange(674, dtype=np.int64) % 11)
     with pytest.raises(ShardError, match=re.escape(f"{shards_dir / SHARD}: labels 0..10 outside "
                                                    f"0..9")):
         read(open_shards(shards_dir))
 
 
 def test_loading_refuses_fewer_labels_than_meta_says(shards_dir):
-    _rewrite_shard(shards_dir, SHARD, labels=np.zeros(600, np.int64))
+    rewrite_shard(shards_dir, SHARD, labels=np.zeros(600, np.int64))
     with pytest.raises(ShardError, match=f"{SHARD}: 600 labels, meta.json says 674 samples"):
         ShardDataset(open_shards(shards_dir), "train")
 

@@ -26,6 +26,7 @@ from hpcue.stages.artifacts import read_clusters, read_perturbations
 from hpcue.stages.rundir import RunDir, StageInputError
 from hpcue.training.trainer import check_checkpoint
 from tests.conftest import REPO, hpcue, tiny_sets
+from tests.fabricate import fill_disk
 
 SETS = tiny_sets()
 
@@ -249,21 +250,6 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
-def _fill(disk: Path, leave: int) -> Path:
-    """Fill the file system under ``disk`` but for ``leave`` bytes (room for the small files a
-    stage writes first, not for its shards)."""
-    filler = disk / "filler"
-    with open(filler, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
-            pass
-    os.truncate(filler, max(0, filler.stat().st_size - leave))
-    return filler
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as "
                                                "root); the full-disk path is not tested here")
 def test_a_full_disk_is_one_error_and_leaves_no_temporaries(finished, tmp_path):
@@ -273,7 +259,7 @@ def test_a_full_disk_is_one_error_and_leaves_no_temporaries(finished, tmp_path):
     try:
         run = _copy(finished, disk / "run")
         before = _snapshot(run)
-        filler = _fill(disk, leave=256 * 1024)
+        filler = fill_disk(disk, leave=256 * 1024)
         proc = hpcue("generate", "--out", str(run), check=False)
         _one_line_error(proc, "no space left writing", str(run))
         assert _snapshot(run) == before  # the earlier unlearnable set is back
