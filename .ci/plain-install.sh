@@ -5,11 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
-tmp="$(mktemp -d)"
+# beside the repository, so that the hard links below stay on one file system
+tmp="$(mktemp -d "$(dirname "$repo")/.hpcue-plain.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-python3 -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
-"$tmp/venv/bin/pip" install -q "$repo"
+python3 -m venv --without-pip "$tmp/venv"
+purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+# torch and the other dependencies come from .venv as hard links: a second pip install of the
+# CUDA build of torch would take another 5.5 GB, more than a CI machine's disk may have left.
+# Then the MPI library (the mpich wheel; mpi4py is a plain dependency with no library of its
+# own) and the editable hpcue go, and hpcue is installed as a user would.
+cp -al "$(purelib .venv/bin/python)/." "$(purelib "$tmp/venv/bin/python")/"
+"$tmp/venv/bin/python" -m pip uninstall -q -y hpcue mpich
+"$tmp/venv/bin/python" -m pip install -q "$repo"
 if "$tmp/venv/bin/python" -c "from mpi4py import MPI" 2>/dev/null; then
     echo "plain-install: an MPI library loads here; this check needs a machine without one" >&2
     exit 1
