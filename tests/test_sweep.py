@@ -1,8 +1,8 @@
-"""Sweep specs, job scripts (golden files, bash -n), bad input, and the report."""
+"""Sweep specs, job scripts (golden files, bash -n), bad input, and the report of nothing
+(the report itself: tests/test_report.py)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -14,7 +14,6 @@ import yaml
 
 from hpcue.config import ConfigError
 from hpcue.sweep.render import cluster_jobs, render, render_cluster_job, render_point
-from hpcue.sweep.report import report
 from hpcue.sweep.shipped import configs_dir, machines_dir, sweeps_dir
 from hpcue.sweep.spec import MachineProfile, effective_settings, load_sweep, parse_walltime
 from hpcue.sweep.submit import claim_sweep_dir, status, submit
@@ -266,59 +265,6 @@ def test_sweep_dir_of_another_spec_is_refused_before_submitting(tmp_path):
     with pytest.raises(ConfigError, match="was written for another sweep"):
         submit(other, runs)
     assert not (runs / "digits-local" / "submitted.json").exists()
-
-
-def _fake_result(root: Path, name: str, batch: int, seed: int, clean: float, unl: float,
-                 rand: float | None = None, image_size: int = 16):
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "config.yaml").write_text(yaml.safe_dump({
-        "name": "x", "seed": seed, "data": {"image_size": image_size, "num_workers": 2},
-        "train": {"global_batch_size": batch}, "runtime": {"launcher": "mpi"}}))
-    result = {
-        "dataset": "digits", "global_batch_size": batch, "world_size": 2, "seed": seed,
-        "clean_test_acc": clean, "unlearnable_test_acc": unl, "cluster_purity": 0.8,
-        "seconds": {"cluster": 1.0, "train": 2.0}, "stage1_images_per_second": 100.0 * batch,
-        "stage1_batch": {"lr_scaling": "none"}, "worst_case_unlearnable_test_acc": unl}
-    if rand is not None:
-        result["baselines"] = {"random": {"mean": rand}}
-    (d / "results.json").write_text(json.dumps(result))
-
-
-def test_report_means_stds_and_missing_points(tmp_path):
-    runs = tmp_path / "runs" / "sw"
-    _fake_result(runs, "b32-s0", 32, 0, 0.9, 0.5, rand=0.8)
-    _fake_result(runs, "b32-s1", 32, 1, 0.8, 0.7, rand=0.9)
-    _fake_result(runs, "b64-s0", 64, 0, 0.95, 0.6, rand=0.9)
-    (runs / "sweep.json").write_text(json.dumps({"points": ["b32-s0", "b32-s1", "b64-s0",
-                                                             "b64-s1"], "seeds": [0, 1]}))
-    paths = report(tmp_path / "runs")
-    rows = list(csv.DictReader(paths["csv"].open()))
-    assert [(r["global_batch_size"], r["seeds"]) for r in rows] == [("32", "2"), ("64", "1")]
-    assert float(rows[0]["clean_test_acc_mean"]) == pytest.approx(0.85)
-    assert float(rows[0]["unlearnable_test_acc_std"]) == pytest.approx(0.1414, abs=1e-4)
-    assert float(rows[0]["random_test_acc_mean"]) == pytest.approx(0.85)
-    md = paths["markdown"].read_text()
-    assert ("| digits | - | 32 | 2 | none | 2 | 0.8500 ± 0.0707 | 0.6000 ± 0.1414 | "
-            "0.8500 ± 0.0707 | 0.6000 |") in md
-    # one seed has no spread to print; a point with fewer seeds than asked for is marked
-    assert "| digits | - | 64 | 2 | none | 1 of 2 (!) | 0.9500 | 0.6000 | 0.9000 |" in md
-    assert "Missing or failed points (1): sw/b64-s1" in md
-    (plot,) = paths["batch_plots"]
-    assert plot.name == "accuracy_vs_batch-digits.png"
-    for path in (plot, paths["throughput_plot"]):
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_report_never_averages_runs_with_other_settings(tmp_path):
-    runs = tmp_path / "runs"
-    _fake_result(runs, "debug", 64, 0, 0.98, 0.95, image_size=32)  # another image size
-    _fake_result(runs / "sw", "b64-s0", 64, 0, 0.9, 0.5)
-    _fake_result(runs / "sw", "b64-s1", 64, 1, 0.8, 0.7)  # its seed twin
-    rows = list(csv.DictReader(report(runs)["csv"].open()))
-    assert [(r["setting"], r["seeds"]) for r in rows] == [("data.image_size=16", "2"),
-                                                        ("data.image_size=32", "1")]
-    assert float(rows[1]["clean_test_acc_mean"]) == 0.98
 
 
 def test_report_of_nothing_is_an_error(tmp_path):

@@ -1,8 +1,32 @@
-"""``hpcue report``: a sweep's runs as a CSV, a Markdown table and plots.
+"""``hpcue report``: a sweep's runs as a CSV, a Markdown table, a LaTeX table and plots.
 
-Rows group runs that differ only in their seed: same data set, settings (the run's config.yaml),
-global batch size, world size and lr rule; accuracies are mean and standard deviation over
-those seeds, beside the random-noise baseline.
+A row is one configuration: the runs that differ only in their seed. Runs are grouped by the
+whole of their ``config.yaml`` except the seed and the keys that cannot change a result
+(``NOT_A_SETTING``: launcher, workers, time-outs, the shared-clusters folder), and by what their
+``results.json`` says was run (data set, global batch, world size, lr rule, eps, K, stage-1
+effective lr): a 30-epoch debug run and a 2-epoch sweep point are two rows, never two "seeds".
+Accuracies are mean ± sample std over the row's seeds (each seed's figure is itself the mean
+over its victim seeds); a row of one run has no spread: ``n/a`` in the tables, empty in the CSV.
+
+Columns (``report_tables.COLUMNS``; the Markdown and LaTeX tables show the same ones):
+``config``, a digest of everything the row groups by (two rows never share one; the same
+config gets the same digest in every report); ``setting``, the config keys that tell the row
+from the other rows of its data set (beyond the columns below); ``global_batch_size``,
+``world_size``; ``lr_scaling``, stage 1's lr rule; ``epsilon`` (a pixel-scale number in the
+CSV, ``n/255`` in the tables); ``num_clusters`` (K); ``victim_epochs`` (``victim.epochs`` of
+config.yaml); ``effective_lr``, stage 1's learning rate after its lr rule
+(``stage1_batch.effective_lr``); ``seeds`` (``n of m (!)`` when a sweep's ``sweep.json``
+asked for more); clean, unlearnable, random-noise and worst-case (after the defenses)
+accuracy; cluster purity, seconds, stage-1 images per second; ``num_classes``. A value an
+older ``results.json`` does not hold is ``-`` in the tables and empty in the CSV.
+
+Plots (``report_plots``): per data set, accuracy against the global batch, one line per
+configuration but its batch (lr rule, eps, K, any other setting that varies: never a line
+joining two configs), each run's unlearnable accuracy as a small marker beside the mean ± std,
+and chance level, 1 / number of classes: ``num_classes`` of results.json, else the
+``classes`` of the run's shards (its ``unlearnable/`` or ``data/`` meta.json, or an absolute
+``data.shards``); none is drawn when neither says. PNG and PDF; and throughput against the
+world size.
 
 Nothing is dropped silently. A point a sweep expected (its ``sweep.json``) that has no
 ``results.json`` (not run, failed, or stopped: its finished stages are named) is listed as
@@ -12,12 +36,13 @@ json reads) in a value the report reads; its path and the key are named, and it 
 mean, CSV or plot. Such a run is counted as failed rather than stopping the whole report: in a
 sweep of dozens of points one damaged file should not hide the rest, and the list under the
 table (also printed) says which point to rerun. A damaged ``sweep.json`` is an error, though:
-without it the report cannot tell which points are missing.
+without it the report cannot tell which points are missing. Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import statistics
@@ -30,18 +55,18 @@ from hpcue.errors import InputError, MissingInputError
 from hpcue.evaluation.metrics import sample_std
 from hpcue.io import atomic_write, atomic_write_text, read_json
 from hpcue.stages.rundir import STAGES, RunDir
-from hpcue.sweep.spec import CONTROL, slug
-
-COLUMNS = ["dataset", "setting", "global_batch_size", "world_size", "lr_scaling", "seeds",
-           "expected_seeds", "clean_test_acc_mean", "clean_test_acc_std",
-           "unlearnable_test_acc_mean", "unlearnable_test_acc_std", "random_test_acc_mean",
-           "random_test_acc_std", "worst_case_unlearnable_test_acc_mean", "cluster_purity",
-           "seconds_total", "stage1_images_per_second"]
+from hpcue.sweep.report_plots import plot
+from hpcue.sweep.report_tables import COLUMNS, latex, markdown
+from hpcue.sweep.spec import CONTROL
 
 #: config keys that never change a result, or that are columns of their own
 NOT_A_SETTING = {"name", "seed", "runtime.launcher", "runtime.accelerator", "runtime.timeout_s",
                  "runtime.setup_timeout_s", "runtime.deterministic", "data.num_workers",
                  "data.cache", "cluster.shared", "train.global_batch_size", "train.lr_scaling"}
+#: settings with a column of their own (still part of a row's config, not of its label)
+COLUMN_SETTINGS = {"train.epsilon", "cluster.num_clusters", "victim.epochs"}
+#: hex digits of the config digest
+DIGEST_LENGTH = 10
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -74,6 +99,9 @@ def settings(run_dir: Path) -> dict:
 READS = {
     "dataset": (True, "text"), "global_batch_size": (True, "count"),
     "world_size": (False, "count"), "stage1_batch.lr_scaling": (False, "text"),
+    "stage1_batch.effective_lr": (False, "number"), "stage1_batch.base_lr": (False, "number"),
+    "epsilon": (False, "number"),
+    "num_clusters": (False, "count"), "num_classes": (False, "count"),
     "clean_test_acc": (True, "number"), "unlearnable_test_acc": (True, "number"),
     "worst_case_unlearnable_test_acc": (False, "number"),
     "baselines.random.mean": (False, "number"), "cluster_purity": (True, "number"),
@@ -95,17 +123,26 @@ def _lookup(data: dict, key: str) -> object:
     return node
 
 
+def _get(data: dict, key: str, default: object = None) -> object:
+    """A value ``unusable`` has checked, or ``default`` where the file does not hold it."""
+    value = _lookup(data, key)
+    return default if value is _ABSENT or value is None else value
+
+
 def _is_number(value: object) -> bool:
     """A finite int or float: json reads NaN and Infinity, and neither may reach a mean."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value))
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _kind_problem(value: object, kind: str) -> str | None:
     if kind == "text" and not (isinstance(value, str) and value and not CONTROL.search(value)):
         return "not a one-line text"
-    if kind == "count" and not (isinstance(value, int) and not isinstance(value, bool)
-                                and value > 0):
+    if kind == "count" and not _is_count(value):
         return "not a positive integer"
     if kind == "number" and not _is_number(value):
         return "not a finite number"
@@ -151,6 +188,27 @@ def read_result(path: Path) -> dict:
     data["_dir"] = str(path.parent)
     data["_settings"] = settings(path.parent)
     return data
+
+
+def classes_from_data(run_dir: Path, setting: dict) -> int | None:
+    """The number of classes in the run's shards (their meta.json), for results.json written
+    before it held ``num_classes``; None when no meta.json says (never an error: it only
+    decides whether a chance line is drawn)."""
+    from hpcue.data.shards import META
+
+    run = RunDir(Path(run_dir))
+    places = [run.unlearnable, run.data]
+    shards = setting.get("data.shards")
+    if isinstance(shards, str) and Path(shards).is_absolute():  # a relative one: from where?
+        places.append(Path(shards))
+    for place in places:
+        try:
+            classes = json.loads((place / META).read_text()).get("classes")
+        except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+            continue
+        if isinstance(classes, list) and len(classes) >= 2:
+            return len(classes)
+    return None
 
 
 def unfinished(run_dir: Path) -> str:
@@ -199,12 +257,48 @@ def _name(runs: Path, run_dir: Path) -> str:
     return str(run_dir.relative_to(runs)) if run_dir != runs else run_dir.name
 
 
-def _labels(groups: dict[tuple, list[dict]]) -> dict[tuple, str]:
-    """Per group, the settings that tell it from other groups of its data set ("" if none)."""
+def facts(result: dict) -> dict:
+    """What one run ran, beside its settings: the row's columns (None where not known).
+
+    eps and K come from results.json (what the artifacts were made with), else config.yaml;
+    victim epochs only from config.yaml (results.json does not hold them)."""
+    mine = result["_settings"]
+    eps = _get(result, "epsilon", mine.get("train.epsilon"))
+    k = _get(result, "num_clusters", mine.get("cluster.num_clusters"))
+    epochs = mine.get("victim.epochs")
+    return {"dataset": result["dataset"], "global_batch_size": result["global_batch_size"],
+            "world_size": _get(result, "world_size", 1),
+            "lr_scaling": _get(result, "stage1_batch.lr_scaling", "none"),
+            "epsilon": eps if _is_number(eps) else None,
+            "num_clusters": k if _is_count(k) else None,
+            "victim_epochs": epochs if _is_count(epochs) else None,
+            "effective_lr": _get(result, "stage1_batch.effective_lr"),
+            # not a column: it tells lines apart where config.yaml is missing
+            "base_lr": _get(result, "stage1_batch.base_lr")}
+
+
+def config_key(result: dict) -> str:
+    """Everything a row groups by, as sorted JSON: the settings and the facts."""
+    return json.dumps({"settings": result["_settings"], **facts(result)}, sort_keys=True,
+                      default=str)
+
+
+def digest(key: str) -> str:
+    """The config digest a row is cited by: a short sha256 of its ``config_key``."""
+    return hashlib.sha256(key.encode()).hexdigest()[:DIGEST_LENGTH]
+
+
+def _labels(groups: dict[str, list[dict]]) -> dict[str, str]:
+    """Per group, the settings that tell it from other groups of its data set ("" if none),
+    but those with a column of their own."""
+    def shown(runs: list[dict]) -> dict:
+        return {k: v for k, v in runs[0]["_settings"].items() if k not in COLUMN_SETTINGS}
+
     labels = {}
     for key, runs in groups.items():
-        mine = runs[0]["_settings"]
-        others = [g[0]["_settings"] for k, g in groups.items() if k[0] == key[0] and k != key]
+        mine = shown(runs)
+        others = [shown(g) for k, g in groups.items()
+                  if g[0]["dataset"] == runs[0]["dataset"] and k != key]
         varying = sorted({k for o in others for k in mine.keys() | o.keys()
                           if mine.get(k) != o.get(k)})
         labels[key] = ", ".join(f"{k}={mine.get(k)}" for k in varying)
@@ -212,151 +306,64 @@ def _labels(groups: dict[tuple, list[dict]]) -> dict[tuple, str]:
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std, rounded; a single value has no spread (None, never 0)."""
     if not values:
         return None, None
-    return round(statistics.mean(values), 4), round(sample_std(values), 4)
+    mean = round(statistics.mean(values), 4)
+    return mean, round(sample_std(values), 4) if len(values) > 1 else None
+
+
+def _order(row: dict) -> tuple:
+    """Rows of one configuration but the batch together, batches ascending."""
+    def known(value: object) -> tuple:
+        return (value is None, value if value is not None else 0)
+
+    return (row["dataset"], row["setting"], known(row["epsilon"]), known(row["num_clusters"]),
+            known(row["victim_epochs"]), row["lr_scaling"], row["world_size"],
+            row["global_batch_size"], row["config"])
 
 
 def summarise(results: list[dict], expected: dict[str, int] | None = None) -> list[dict]:
-    """One row per setting: runs that differ only in their seed are averaged, never runs with
-    other settings (another image size, K, eps or epochs is another row)."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    """One row per config: runs that differ only in their seed are averaged, never runs with
+    other settings (another image size, K, eps, lr rule or epochs is another row)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
     for r in results:
-        rule = r.get("stage1_batch", {}).get("lr_scaling", "none")
-        setting = json.dumps(r["_settings"], sort_keys=True, default=str)
-        groups[(r["dataset"], setting, r["global_batch_size"], r.get("world_size", 1),
-                rule)].append(r)
+        groups[config_key(r)].append(r)
     labels = _labels(groups)
     rows = []
-    for key in sorted(groups, key=lambda k: (k[0], labels[k], k[2], k[3], k[4])):
-        runs = groups[key]
-        dataset, _, batch, world, rule = key
+    for key, runs in groups.items():
         clean = _mean_std([r["clean_test_acc"] for r in runs])
         unl = _mean_std([r["unlearnable_test_acc"] for r in runs])
         rand = _mean_std([r["baselines"]["random"]["mean"] for r in runs
-                          if "random" in (r.get("baselines") or {})])
+                          if _get(r, "baselines.random.mean") is not None])
         worst = _mean_std([r["worst_case_unlearnable_test_acc"] for r in runs
-                           if "worst_case_unlearnable_test_acc" in r])
+                           if _get(r, "worst_case_unlearnable_test_acc") is not None])
         wanted = {(expected or {}).get(str(Path(r["_dir"]).parent)) for r in runs} - {None}
+        classes = {_get(r, "num_classes") or classes_from_data(Path(r["_dir"]), r["_settings"])
+                   for r in runs} - {None}
         rows.append({
-            "dataset": dataset, "setting": labels[key], "global_batch_size": batch,
-            "world_size": world, "lr_scaling": rule, "seeds": len(runs),
-            "expected_seeds": max(wanted) if wanted else None,
+            **facts(runs[0]), "setting": labels[key], "config": digest(key),
+            "seeds": len(runs), "expected_seeds": max(wanted) if wanted else None,
             "clean_test_acc_mean": clean[0], "clean_test_acc_std": clean[1],
             "unlearnable_test_acc_mean": unl[0], "unlearnable_test_acc_std": unl[1],
             "random_test_acc_mean": rand[0], "random_test_acc_std": rand[1],
             "worst_case_unlearnable_test_acc_mean": worst[0],
+            "worst_case_unlearnable_test_acc_std": worst[1],
             "cluster_purity": round(statistics.mean(r["cluster_purity"] for r in runs), 4),
             "seconds_total": round(statistics.mean(sum(r["seconds"].values()) for r in runs), 1),
             "stage1_images_per_second": round(statistics.mean(
                 r["stage1_images_per_second"] for r in runs), 1),
+            "num_classes": classes.pop() if len(classes) == 1 else None,
+            # for the plots, not the CSV: what tells lines apart, and each seed's point
+            "_settings": runs[0]["_settings"],
+            "_unlearnable_runs": [r["unlearnable_test_acc"] for r in runs],
         })
-    return rows
+    return sorted(rows, key=_order)
 
 
-def _acc(row: dict, name: str) -> str:
-    """mean ± std over seeds; one seed has no spread to show."""
-    mean, std = row[f"{name}_mean"], row.get(f"{name}_std")
-    if mean is None:
-        return "-"
-    return f"{mean:.4f}" if row["seeds"] < 2 or std is None else f"{mean:.4f} ± {std:.4f}"
-
-
-def _seeds(row: dict) -> str:
-    want = row["expected_seeds"]
-    return f"{row['seeds']} of {want} (!)" if want and row["seeds"] < want else str(row["seeds"])
-
-
-def markdown(rows: list[dict], failed: dict[str, str]) -> str:
-    lines = ["| data set | setting | global batch | world size | lr rule | seeds | clean acc | "
-             "unlearnable acc | random-noise acc | worst case | purity | seconds | "
-             "stage-1 img/s |",
-             "|---|---|---:|---:|---|---:|---|---|---|---|---:|---:|---:|"]
-    for r in rows:
-        worst = r["worst_case_unlearnable_test_acc_mean"]
-        lines.append(
-            f"| {r['dataset']} | {r['setting'] or '-'} | {r['global_batch_size']} | "
-            f"{r['world_size']} | {r['lr_scaling']} | {_seeds(r)} | "
-            f"{_acc(r, 'clean_test_acc')} | {_acc(r, 'unlearnable_test_acc')} | "
-            f"{_acc(r, 'random_test_acc')} | {'-' if worst is None else f'{worst:.4f}'} | "
-            f"{r['cluster_purity']:.3f} | {r['seconds_total']:.1f} | "
-            f"{r['stage1_images_per_second']:.1f} |")
-    lines += ["", "Accuracies on the clean test set, mean ± std over the seeds of each row (each "
-              "seed's figure is itself the mean over its victim seeds); lower unlearnable "
-              "accuracy is better protection, and it counts only as far as it is below "
-              "random noise. (!): fewer seeds finished than the sweep asked for."]
-    if failed:
-        lines += ["", f"Missing or failed points ({len(failed)}): " + ", ".join(failed), ""]
-        lines += [f"- {name}: {why}" for name, why in failed.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
-    import matplotlib.pyplot as plt
-
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-    return path
-
-
-def plot(rows: list[dict], out: Path) -> list[Path]:
-    """One figure per data set (clean, unlearnable and random-noise accuracy against the global
-    batch, error bars over seeds, one line per setting and lr rule), and throughput."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for dataset in sorted({r["dataset"] for r in rows}):
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        lines = sorted({(r["setting"], r["lr_scaling"], r["world_size"]) for r in rows
-                        if r["dataset"] == dataset})
-        for setting, rule, world in lines:
-            mine = sorted((r for r in rows if r["dataset"] == dataset
-                           and (r["setting"], r["lr_scaling"], r["world_size"])
-                           == (setting, rule, world)), key=lambda r: r["global_batch_size"])
-            xs = [r["global_batch_size"] for r in mine]
-            tag = ", ".join(t for t in (setting, f"lr {rule}" if len(lines) > 1 else "") if t)
-            unl = ax.errorbar(xs, [r["unlearnable_test_acc_mean"] for r in mine],
-                              yerr=[r["unlearnable_test_acc_std"] or 0 for r in mine],
-                              marker="o", capsize=3, label=f"unlearnable {tag}".strip())
-            color = unl[0].get_color()
-            ax.errorbar(xs, [r["clean_test_acc_mean"] for r in mine],
-                        yerr=[r["clean_test_acc_std"] or 0 for r in mine], linestyle="--",
-                        marker=".", capsize=2, color=color, label=f"clean {tag}".strip())
-            if all(r["random_test_acc_mean"] is not None for r in mine):
-                ax.errorbar(xs, [r["random_test_acc_mean"] for r in mine],
-                            yerr=[r["random_test_acc_std"] or 0 for r in mine], linestyle=":",
-                            marker="x", capsize=2, color=color,
-                            label=f"random noise {tag}".strip())
-        ax.set_xscale("log", base=2)
-        batches = sorted({r["global_batch_size"] for r in rows if r["dataset"] == dataset})
-        ax.set_xticks(batches, [str(b) for b in batches])  # the batch sizes, not powers of 2
-        paths.append(_finish(fig, ax, out / f"accuracy_vs_batch-{slug(dataset)}.png",
-                             "global batch size", "victim accuracy on the clean test set",
-                             f"{dataset}: mean ± std over seeds (lower unlearnable is better)"))
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for dataset in sorted({r["dataset"] for r in rows}):
-        by_world: dict[int, list[float]] = defaultdict(list)
-        for r in rows:
-            if r["dataset"] == dataset:
-                by_world[r["world_size"]].append(r["stage1_images_per_second"])
-        worlds = sorted(by_world)
-        ax.plot(worlds, [statistics.mean(by_world[w]) for w in worlds], marker="o",
-                label=dataset)
-    paths.append(_finish(fig, ax, out / "throughput_vs_world_size.png", "world size (ranks)",
-                         "stage-1 images per second", "Throughput against world size"))
-    return paths
-
-
-def report(runs: Path, out: Path | None = None) -> dict[str, Path]:
+def report(runs: Path, out: Path | None = None) -> dict[str, Path | list[Path]]:
+    """Write report.csv, report.md, report.tex and the plots under ``out`` (default
+    RUNS/report); what was written by kind, as ``hpcue report`` prints it."""
     runs = Path(runs)
     if not runs.is_dir():
         raise MissingInputError(f"{runs}: runs directory not found")
@@ -371,16 +378,18 @@ def report(runs: Path, out: Path | None = None) -> dict[str, Path]:
 
     def write_csv(tmp: Path) -> None:
         with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+            writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 
     atomic_write(out / "report.csv", write_csv)
     atomic_write_text(out / "report.md", markdown(rows, failed))
-    plots = plot(rows, out)
+    atomic_write_text(out / "report.tex", latex(rows, failed))
+    batch_plots, throughput = plot(rows, out)
     if failed:
         print(f"[hpcue] {len(failed)} missing or failed points, in no row of the report:")
         for name, why in failed.items():
             print(f"[hpcue]   {name}: {why}")
     return {"csv": out / "report.csv", "markdown": out / "report.md",
-            "batch_plots": plots[:-1], "throughput_plot": plots[-1]}
+            "latex": out / "report.tex", "batch_plots": batch_plots,
+            "throughput_plot": throughput}
