@@ -16,9 +16,10 @@ from the other rows of its data set (beyond the columns below); ``global_batch_s
 CSV, ``n/255`` in the tables); ``num_clusters`` (K); ``victim_epochs`` (``victim.epochs`` of
 config.yaml); ``effective_lr``, stage 1's learning rate after its lr rule
 (``stage1_batch.effective_lr``); ``seeds`` (``n of m (!)`` when a sweep's ``sweep.json``
-asked for more); clean, unlearnable, random-noise and worst-case (after the defenses)
-accuracy; cluster purity, seconds, stage-1 images per second; ``num_classes``. A value an
-older ``results.json`` does not hold is ``-`` in the tables and empty in the CSV.
+asked for more); clean, unlearnable, random-noise and worst-case (the highest, with or
+without a defense) accuracy; cluster purity, seconds, stage-1 images per second;
+``num_classes``. A value an older ``results.json`` does not hold is ``-`` in the tables and
+empty in the CSV.
 
 Plots (``report_plots``): per data set, accuracy against the global batch, one line per
 configuration but its batch (lr rule, eps, K, any other setting that varies: never a line

@@ -13,6 +13,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hpcue.io import atomic_write
 from hpcue.sweep.report_tables import eps_255
@@ -73,7 +74,7 @@ def chance(rows: list[dict]) -> float | None:
     return 1 / classes.pop() if len(classes) == 1 and None not in classes else None
 
 
-def _save(fig: object, path: Path, formats: tuple[str, ...]) -> list[Path]:
+def _save(fig: Any, path: Path, formats: tuple[str, ...]) -> list[Path]:
     """The figure as each format beside ``path`` (its suffix replaced), atomically."""
     import matplotlib.pyplot as plt
 
@@ -88,7 +89,7 @@ def _save(fig: object, path: Path, formats: tuple[str, ...]) -> list[Path]:
     return paths
 
 
-def _label(ax: object, xlabel: str, ylabel: str, title: str, outside: bool = False) -> None:
+def _label(ax: Any, xlabel: str, ylabel: str, title: str, outside: bool = False) -> None:
     """Axis labels, title, legend; ``outside``: the legend right of the axes, where it never
     hides a point (a sweep's plot has a legend entry per line and accuracy)."""
     ax.set_xlabel(xlabel)
@@ -100,7 +101,7 @@ def _label(ax: object, xlabel: str, ylabel: str, title: str, outside: bool = Fal
         ax.legend(fontsize=7)
 
 
-def _errorbar(ax: object, line: Line, name: str, tag: str, **style: object) -> object:
+def _errorbar(ax: Any, line: Line, name: str, tag: str, **style: Any) -> Any:
     xs = [r["global_batch_size"] for r in line.rows]
     return ax.errorbar(xs, [r[f"{name}_mean"] for r in line.rows],
                        yerr=[r[f"{name}_std"] or 0 for r in line.rows], **style,

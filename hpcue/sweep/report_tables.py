@@ -30,9 +30,10 @@ NOTE = ("Accuracies on the clean test set, mean ± std over the seeds of each ro
         "figure is itself the mean over its victim seeds; n/a: one seed, no spread); lower "
         "unlearnable accuracy is better protection, and it counts only as far as it is below "
         "random noise; at chance level nothing was learnt. worst case: the highest unlearnable "
-        "accuracy after a defense. config: digest of the row's whole config but its seed (two "
-        "rows never share one). eps: L-inf bound in pixel levels; K: clusters; lr: stage 1's "
-        "learning rate after its lr rule. (!): fewer seeds finished than the sweep asked for.")
+        "accuracy, with or without a defense. config: digest of the row's whole config but its "
+        "seed (two rows never share one). eps: L-inf bound in pixel levels; K: clusters; "
+        "effective lr: stage 1's learning rate after its lr rule. (!): fewer seeds finished "
+        "than the sweep asked for.")
 
 
 def eps_255(eps: float | None) -> str:
@@ -74,7 +75,7 @@ def _cells(row: dict) -> list[str]:
 
 
 HEADS = ["data set", "setting", "global batch", "world size", "lr rule", "n seeds", "config",
-         "eps", "K", "victim epochs", "lr"]
+         "eps", "K", "victim epochs", "effective lr"]
 
 
 def _chance(rows: list[dict]) -> list[str]:
