@@ -18,11 +18,17 @@ class ImageArrays:
     Labels are checked here, where every importer's output passes: integers (a float label
     would be truncated silently) in 0..len(classes)-1 (one out of range crashes the loss
     function epochs later).
+
+    ``names``: where each image came from, relative to the raw data set's root (a file path,
+    POSIX; ``<file>.npz:<key>[<row>]`` for a row of an array file), or None where the data has
+    no files (digits). ``prepare`` keeps them (``sources.json``) so that ``hpcue export`` can
+    write a protected set under the source's own names.
     """
 
     images: np.ndarray
     labels: np.ndarray
     classes: list[str]
+    names: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
@@ -35,6 +41,8 @@ class ImageArrays:
         if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
             raise InputError(f"labels must be integers (N), got {labels.dtype} {labels.shape}")
         self.labels = labels.astype(np.int64, copy=False)
+        if self.names is not None and len(self.names) != len(self.images):
+            raise InputError(f"{len(self.images)} images but {len(self.names)} source names")
         if len(labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
             raise InputError(f"labels {self.labels.min()}..{self.labels.max()} outside "
                              f"0..{len(self.classes) - 1} ({len(self.classes)} classes)")

@@ -16,9 +16,11 @@ from hpcue.data.shards import (
     COMPRESSIONS,
     META,
     RUN_SPLITS,
+    SOURCES,
     ShardError,
     open_shards,
     write_meta,
+    write_sources,
     write_split,
 )
 from hpcue.errors import InputError
@@ -87,7 +89,8 @@ def is_prepared(name: str, root: Path | None, out: Path, opts: PrepareOptions) -
                                                          _recipe(name, root, opts))
 
 
-_OURS = re.compile(rf"\w+-\d{{5}}-of-\d{{5}}\.h5|\..+\.tmp|{re.escape(META)}|{re.escape(MANIFEST)}")
+_OURS = re.compile(rf"\w+-\d{{5}}-of-\d{{5}}\.h5|\..+\.tmp|{re.escape(META)}|{re.escape(MANIFEST)}"
+                   rf"|{re.escape(SOURCES)}")
 
 
 def _our_files(out: Path) -> list[Path]:
@@ -139,10 +142,13 @@ def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions,
                 infos[split] = write_split(out, split, arrays.images, arrays.labels,
                                            opts.shards, opts.compression, bar)
         first = next(iter(splits.values()))
-        write_meta(out, name, first.classes, first.images.shape[1:], infos,
-                   {"source_root": str(root) if root else None, "compression": opts.compression,
-                    "grayscale": all(is_gray(a.images) for a in splits.values()),
-                    "recipe": recipe})
+        extra = {"source_root": str(root) if root else None, "compression": opts.compression,
+                 "grayscale": all(is_gray(a.images) for a in splits.values()),
+                 "recipe": recipe}
+        if all(a.names is not None for a in splits.values()):  # for `hpcue export`
+            extra["sources_sha256"] = write_sources(
+                out, {split: a.names for split, a in splits.items()})
+        write_meta(out, name, first.classes, first.images.shape[1:], infos, extra)
         manifest.unlink()
     except Exception:  # bad input: leave nothing; an interrupt keeps finished shards
         if created:

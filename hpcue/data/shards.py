@@ -4,6 +4,8 @@
                                     and per shard: file name, sample count, sha256
     <split>-00000-of-000NN.h5       images uint8 N x H x W x C (one image a chunk),
                                     labels int64 N, index int64 N (global sample ids)
+    sources.json                    optional: per split, each sample's name in the raw data set
+                                    (by sample id); meta.json holds its sha256 (sources_sha256)
 
 A few large files instead of thousands of JPEGs keep a parallel file system fed; one image a
 chunk lets a rank read any sample without decoding its neighbours. Every file is written under
@@ -32,6 +34,9 @@ from hpcue.errors import HpcueError
 from hpcue.io import atomic_write, atomic_write_json
 
 META = "meta.json"
+#: the source names of every sample (``ImageArrays.names``), beside meta.json; a directory
+#: prepared before they were recorded has none, and reads and verifies as before
+SOURCES = "sources.json"
 COMPRESSIONS = ("none", "lzf", "gzip")
 DATASETS = ("images", "labels", "index")
 #: the splits a run reads from a prepared data set; an unlearnable set (its meta.json names the
@@ -195,6 +200,13 @@ class ShardSet:
                 out.append(read_labels(f, path, len(self.classes), info.num_samples))
         return np.concatenate(out)
 
+    def source_names(self, split: str) -> list[str] | None:
+        """Each sample's name in the raw data set, by sample id; None when prepare did not
+        record them (a directory of an older hpcue, or data without files: digits)."""
+        if "sources_sha256" not in self.meta:
+            return None
+        return read_sources(self)[split]
+
     def read_split(self, split: str):
         """The whole split in memory as ImageArrays (small sets, generation, tests)."""
         from hpcue.data.arrays import ImageArrays
@@ -211,6 +223,51 @@ class ShardSet:
         if not images:
             raise ShardError(f"{self.root}: split {split!r} has no shards")
         return ImageArrays(np.concatenate(images), np.concatenate(labels), self.classes)
+
+
+def _plain_relative(name: object) -> bool:
+    """A name that stays inside any folder it is joined to: relative, POSIX, no ``..``."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        return False
+    parts = name.split("/")
+    return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def write_sources(root: Path, names: dict[str, list[str]]) -> str:
+    """sources.json (split -> names by sample id), atomically; returns its sha256, which
+    meta.json keeps as ``sources_sha256`` so that a changed file is caught like a shard."""
+    bad = [n for split in names.values() for n in split if not _plain_relative(n)]
+    if bad:
+        raise ShardError(f"{Path(root) / SOURCES}: not written: {bad[:3]} are not relative "
+                         f"names inside a data set's root")
+    blob = (json.dumps({"splits": names}, indent=0) + "\n").encode()
+    write_bytes(Path(root) / SOURCES, blob)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def read_sources(shards: ShardSet) -> dict[str, list[str]]:
+    """sources.json checked against meta.json: its sha256, a list of plain relative names per
+    split, one per sample; anything else is one ShardError naming the file."""
+    path = shards.root / SOURCES
+    if not path.is_file():
+        raise ShardError(f"{path}: missing (meta.json records its sha256); prepare the data "
+                         f"set again")
+    if sha256(path) != shards.meta["sources_sha256"]:
+        raise ShardError(f"{path}: checksum mismatch (file changed or corrupt); prepare the "
+                         f"data set again")
+    try:
+        splits = json.loads(path.read_text(encoding="utf-8"))["splits"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ShardError(f"{path}: not a sources file ({exc})") from None
+    for split in shards.splits:
+        names = splits.get(split) if isinstance(splits, dict) else None
+        if not isinstance(names, list) or len(names) != shards.size(split):
+            raise ShardError(f"{path}: split {split!r} needs {shards.size(split)} names, one "
+                             f"a sample")
+        if not all(map(_plain_relative, names)):
+            raise ShardError(f"{path}: split {split!r} holds names that are not relative "
+                             f"paths inside a data set's root")
+    return {split: splits[split] for split in shards.splits}
 
 
 def read_meta(meta_path: Path) -> dict[str, Any]:
@@ -356,4 +413,6 @@ def verify(root: Path) -> dict[str, int]:
             raise ShardError(f"{shards.root}: split 'train' holds only class "
                              f"{shards.classes[present[0]]!r}; training needs two or more")
         counts[split] = total
+    if "sources_sha256" in shards.meta:
+        read_sources(shards)
     return counts

@@ -36,7 +36,8 @@ def _loadmat(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
 
 
 def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageArrays]:
-    base = Path(root) / "flowers-102"
+    root = Path(root)
+    base = root / "flowers-102"
     if not (base / "jpg").is_dir():
         raise MissingInputError(f"{base / 'jpg'}: missing (expected torchvision's flowers-102 "
                                 f"layout under {root})")
@@ -55,7 +56,8 @@ def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageAr
                              f"1..{len(labels_all)}")
         paths = [require_file(base / "jpg" / f"image_{i:05d}.jpg", "listed image") for i in ids]
         out[split] = ImageArrays(decode_all(paths, image_size, f"flowers102 {split}"),
-                                 labels_all[ids - 1], classes)
+                                 labels_all[ids - 1], classes,
+                                 [p.relative_to(root).as_posix() for p in paths])
     return out
 
 

@@ -34,6 +34,11 @@ def _scan(folder: Path) -> tuple[list[str], list[Path], list[int]]:
     return classes, paths, labels
 
 
+def _names(root: Path, paths: list[Path]) -> list[str]:
+    """Each file's path under root, the name ``hpcue export --format same-as-source`` keeps."""
+    return [p.relative_to(root).as_posix() for p in paths]
+
+
 def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageArrays]:
     root = Path(root)
     if not root.is_dir():
@@ -47,7 +52,7 @@ def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageAr
                 raise InputError(f"{root / s}: classes {names} differ from "
                                  f"{root / split_dirs[0]}: {classes}")
         return {s: ImageArrays(decode_all(p, image_size, f"imagefolder {s}"),
-                               np.array(lab, np.int64), classes)
+                               np.array(lab, np.int64), classes, _names(root, p))
                 for s, (_, p, lab) in scans.items()}
     from sklearn.model_selection import train_test_split
 
@@ -61,8 +66,10 @@ def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageAr
                          f"with test fraction {opts.test_fraction} ({exc})") from None
     images = decode_all(paths, image_size, "imagefolder")
     lab = np.array(labels, np.int64)
-    return {"train": ImageArrays(images[np.sort(tr)], lab[np.sort(tr)], classes),
-            "test": ImageArrays(images[np.sort(te)], lab[np.sort(te)], classes)}
+    names = _names(root, paths)
+    return {split: ImageArrays(images[np.sort(ids)], lab[np.sort(ids)], classes,
+                               [names[i] for i in np.sort(ids)])
+            for split, ids in (("train", tr), ("test", te))}
 
 
 IMPORTER = Importer("imagefolder", SPLIT_NAMES, needs_root=True, load=load)

@@ -51,6 +51,11 @@ def download(root: Path, flag: str, size: int) -> None:
                                                    download=True)
 
 
+def row_names(file: str, split: str, n: int) -> list[str]:
+    """``<file>:<split>_images[<row>]``: where each image of a split sits in its .npz."""
+    return [f"{file}:{split}_images[{i}]" for i in range(n)]
+
+
 def load_medmnist_split(path: Path, flag: str, split: str, image_size: int) -> ImageArrays:
     """Read ``<split>_images``/``<split>_labels`` from the npz, as 8-bit RGB at image_size."""
     from medmnist import INFO
@@ -89,7 +94,7 @@ def load_medmnist_split(path: Path, flag: str, split: str, image_size: int) -> I
         raise InputError(f"{path}: {split}_labels outside 0..{len(classes) - 1} "
                          f"(min {labels.min()}, max {labels.max()})")
     images = resize_uint8(gray_to_rgb(images.astype(np.uint8)), image_size)
-    return ImageArrays(images, labels, classes)
+    return ImageArrays(images, labels, classes, row_names(path.name, split, len(images)))
 
 
 def load(root: Path, image_size: int, opts: PrepareOptions,

@@ -40,7 +40,8 @@ def _class_name(image_id: str) -> str:
 
 
 def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageArrays]:
-    base = Path(root) / "oxford-iiit-pet"
+    root = Path(root)
+    base = root / "oxford-iiit-pet"
     if not (base / "images").is_dir():
         raise MissingInputError(f"{base / 'images'}: missing (expected torchvision's "
                                 f"oxford-iiit-pet layout under {root})")
@@ -61,7 +62,8 @@ def load(root: Path, image_size: int, opts: PrepareOptions) -> dict[str, ImageAr
                  for image_id, _ in rows]
         images = decode_all(paths, image_size, f"oxford-iiit-pet {split}")
         classes = [names.get(i, f"class_{i}") for i in range(NUM_CLASSES)]
-        out[split] = ImageArrays(images, labels, classes)
+        out[split] = ImageArrays(images, labels, classes,
+                                 [p.relative_to(root).as_posix() for p in paths])
     return out
 
 

@@ -1,0 +1,375 @@
+"""``export_run``: a run's unlearnable training set as PNG folders, a MedMNIST npz, or the source's
+own layout; read back bit for bit, never over an existing folder, nothing left on a failure.
+
+The run directories are fabricated, not trained: a clean set prepared by the real ``prepare``
+from tiny raw data, an "unlearnable" set of perturbed copies written with hpcue's own shard
+writer, and the stage records and results.json export reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hpcue.data.images import decode
+from hpcue.data.importers.medmnist_npz import load_medmnist_split, npz_path
+from hpcue.data.options import PrepareOptions
+from hpcue.data.prepare import prepare
+from hpcue.data.shards import (
+    SOURCES,
+    ShardError,
+    ShardInfo,
+    open_shards,
+    reading,
+    verify,
+    write_meta,
+    write_shard,
+)
+from hpcue.errors import BusyError, HpcueError, InputError, MissingInputError
+from hpcue.export import MANIFEST, NPZ, README, ExportError, export_run
+from hpcue.io import atomic_write_json, exclusive
+from hpcue.stages.rundir import RunDir, StageInputError
+from tests import fabricate
+
+EPS = 8 / 255
+
+
+def _perturb(clean: Path, out: Path, channels: int, seed: int = 0) -> None:
+    """An unlearnable set as generate writes it: each clean training shard perturbed within
+    EPS into a shard of the same name, meta.json naming its source."""
+    data = open_shards(clean)
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True)
+    infos = []
+    for info in data.shards("train"):
+        with reading(clean / info.file) as f:
+            images, labels, index = f["images"][:], f["labels"][:], f["index"][:]
+        delta = rng.integers(-8, 9, (*images.shape[:3], channels))
+        perturbed = np.clip(images.astype(np.int16) + delta, 0, 255).astype(np.uint8)
+        infos.append(ShardInfo(info.file, len(images),
+                               write_shard(out / info.file, perturbed, labels, index)))
+    write_meta(out, f"{data.meta['dataset']}+uc", data.classes, data.image_shape,
+               {"train": infos}, {"source": str(clean)})
+
+
+def _run(root: Path, dataset: str, raw: Path | None, image_size: int, channels: int = 3,
+         finished: bool = True, **opts) -> RunDir:
+    run = RunDir(root)
+    prepare(dataset, raw, run.data, PrepareOptions(image_size=image_size, shards=2,
+                                                   test_fraction=0.4, **opts))
+    _perturb(run.data, run.unlearnable, channels)
+    run.write_record("cluster", {"num_clusters": 3, "config": {"surrogate.arch": "small_cnn"}})
+    run.write_record("train", {"epsilon": EPS, "perturbation_channels": channels})
+    run.write_record("generate", {"max_abs_pixel_change": 8, "psnr_db": 36.1, "ssim": 0.97})
+    if finished:
+        atomic_write_json(run.results, {"epsilon": EPS, "num_clusters": 3,
+                                        "surrogate": "small_cnn", "victim": "resnet18",
+                                        "clean_test_acc": 0.91, "unlearnable_test_acc": 0.23})
+    return run
+
+
+def _png(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, RunDir]:
+    """Four finished tiny runs, built once and only read: an image folder (train/test folders,
+    a PNG source file and a JPEG beside a PNG of the same stem), gray MedMNIST at 28 px, RGB
+    MedMNIST at 64 px, and digits."""
+    base = tmp_path_factory.mktemp("export-runs")
+    raw = base / "raw-folder"
+    fabricate.image_folder(raw / "train", per_class=3)
+    fabricate.image_folder(raw / "test", per_class=2)
+    _png(raw / "train" / "cat" / "x.png", 1)
+    _png(raw / "train" / "dog" / "0.png", 2)  # beside dog/0.jpg
+    fabricate.medmnist_npz(base / "raw-blood", "bloodmnist", 28, channels=1, n=6)
+    fabricate.medmnist_npz(base / "raw-path", "pathmnist", 64, channels=3, n=5)
+    return {
+        "folder": _run(base / "folder", "imagefolder", raw, 16),
+        "blood": _run(base / "blood", "medmnist:bloodmnist", base / "raw-blood", 28,
+                      channels=1, finished=False, size=28),
+        "path": _run(base / "path", "medmnist:pathmnist", base / "raw-path", 64, size=64),
+        "digits": _run(base / "digits", "digits", None, 8),
+    }
+
+
+def _copy(run: RunDir, dest: Path, source: str | None = None) -> RunDir:
+    """A copy to damage; its unlearnable set names ``source`` (default: the copy's own data)."""
+    shutil.copytree(run.root, dest)
+    copy = RunDir(dest)
+    fabricate.edit_meta(copy.unlearnable,
+                        lambda m: m.update(source=source or str(copy.data)))
+    return copy
+
+
+def _shards(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
+    """The unlearnable training set, images and labels by sample id."""
+    arrays = open_shards(run.unlearnable).read_split("train")
+    return arrays.images, arrays.labels
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / MANIFEST).read_text())
+
+
+def _nothing_left(parent: Path, out: Path) -> None:
+    assert not out.exists()
+    assert not list(parent.glob(f"{out.name}.partial-*"))
+
+
+def test_imagefolder_round_trip(runs, tmp_path):
+    run, out = runs["folder"], tmp_path / "published"
+    summary = export_run(run.root, "imagefolder", out)
+    images, labels = _shards(run)
+    assert summary == {"format": "imagefolder", "out": str(out), "images": len(images),
+                       "classes": 2}
+    manifest = _manifest(out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == sorted(
+        s["file"] for s in manifest["samples"])
+    for s in manifest["samples"]:
+        path = out / s["file"]
+        assert path.parts[-3:-1] == ("train", s["class"]) and path.suffix == ".png"
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), images[s["id"]])
+        assert s["label"] == labels[s["id"]] and s["class"] == ["cat", "dog"][s["label"]]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == s["sha256"]
+        assert s["source"].startswith(f"train/{s['class']}/")
+    assert [s["id"] for s in manifest["samples"]] == list(range(len(images)))
+    assert manifest["method"].items() >= {"name": "unlearnable clusters", "epsilon": EPS,
+                                          "epsilon_255": 8.0, "num_clusters": 3,
+                                          "surrogate": "small_cnn"}.items()
+    assert manifest["split"] == "train" and manifest["hpcue_version"]
+    readme = (out / README).read_text()
+    for said in ("unlearnable", "Labels are untouched", "8/255", "K = 3", "small_cnn",
+                 "Only the training split", MANIFEST, "hpcue 0."):
+        assert said in readme
+    assert not list(tmp_path.glob("*.partial-*"))
+
+
+@pytest.mark.parametrize("name,gray", [("folder", False), ("blood", True)])
+def test_npz_round_trip(runs, tmp_path, name, gray):
+    run, out = runs[name], tmp_path / "npz"
+    export_run(run.root, "npz", out)
+    images, labels = _shards(run)
+    with np.load(out / NPZ) as npz:
+        assert sorted(npz.files) == ["train_images", "train_labels"]
+        x, y = npz["train_images"], npz["train_labels"]
+    assert x.dtype == np.uint8 and y.dtype == np.uint8 and y.shape == (len(images), 1)
+    assert x.shape == (images.shape[:3] if gray else images.shape)
+    assert np.array_equal(x[..., None].repeat(3, -1) if gray else x, images)
+    assert np.array_equal(y[:, 0], labels)
+    digest = hashlib.sha256((out / NPZ).read_bytes()).hexdigest()
+    rows = _manifest(out)["samples"]
+    assert [(s["file"], s["row"], s["id"], s["sha256"]) for s in rows] == [
+        (NPZ, i, i, digest) for i in range(len(images))]
+    if name == "blood":  # hpcue's own MedMNIST importer reads it back as it was
+        back = load_medmnist_split(out / NPZ, "bloodmnist", "train", 28)
+        assert np.array_equal(back.images, images) and np.array_equal(back.labels, labels)
+        method = _manifest(out)["method"]  # not finished: the records say how it was made
+        assert (method["epsilon_255"], method["clean_test_acc"]) == (8.0, None)
+        assert "8/255" in (out / README).read_text()
+
+
+def test_same_as_source_image_folder(runs, tmp_path):
+    # the unlearnable set's recorded source moved away: the run's own data/ is found
+    run = _copy(runs["folder"], tmp_path / "run", source=str(tmp_path / "moved"))
+    out = tmp_path / "same"
+    export_run(run.root, "same-as-source", out)
+    images, labels = _shards(run)
+    by_source = {s["source"]: s for s in _manifest(out)["samples"]}
+    assert {k: v["file"] for k, v in by_source.items()} == {
+        "train/cat/0.jpg": "train/cat/0.png", "train/cat/1.jpg": "train/cat/1.png",
+        "train/cat/2.jpg": "train/cat/2.png", "train/cat/x.png": "train/cat/x.png",
+        "train/dog/0.jpg": "train/dog/0.jpg.png", "train/dog/0.png": "train/dog/0.png",
+        "train/dog/1.jpg": "train/dog/1.png", "train/dog/2.jpg": "train/dog/2.png"}
+    for s in by_source.values():
+        path = out / s["file"]
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), images[s["id"]])
+        assert s["label"] == labels[s["id"]]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == s["sha256"]
+    assert len(list(out.rglob("*.png"))) == len(images)
+
+
+def test_same_as_source_medmnist(runs, tmp_path):
+    run, out = runs["path"], tmp_path / "same"
+    export_run(run.root, "same-as-source", out)
+    images, labels = _shards(run)
+    assert sorted(p.name for p in out.iterdir()) == [README, MANIFEST, "pathmnist_64.npz"]
+    path = npz_path(out, "pathmnist", 64)  # where the importer (and medmnist) look for it
+    with np.load(path) as npz:
+        assert npz["train_images"].shape == images.shape
+        assert npz["train_labels"].shape == (len(images), 1)
+    back = load_medmnist_split(path, "pathmnist", "train", 64)
+    assert np.array_equal(back.images, images) and np.array_equal(back.labels, labels)
+    assert [s["source"] for s in _manifest(out)["samples"]] == [
+        f"pathmnist_64.npz:train_images[{i}]" for i in range(len(images))]
+
+
+def test_same_as_source_refuses_digits(runs, tmp_path):
+    with pytest.raises(InputError, match=r"digits has no source files.*--format imagefolder "
+                                         r"or --format npz"):
+        export_run(runs["digits"].root, "same-as-source", tmp_path / "out")
+    _nothing_left(tmp_path, tmp_path / "out")
+
+
+def test_old_shards_without_names(runs, tmp_path):
+    """A clean set prepared before names were recorded still verifies and exports as PNG
+    folders; same-as-source says to prepare again."""
+    run = _copy(runs["folder"], tmp_path / "run")
+    fabricate.edit_meta(run.data, lambda m: m.pop("sources_sha256"))
+    (run.data / SOURCES).unlink()
+    assert verify(run.data) == {"train": 8, "test": 4}
+    with pytest.raises(InputError, match=r"does not record its source file names.*prepare the "
+                                         r"data again.*--format imagefolder"):
+        export_run(run.root, "same-as-source", tmp_path / "out")
+    _nothing_left(tmp_path, tmp_path / "out")
+    export_run(run.root, "imagefolder", tmp_path / "out")
+    assert {s["source"] for s in _manifest(tmp_path / "out")["samples"]} == {None}
+
+
+def test_prepare_records_source_names(runs, tmp_path):
+    """sources.json: each sample's file, in sample-id order (also for a seeded hold-out
+    split), checked by verify like a shard."""
+    flat = fabricate.image_folder(tmp_path / "flat", per_class=4)
+    data = open_shards(prepare("imagefolder", flat, tmp_path / "shards",
+                               PrepareOptions(image_size=16, shards=2, test_fraction=0.5)))
+    for split in ("train", "test"):
+        images, names = data.read_split(split).images, data.source_names(split)
+        assert len(names) == len(images) == 4
+        for image, name in zip(images, names, strict=True):
+            assert np.array_equal(decode(flat / name, 16), image)
+    assert open_shards(runs["digits"].data).source_names("train") is None
+    (tmp_path / "shards" / SOURCES).write_text('{"splits": {}}\n')
+    with pytest.raises(ShardError, match=rf"{SOURCES}: checksum mismatch"):
+        verify(tmp_path / "shards")
+
+
+def test_importers_name_their_files(tmp_path):
+    """Oxford-IIIT Pet and Flowers-102 name each image by its path under --root."""
+    from hpcue.data.registry import importer
+
+    opts = PrepareOptions(image_size=32)
+    pets = importer("oxford-iiit-pet").load(fabricate.oxford_pet(tmp_path / "pets"), 32, opts)
+    assert pets["train"].names[:2] == ["oxford-iiit-pet/images/Abyssinian_1.jpg",
+                                       "oxford-iiit-pet/images/american_bulldog_2.jpg"]
+    flowers = importer("flowers102").load(fabricate.flowers102(tmp_path / "fl"), 32, opts)
+    assert flowers["val"].names == [f"flowers-102/jpg/image_{i:05d}.jpg" for i in (2, 5, 8, 11)]
+
+
+def test_waits_for_no_pipeline_command(runs, tmp_path):
+    """A command working in the run (it may be rewriting unlearnable/) holds its lock."""
+    run = _copy(runs["folder"], tmp_path / "run")
+    with exclusive(run.lock, f"run directory {run.root}"):
+        with pytest.raises(BusyError, match="in use by hpcue on"):
+            export_run(run.root, "npz", tmp_path / "out")
+    _nothing_left(tmp_path, tmp_path / "out")
+    export_run(run.root, "npz", tmp_path / "out")
+
+
+def test_refuses_to_overwrite(runs, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(InputError, match=rf"{out} exists and is not empty"):
+        export_run(runs["folder"].root, "imagefolder", out)
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    assert (out / "mine.txt").read_text() == "keep me"
+    assert not list(tmp_path.glob("*.partial-*"))
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an empty folder is taken as it is
+    assert export_run(runs["folder"].root, "npz", empty)["images"] == 8
+
+
+def _corrupt_one(monkeypatch):
+    """The third PNG written comes out one pixel off: only reading back can catch it."""
+    import hpcue.export as export
+
+    real, calls = export._png, []
+
+    def png(image):
+        calls.append(1)
+        if len(calls) == 3:
+            image = image.copy()
+            image[0, 0] ^= 1
+        return real(image)
+    monkeypatch.setattr(export, "_png", png)
+
+
+def _interrupt(monkeypatch):
+    import hpcue.export as export
+
+    def readme(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(export, "_readme", readme)
+
+
+@pytest.mark.parametrize("fault,error", [(_corrupt_one, ExportError),
+                                         (_interrupt, KeyboardInterrupt)])
+def test_nothing_left_on_failure(runs, tmp_path, monkeypatch, fault, error):
+    fault(monkeypatch)
+    with pytest.raises(error) as caught:
+        export_run(runs["folder"].root, "imagefolder", tmp_path / "out")
+    if error is ExportError:
+        assert "does not read back as written" in str(caught.value)
+    _nothing_left(tmp_path, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _no_run(run: RunDir, tmp: Path) -> tuple[Path, str]:
+    return tmp / "nowhere", "imagefolder"
+
+
+def _no_unlearnable(run: RunDir, tmp: Path) -> tuple[Path, str]:
+    copy = _copy(run, tmp / "run")
+    shutil.rmtree(copy.unlearnable)
+    return copy.root, "npz"
+
+
+def _unknown_format(run: RunDir, tmp: Path) -> tuple[Path, str]:
+    return run.root, "tiff"
+
+
+def _damaged_shard(run: RunDir, tmp: Path) -> tuple[Path, str]:
+    copy = _copy(run, tmp / "run")
+    shard = next(copy.unlearnable.glob("train-*.h5"))
+    blob = bytearray(shard.read_bytes())
+    blob[-100] ^= 0xFF
+    shard.write_bytes(bytes(blob))
+    return copy.root, "imagefolder"
+
+
+def _truncated_shard(run: RunDir, tmp: Path) -> tuple[Path, str]:
+    copy = _copy(run, tmp / "run")
+    shard = next(copy.unlearnable.glob("train-*.h5"))
+    shard.write_bytes(shard.read_bytes()[:500])
+    fabricate.fix_sha(copy.unlearnable, shard.name)
+    return copy.root, "npz"
+
+
+@pytest.mark.parametrize("make,kind,message", [
+    (_no_run, MissingInputError, r"nowhere: run directory not found"),
+    (_no_unlearnable, StageInputError,
+     r"no unlearnable set .*run `hpcue generate --out .*run` first"),
+    (_unknown_format, InputError, r"unknown export format 'tiff': expected one of imagefolder, "
+                                  r"npz, same-as-source"),
+    (_damaged_shard, ShardError, r"train-0000\d-of-00002\.h5: checksum mismatch"),
+    (_truncated_shard, ShardError, r"train-0000\d-of-00002\.h5: not a readable HDF5 shard"),
+])
+def test_bad_input_is_one_clear_error(runs, tmp_path, make, kind, message):
+    root, fmt = make(runs["folder"], tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(HpcueError) as caught:
+        export_run(root, fmt, out)
+    assert type(caught.value) is kind
+    assert len(str(caught.value).splitlines()) == 1
+    assert caught.value.__cause__ is None or caught.value.__suppress_context__
+    assert re.search(message, str(caught.value)), str(caught.value)
+    _nothing_left(tmp_path, out)
