@@ -98,7 +98,9 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> dict[str, Any]:
         names = _source_names(run, shards, dataset, required=fmt == "same-as-source")
         method = _method(run)
         layout = _LAYOUTS[fmt](shards, dataset, names)
-        tmp = out.absolute().parent / f"{out.absolute().name}.partial-{uuid.uuid4().hex[:8]}"
+        parent = out.absolute().parent
+        made = [p for p in (parent, *parent.parents) if not p.exists()]  # deepest first
+        tmp = parent / f"{out.absolute().name}.partial-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:
             samples, files = layout.write(shards, tmp)
@@ -110,6 +112,11 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> dict[str, Any]:
             os.replace(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            for folder in made:  # the parents this call created, while they are empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
             raise
     return {"format": fmt, "out": str(out), "images": len(samples),
             "classes": len(shards.classes)}
@@ -119,7 +126,7 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> dict[str, Any]:
 
 def _check_out(out: Path) -> None:
     if out.is_file() or out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise InputError(f"{out} exists and is not a folder: export into a new folder")
+        raise InputError(f"{out} exists and is not a plain folder: export into a new folder")
     if out.is_dir() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty: export into a new or empty folder "
                          f"(nothing in it was changed)")
@@ -170,13 +177,17 @@ def _source_names(run: RunDir, shards: ShardSet, dataset: str,
         if required:
             raise
         return None  # the names only annotate the manifest of the other formats
-    if names is None and required:
-        where = (f"the clean data set it was made from ({clean.root})" if clean is not None
-                 else f"the clean data set it was made from ({shards.meta.get('source')}, "
-                      f"not found)")
-        raise InputError(f"{run.root}: {where} does not record its source file names (prepared "
-                         f"by an older hpcue): prepare the data again into a new folder and "
-                         f"rerun, or export with --format imagefolder or --format npz")
+    if required and clean is None:
+        raise MissingInputError(
+            f"{run.root}: the clean data set the unlearnable one was made from, whose source "
+            f"file names same-as-source keeps, is not found ({shards.meta.get('source')}, nor "
+            f"{run.data}): export from where the run was made, or with --format imagefolder or "
+            f"--format npz")
+    if required and names is None:
+        raise InputError(f"{run.root}: the clean data set it was made from ({clean.root}) does "
+                         f"not record its source file names (prepared by an older hpcue): "
+                         f"prepare the data again into a new folder and rerun, or export with "
+                         f"--format imagefolder or --format npz")
     return names
 
 

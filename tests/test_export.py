@@ -315,12 +315,11 @@ def _interrupt(monkeypatch):
                                          (_interrupt, KeyboardInterrupt)])
 def test_nothing_left_on_failure(runs, tmp_path, monkeypatch, fault, error):
     fault(monkeypatch)
-    with pytest.raises(error) as caught:
-        export_run(runs["folder"].root, "imagefolder", tmp_path / "out")
+    with pytest.raises(error) as caught:  # the folders above out are made, and removed again
+        export_run(runs["folder"].root, "imagefolder", tmp_path / "new" / "deeper" / "out")
     if error is ExportError:
         assert "does not read back as written" in str(caught.value)
-    _nothing_left(tmp_path, tmp_path / "out")
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def _no_run(run: RunDir, tmp: Path) -> tuple[Path, str]:
@@ -331,6 +330,12 @@ def _no_unlearnable(run: RunDir, tmp: Path) -> tuple[Path, str]:
     copy = _copy(run, tmp / "run")
     shutil.rmtree(copy.unlearnable)
     return copy.root, "npz"
+
+
+def _no_clean_set(run: RunDir, tmp: Path) -> tuple[Path, str]:
+    copy = _copy(run, tmp / "run", source=str(tmp / "moved"))
+    shutil.rmtree(copy.data)
+    return copy.root, "same-as-source"
 
 
 def _unknown_format(run: RunDir, tmp: Path) -> tuple[Path, str]:
@@ -358,6 +363,8 @@ def _truncated_shard(run: RunDir, tmp: Path) -> tuple[Path, str]:
     (_no_run, MissingInputError, r"nowhere: run directory not found"),
     (_no_unlearnable, StageInputError,
      r"no unlearnable set .*run `hpcue generate --out .*run` first"),
+    (_no_clean_set, MissingInputError,
+     r"clean data set .* is not found \(.*moved, nor .*run/data\): export from where"),
     (_unknown_format, InputError, r"unknown export format 'tiff': expected one of imagefolder, "
                                   r"npz, same-as-source"),
     (_damaged_shard, ShardError, r"train-0000\d-of-00002\.h5: checksum mismatch"),
@@ -373,3 +380,10 @@ def test_bad_input_is_one_clear_error(runs, tmp_path, make, kind, message):
     assert caught.value.__cause__ is None or caught.value.__suppress_context__
     assert re.search(message, str(caught.value)), str(caught.value)
     _nothing_left(tmp_path, out)
+
+
+def test_class_folders_are_plain_names():
+    from hpcue.export import _class_folders
+
+    assert _class_folders(["a/b", "a_b", "..", "", "ok"]) == ["a_b", "001_a_b", "002", "003",
+                                                             "ok"]
