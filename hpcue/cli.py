@@ -8,38 +8,98 @@ import signal
 import sys
 from pathlib import Path
 
+from hpcue import __version__, console
 from hpcue.config import load_config
 from hpcue.distributed.launchers import LAUNCHER_CHOICES
 from hpcue.distributed.threads import limit_threads_per_rank
 from hpcue.errors import HpcueError, Stopped
 from hpcue.stages.rundir import STAGES, RunDir
 
+DESCRIPTION = """\
+hpcue makes an image data set unlearnable with Unlearnable Clusters (UC): a training set whose
+images carry small, bounded perturbations, one per cluster of images, so that a model trained
+on it learns little that holds on clean images. It runs the same on one laptop and on many GPU
+nodes (srun, jsrun, mpiexec, torchrun), and sweeps the global batch size.
+"""
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="YAML config (default: the embedded digits run)")
+EXAMPLES = """\
+examples:
+  hpcue run                                  the embedded digits run, into runs/digits-debug
+  hpcue run --config configs/paper-pathmnist.yaml --set train.global_batch_size=256
+  hpcue sweep local digits-local && hpcue report runs/digits-local
+  hpcue export runs/digits-debug --format imagefolder --out protected-digits
+
+Each command has its own help: hpcue run --help, hpcue sweep render --help, ...
+"""
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and every option's default shown where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, [], argparse.SUPPRESS)
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _command(sub, name: str, text: str, **kwargs) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text, formatter_class=_Help, **kwargs)
+
+
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true",
+                      help="print errors and the closing summary only")
+    loud.add_argument("-v", "--verbose", action="store_true",
+                      help="print Lightning's own messages and library warnings too (they are "
+                           "always kept in <run>/logs/lightning.log)")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path,
+                   help="YAML config (default: the embedded digits run, configs/debug-digits.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.epochs=3 (repeatable)")
-    p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, stage: str | None = None) -> None:
+    _add_config_args(p)
+    if stage is None:
+        p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+    else:  # never a guessed directory: a stage replaces what it finds there
+        p.add_argument("--out", type=Path, required=True,
+                       help="the run directory to work on (its config.yaml is reused unless "
+                            "--config is given)")
+        p.add_argument("--force", action="store_true",
+                       help=f"let {stage} replace finished results (its own and every later "
+                            f"stage's); without it hpcue refuses and names them")
     p.add_argument("--launcher", choices=LAUNCHER_CHOICES,
                    help="skip launcher detection (sets runtime.launcher)")
+    _add_verbosity(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hpcue", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_run_args(sub.add_parser("run", help="the whole UC pipeline: cluster, train, "
-                                             "generate, evaluate"))
+    parser = argparse.ArgumentParser(prog="hpcue", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"hpcue {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_args(_command(sub, "run", "the whole UC pipeline: cluster, train, generate, "
+                                       "evaluate (skips finished stages, resumes a stopped one)"))
     for stage in STAGES:
-        _add_run_args(sub.add_parser(stage, help=f"only the {stage} stage, reading the previous "
-                                                 "stage's files from --out"))
-    data = sub.add_parser("data", help="prepare, verify and describe sharded data sets")
-    dsub = data.add_subparsers(dest="data_command", required=True)
-    prep = dsub.add_parser("prepare", help="raw data set -> HDF5 shards")
+        _add_run_args(_command(sub, stage, f"only the {stage} stage, on the run directory "
+                                           f"--out (reads the earlier stages' files there)"),
+                      stage)
+    data = _command(sub, "data", "prepare, verify and describe sharded data sets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    prep = _command(dsub, "prepare", "raw data set -> HDF5 shards")
     prep.add_argument("name", help="digits, oxford-iiit-pet, flowers102, imagefolder, "
                                    "medmnist:<flag>")
     prep.add_argument("--root", type=Path, help="folder holding the raw files")
     prep.add_argument("--out", type=Path, required=True, help="shard directory to write")
-    prep.add_argument("--image-size", type=int, default=224)
+    prep.add_argument("--image-size", type=int, default=224, help="side of the square images")
     prep.add_argument("--shards", type=int, default=8, help="shards per split")
     prep.add_argument("--compression", default="none", help="none, lzf or gzip")
     prep.add_argument("--size", type=int, help="MedMNIST source size: 28, 64, 128 or 224")
@@ -48,31 +108,32 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--seed", type=int, default=0, help="seed of splits the data leaves open")
     for name, text in (("verify", "check checksums, shapes, labels and counts"),
                        ("info", "describe a shard directory")):
-        dsub.add_parser(name, help=text).add_argument("dir", type=Path)
-    sweep = sub.add_parser("sweep", help="batch-size sweeps: render, submit, status, local")
-    ssub = sweep.add_subparsers(dest="sweep_command", required=True)
+        _command(dsub, name, text).add_argument("dir", type=Path)
+    sweep = _command(sub, "sweep", "batch-size sweeps: render, submit, status, local")
+    ssub = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
     for name, text in (("render", "one job script per point, from the shipped templates"),
                        ("submit", "sbatch/bsub every unfinished point"),
                        ("status", "where each point stands"),
                        ("local", "run every unfinished point here, one after another")):
-        p = ssub.add_parser(name, help=text)
+        p = _command(ssub, name, text)
         p.add_argument("spec", help="a sweep spec's path, or a shipped spec's name "
                                     "(digits-local, paper-frontier, paper-summit, ...)")
         p.add_argument("--machines", type=Path, action="append", metavar="DIR",
                        help="a folder of your own machine profiles, searched before the shipped "
                             "ones (repeatable; default: $HPCUE_MACHINES, ':'-separated)")
         p.add_argument("--runs", type=Path, default=Path("runs"),
-                       help="where the points' run directories go (default: runs; render "
-                            "creates them, for the job logs)")
+                       help="where the points' run directories go (render creates them, for "
+                            "the job logs)")
         if name == "render":
-            p.add_argument("--scheduler", help="slurm or lsf (default: the machine profile's; "
-                                               "another one is refused)")
-            p.add_argument("--out", type=Path, required=True)
+            p.add_argument("--scheduler", help="slurm or lsf: only checked against the machine "
+                                               "profile, which says it (default: the profile's)")
+            p.add_argument("--out", type=Path, required=True,
+                           help="folder for the job scripts")
         if name == "local":
             p.add_argument("--mpiexec", type=int, metavar="N", help="run each point under "
                                                                    "mpiexec -n N")
-    doc = sub.add_parser("doctor", help="check versions, GPUs, the launcher, an all-reduce and "
-                                        "every stage at tiny sizes (about two minutes)")
+    doc = _command(sub, "doctor", "check versions, GPUs, the launcher, an all-reduce and every "
+                                  "stage at tiny sizes (about two minutes)")
     doc.add_argument("--config", type=Path, help="YAML config whose runtime settings (and "
                                                  "surrogate weights) to check")
     doc.add_argument("--set", dest="overrides", action="append", default=[],
@@ -81,9 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--out", type=Path, default=Path("runs"),
                      help="folder for the tiny run (on a shared file system across nodes; "
                           "removed when it passes)")
-    rep = sub.add_parser("report", help="CSV, Markdown table and plots from a runs directory")
-    rep.add_argument("runs", type=Path)
-    rep.add_argument("--out", type=Path, help="default: RUNS/report")
+    _add_verbosity(doc)
+    rep = _command(sub, "report", "CSV, Markdown and LaTeX tables and plots from a runs "
+                                  "directory: one row per config, mean ± std over seeds")
+    rep.add_argument("runs", type=Path, help="a sweep's runs directory (or any folder of runs)")
+    rep.add_argument("--out", type=Path, help="where the report goes (default: RUNS/report)")
+    exp = _command(sub, "export", "write a run's unlearnable training set as files to publish: "
+                                  "images in class folders, MedMNIST's .npz, or the source's own "
+                                  "layout, with a manifest and a README")
+    exp.add_argument("run", type=Path, help="a finished run directory (generate has run)")
+    exp.add_argument("--format", default="imagefolder",
+                     choices=("imagefolder", "npz", "same-as-source"), help="the layout")
+    exp.add_argument("--out", type=Path, required=True,
+                     help="a folder that does not exist yet (never overwritten)")
+    cfg = _command(sub, "config", "show the resolved config a run would use")
+    csub = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    _add_config_args(_command(csub, "show", "print the config after defaults, --config and --set, "
+                                            "as YAML (what config.yaml in a run directory holds)"))
     return parser
 
 
@@ -173,6 +248,61 @@ def _stopped(args: argparse.Namespace, exc: BaseException) -> int:
     return 128 + int(signum)
 
 
+def _verbosity(args: argparse.Namespace, log_file: Path | None) -> None:
+    """-q / -v, and where Lightning's own messages go (the run's log file)."""
+    from hpcue.training.lightning_log import route_lightning
+
+    verbose = getattr(args, "verbose", False)
+    console.set_level(console.QUIET if getattr(args, "quiet", False)
+                      else console.VERBOSE if verbose else console.NORMAL)
+    route_lightning(log_file, verbose)
+
+
+def _command_result(args: argparse.Namespace) -> int:
+    """Run the parsed command; its exit code."""
+    if args.command == "data":
+        _data_command(args)
+        return 0
+    if args.command == "sweep":
+        return _sweep_command(args)
+    if args.command == "config":
+        from hpcue.config import dump_config
+
+        print(dump_config(load_config(args.config, args.overrides)), end="")
+        return 0
+    if args.command == "doctor":
+        from hpcue.doctor import doctor
+
+        _verbosity(args, None)
+        overrides = [*args.overrides, *([f"runtime.launcher={args.launcher}"]
+                                        if args.launcher else [])]
+        return doctor(load_config(args.config, overrides), args.out)
+    if args.command == "report":
+        from hpcue.sweep.report import report
+
+        for kind, paths in report(args.runs, args.out).items():
+            for path in paths if isinstance(paths, list) else [paths]:
+                print(f"[hpcue] {kind}: {path}")
+        return 0
+    if args.command == "export":
+        from hpcue.export import export_run
+
+        done = export_run(args.run, args.format, args.out)
+        print(f"[hpcue] exported {done['images']} images ({done['format']}) to {done['out']}")
+        return 0
+    cfg, out = _resolve(args)
+    _verbosity(args, RunDir(out).logs / "lightning.log")
+    from hpcue.pipeline import print_summary, run_pipeline, run_stage, start
+
+    start(cfg)
+    if args.command == "run":
+        print_summary(run_pipeline(cfg, out))
+    else:
+        path = run_stage(args.command, cfg, out, force=args.force)
+        console.say(f"{args.command}: wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limit_threads_per_rank()  # before torch is imported
@@ -181,33 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
     try:
-        if args.command == "data":
-            _data_command(args)
-            return 0
-        if args.command == "sweep":
-            return _sweep_command(args)
-        if args.command == "doctor":
-            from hpcue.doctor import doctor
-
-            overrides = [*args.overrides, *([f"runtime.launcher={args.launcher}"]
-                                            if args.launcher else [])]
-            return doctor(load_config(args.config, overrides), args.out)
-        if args.command == "report":
-            from hpcue.sweep.report import report
-
-            for kind, paths in report(args.runs, args.out).items():
-                for path in paths if isinstance(paths, list) else [paths]:
-                    print(f"[hpcue] {kind}: {path}")
-            return 0
-        cfg, out = _resolve(args)
-        from hpcue.pipeline import print_summary, run_pipeline, run_stage, start
-
-        start(cfg)
-        if args.command == "run":
-            print_summary(run_pipeline(cfg, out))
-        else:
-            path = run_stage(args.command, cfg, out)
-            print(f"[hpcue] {args.command}: wrote {path}")
+        return _command_result(args)
     except Stopped as exc:
         return _stopped(args, exc)
     except SystemExit as exc:  # Lightning's SIGTERMException (a bare SystemExit) is not success
@@ -221,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hpcue: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

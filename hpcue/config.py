@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from hpcue.distributed.launchers import LAUNCHER_CHOICES
-from hpcue.errors import ConfigError
+from hpcue.errors import ConfigError, did_you_mean
 from hpcue.io import atomic_write_text
 
 __all__ = ["ConfigError", "RunConfig", "check_consistency", "load_config", "save_config"]
@@ -279,22 +279,46 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def format_errors(exc: ValidationError, source: str) -> str:
+def known_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key a config may set (sections and their keys)."""
+    model = RunConfig if model is None else model
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(f"{prefix}{name}")
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            keys += known_keys(kind, f"{prefix}{name}.")
+    return keys
+
+
+def _source(where: tuple, file: str | None, overridden: list[list[str]]) -> str:
+    """Where a bad key came from: the --set that names it (or a section above it), else the
+    config file, else the defaults."""
+    for keys in overridden:
+        if list(where[:len(keys)]) == keys or keys[:len(where)] == list(where):
+            return "--set "
+    return f"{file or 'defaults'}: "
+
+
+def format_errors(exc: ValidationError, file: str | None,
+                  overridden: list[list[str]] | None = None) -> str:
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"{source}: {where}: {msg}")
+            msg = "unknown key" + did_you_mean(where, known_keys())
+        lines.append(f"{_source(tuple(err['loc']), file, overridden or [])}{where}: {msg}")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
-def build_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+def build_config(raw: dict[str, Any], file: str | None = None,
+                 overridden: list[list[str]] | None = None) -> RunConfig:
+    """The validated config; one ConfigError naming every bad key and where it came from."""
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, source)) from None
+        raise ConfigError(format_errors(exc, file, overridden)) from None
     return cfg
 
 
@@ -302,7 +326,8 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     """Defaults, then the YAML file (with its ``base`` chain), then ``--set`` overrides."""
     raw = _read_yaml(Path(path)) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
-    return build_config(raw, str(path) if path is not None else "defaults")
+    overridden = [parse_override(item)[0] for item in overrides or []]
+    return build_config(raw, str(path) if path is not None else None, overridden)
 
 
 def dump_config(cfg: RunConfig) -> str:

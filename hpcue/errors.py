@@ -9,6 +9,16 @@ problem it is to callers that catch by kind.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of ``choices``, or "" if none is close: the
+    tail of an error about an unknown name."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
 
 class HpcueError(Exception):
     """Base of every error the CLI reports as one line (exit status 2)."""

@@ -214,7 +214,7 @@ def _method(run: RunDir) -> dict[str, Any]:
         "surrogate": surrogate if isinstance(surrogate, str) else None,
         "perturbation_channels": _number(results.get("perturbation_channels",
                                                      train.get("perturbation_channels"))),
-        "max_abs_pixel_change": _number(generate.get("max_abs_pixel_change")),
+        "max_abs_pixel_change_255": _number(generate.get("max_abs_pixel_change_255")),
         "psnr_db": _number(generate.get("psnr_db")),
         "ssim": _number(generate.get("ssim")),
         "clean_test_acc": _number(results.get("clean_test_acc")),
@@ -488,7 +488,7 @@ def _readme(fmt: str, shards: ShardSet, dataset: str, method: dict[str, Any],
         f"- method: {METHOD}, K = {_known(method['num_clusters'])} clusters, surrogate "
         f"{_known(method['surrogate'])}",
         f"- eps (L-infinity bound): {eps_text}; largest pixel change found: "
-        f"{_known(method['max_abs_pixel_change'])}/255; PSNR {_known(method['psnr_db'])} dB, "
+        f"{_known(method['max_abs_pixel_change_255'])}/255; PSNR {_known(method['psnr_db'])} dB, "
         f"SSIM {_known(method['ssim'])} against the clean images",
     ]
     clean_acc, ul_acc = method["clean_test_acc"], method["unlearnable_test_acc"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from hpcue import console
 from hpcue.config import ConfigError, RunConfig, load_config, save_config
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import Topology, activate, detect, init_process_group
@@ -26,7 +27,16 @@ from hpcue.stages import cluster, evaluate, generate, train
 from hpcue.stages.artifacts import write_results
 from hpcue.stages.context import StageContext
 from hpcue.stages.inputs import preflight
-from hpcue.stages.provenance import check_earlier_stages, config_slice, file_digests
+from hpcue.stages.provenance import (
+    changed_keys,
+    check_earlier_stages,
+    config_sha256,
+    config_slice,
+    environment,
+    file_digests,
+    flat_config,
+    now,
+)
 from hpcue.stages.results import collect_results
 from hpcue.stages.rundir import STAGES, RunDir, StageInputError
 
@@ -45,7 +55,7 @@ def start(cfg: RunConfig, say: bool = True) -> Topology:
     if topo.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = cfg.runtime.deterministic is False
     if topo.is_main and say:
-        print(f"[hpcue] {topo.summary()}", flush=True)
+        console.say(topo.summary())
     return topo
 
 
@@ -57,12 +67,14 @@ INPUT_ERRORS = (HpcueError, FileNotFoundError)
 
 def execute(stage: str, ctx: StageContext) -> None:
     """Seed, run and time one stage; rank 0 writes its record, then every rank waits for it."""
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), now()
     L.seed_everything(ctx.cfg.seed, workers=True, verbose=False)
     record = STAGE_RUNNERS[stage](ctx)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     record["config"] = config_slice(ctx.cfg, stage)
     record["inputs"] = file_digests(ctx.inputs(stage))
+    record["provenance"] = {**environment(ctx.topology), "started": started, "finished": now(),
+                            "config_sha256": config_sha256(ctx.cfg)}
     if collectives.is_main():
         if stage == STAGES[-1]:
             # results.json first: a run killed between the two reruns evaluate, never skips it
@@ -94,7 +106,27 @@ def holding(run: RunDir, stage: str) -> Iterator[bool]:
         yield collectives.on_main(take, f"locking {run.root}")
 
 
-def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool) -> Path:
+def finished_from(run: RunDir, stage: str) -> list[str]:
+    """The stages from ``stage`` on whose results are finished (have a record) in ``run``."""
+    return [s for s in STAGES[STAGES.index(stage):] if run.stage_record(s).is_file()]
+
+
+def refuse_replacing(run: RunDir, stage: str) -> None:
+    """``hpcue <stage>`` without ``--force`` never replaces finished results: it names them."""
+    finished = finished_from(run, stage)
+    if not finished:
+        return
+    files = [str(path.relative_to(run.root)) for s in finished
+             for path in (*run.stage_outputs(s), run.stage_record(s)) if path.exists()]
+    files = [run.RESULTS, *[f for f in files if f != run.RESULTS]] if run.results.exists() \
+        else files
+    raise StageInputError(f"{run.root}: `hpcue {stage}` would replace the finished results of "
+                          f"{', '.join(finished)} ({', '.join(files)}); add --force to replace "
+                          f"them, or give another --out")
+
+
+def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool,
+           force: bool = True) -> Path:
     """Run one stage in a locked run directory; rank 0 decides what is kept, the others follow.
 
     A stage that runs again invalidates itself and every later stage (records, outputs and
@@ -102,20 +134,24 @@ def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool) -> Path
     Everything the stage needs is checked before anything is cleared, and what it clears is
     set aside until it succeeds: a failure while it runs (bad input, a full disk, a crash; not
     a signal) puts it all back, and bad input in a directory this command created removes it.
+    Without ``force`` (a stage command without --force) finished results are never replaced.
     """
     run = ctx.run
 
     def claim() -> None:
-        run.drop_replaced()  # left by a command that crashed or was stopped: superseded now
         if run.config.is_file():  # an hpcue run directory: nothing earlier from other settings
             check_earlier_stages(cfg, run, stage)
+            if not force:
+                refuse_replacing(run, stage)
+        run.drop_replaced()  # left by a command that crashed or was stopped: superseded now
+        if run.config.is_file():
             run.set_aside(run.config, copy=True)
             if load_config(run.config) != cfg:
                 # other settings: nothing earlier may be resumed, by this stage or later ones
                 run.set_aside(run.checkpoints)
             cleared = run.clear_from(stage)
             if cleared:
-                print(f"[hpcue] replacing earlier results of: {', '.join(cleared)}", flush=True)
+                console.say(f"replacing earlier results of: {', '.join(cleared)}")
         save_config(cfg, run.config)
 
     claimed = False
@@ -129,8 +165,7 @@ def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool) -> Path
             if created and isinstance(exc, INPUT_ERRORS):
                 shutil.rmtree(run.root, ignore_errors=True)
             elif claimed and run.restore_replaced():  # only what this command set aside
-                print(f"[hpcue] {stage} failed: restored what it replaced in {run.root}",
-                      flush=True)
+                console.say(f"{stage} failed: restored what it replaced in {run.root}")
         if (isinstance(exc, OSError) and not isinstance(exc, DiskFullError)
                 and exc.errno in (errno.ENOSPC, errno.EDQUOT)):  # Lightning's own writes
             raise DiskFullError(exc.errno, f"no space left on the file system of {run.root} "
@@ -139,12 +174,13 @@ def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool) -> Path
     return run.stage_outputs(stage)[0]  # the file or folder the next stage reads
 
 
-def run_stage(stage: str, cfg: RunConfig, out: Path) -> Path:
-    """``hpcue <stage>``: one stage on a run directory (the cluster stage may start one)."""
+def run_stage(stage: str, cfg: RunConfig, out: Path, force: bool = False) -> Path:
+    """``hpcue <stage>``: one stage on a run directory (the cluster stage may start one);
+    finished results there are replaced only with ``force``."""
     run = RunDir(Path(out))
     ctx = StageContext.build(cfg, run)
     with holding(run, stage) as created:
-        return _stage(stage, cfg, ctx, created)
+        return _stage(stage, cfg, ctx, created, force)
 
 
 def check_same_config(cfg: RunConfig, run: RunDir) -> None:
@@ -152,9 +188,15 @@ def check_same_config(cfg: RunConfig, run: RunDir) -> None:
 
     A directory whose stages never finished holds nothing worth protecting: it is reused.
     """
-    if (run.config.is_file() and load_config(run.config) != cfg
-            and any(run.stage_record(s).is_file() for s in STAGES)):
-        raise ConfigError(f"{run.root} holds a run with a different config ({run.config}); "
+    if not run.config.is_file() or not any(run.stage_record(s).is_file() for s in STAGES):
+        return
+    held = load_config(run.config)
+    if held != cfg:
+        keys = changed_keys(flat_config(held), flat_config(cfg))
+        shown = ", ".join(f"{k}: {flat_config(held).get(k)!r} there, {flat_config(cfg).get(k)!r} "
+                          f"now" for k in keys[:5]) + (f" (and {len(keys) - 5} more)"
+                                                         if len(keys) > 5 else "")
+        raise ConfigError(f"{run.root} holds a run with another config ({run.config}): {shown}; "
                           f"use another --out, or the same config to resume it")
 
 
@@ -174,23 +216,24 @@ def run_pipeline(cfg: RunConfig, out: Path) -> Path:
         first = next((i for i, s in enumerate(STAGES) if not run.stage_record(s).is_file()),
                      len(STAGES))
         for stage in STAGES[:first]:
-            print(f"[hpcue] stage {stage}: done earlier ({run.stage_record(stage)})")
+            console.say(f"stage {stage}: done earlier ({run.stage_record(stage)})")
         return list(STAGES[first:])
 
     with holding(run, STAGES[0]) as created:
         for stage in collectives.on_main(plan, f"reading {run.root}"):
             if collectives.is_main():
-                print(f"[hpcue] stage {stage} -> {run.root}", flush=True)
+                console.say(f"stage {stage} -> {run.root}")
             _stage(stage, cfg, ctx, created)
             created = False  # later stages found it: a bad input there keeps the earlier ones
     return run.results
 
 
 def _acc(summary: dict) -> str:
-    """mean ± std (n seeds) [95% interval]."""
+    """mean ± std (n seeds) [95% interval]; one seed has no spread (n/a, never ± 0)."""
     ci = summary.get("ci95")
     interval = f"  95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-    return f"{summary['mean']:.4f} ± {summary['std']:.4f} (n={summary['n']}){interval}"
+    spread = f"{summary['std']:.4f}" if summary["n"] > 1 else "n/a"
+    return f"{summary['mean']:.4f} ± {spread} (n={summary['n']}){interval}"
 
 
 def summary_table(results: dict) -> str:

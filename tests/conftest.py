@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,3 +43,11 @@ def tiny_sets(extra: list[str] | None = None) -> list[str]:
     for item in TINY + (extra or []):
         out += ["--set", item]
     return out
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One tiny ``hpcue run`` and what it printed, shared by every test that needs a finished
+    run directory: read it, or copy it before changing anything."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    return out, hpcue("run", "--out", str(out), *tiny_sets())

@@ -67,7 +67,7 @@ def _run(root: Path, dataset: str, raw: Path | None, image_size: int, channels: 
     _perturb(run.data, run.unlearnable, channels)
     run.write_record("cluster", {"num_clusters": 3, "config": {"surrogate.arch": "small_cnn"}})
     run.write_record("train", {"epsilon": EPS, "perturbation_channels": channels})
-    run.write_record("generate", {"max_abs_pixel_change": 8, "psnr_db": 36.1, "ssim": 0.97})
+    run.write_record("generate", {"max_abs_pixel_change_255": 8, "psnr_db": 36.1, "ssim": 0.97})
     if finished:
         atomic_write_json(run.results, {"epsilon": EPS, "num_clusters": 3,
                                         "surrogate": "small_cnn", "victim": "resnet18",

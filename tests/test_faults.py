@@ -32,10 +32,8 @@ SETS = tiny_sets()
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("faults") / "run"
-    hpcue("run", "--out", str(out), *SETS)
-    return out
+def finished(finished_run) -> Path:
+    return finished_run[0]
 
 
 def _copy(run: Path, dst: Path) -> Path:
@@ -182,11 +180,24 @@ def test_stage_with_a_missing_input_changes_nothing(finished, tmp_path):
     assert _snapshot(run) == before and victim.read_text() == "mine"
 
 
+def test_a_stage_command_never_replaces_finished_results_without_force(finished, tmp_path):
+    run = _copy(finished, tmp_path / "run")
+    before = _snapshot(run)
+    proc = hpcue("generate", "--out", str(run), check=False)
+    _one_line_error(proc, f"{run}: `hpcue generate` would replace the finished results of "
+                          f"generate, evaluate (results.json, unlearnable", "--force")
+    assert _snapshot(run) == before and (run / "preview.png").is_file()
+    assert not (run / ".replaced").exists()
+    # and a stage command never guesses its run directory (runs/<name>)
+    proc = hpcue("generate", check=False)
+    assert proc.returncode == 2 and "the following arguments are required: --out" in proc.stderr
+
+
 def test_bad_input_found_while_a_stage_runs_puts_back_what_it_replaced(finished, tmp_path):
     run = _copy(finished, tmp_path / "run")
     (run / "clusters.pt").write_bytes((run / "clusters.pt").read_bytes()[:200])
     before = _snapshot(run)
-    proc = hpcue("generate", "--out", str(run), check=False)
+    proc = hpcue("generate", "--out", str(run), "--force", check=False)
     _one_line_error(proc, f"{run}/clusters.pt: not readable", "hpcue cluster")
     assert "restored what it replaced" in proc.stdout
     assert _snapshot(run) == before and (run / "preview.png").is_file()
@@ -196,7 +207,8 @@ def test_bad_input_found_while_a_stage_runs_puts_back_what_it_replaced(finished,
 def test_a_diverging_training_stops_and_reports_no_protection(finished, tmp_path):
     run = _copy(finished, tmp_path / "run")
     before = _snapshot(run)
-    proc = hpcue("train", "--out", str(run), "--set", "train.lr=1e30", check=False)
+    proc = hpcue("train", "--out", str(run), "--force", "--set", "train.lr=1e30",
+                 check=False)
     _one_line_error(proc, "training 'train': the loss became nan", "lower its lr")
     assert _snapshot(run) == before  # the earlier, finite result is back
     proc = hpcue("run", "--out", str(tmp_path / "lr-inf"), "--set", "train.lr=.inf",
@@ -237,7 +249,7 @@ def test_killed_at_each_stage_boundary_then_rerun_equals_the_uninterrupted_run(f
     assert "stage generate: done earlier" in rerun.stdout
     a, b = (read_json(d / "results.json") for d in (finished, out))
     for key in ("cluster_purity", "clean_test_acc", "unlearnable_test_acc",
-                "max_abs_pixel_change", "psnr_db"):
+                "max_abs_pixel_change_255", "psnr_db"):
         assert a[key] == b[key], key
     assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.partial"))
 
@@ -260,17 +272,17 @@ def test_a_full_disk_is_one_error_and_leaves_no_temporaries(finished, tmp_path):
         run = _copy(finished, disk / "run")
         before = _snapshot(run)
         filler = fill_disk(disk, leave=256 * 1024)
-        proc = hpcue("generate", "--out", str(run), check=False)
+        proc = hpcue("generate", "--out", str(run), "--force", check=False)
         _one_line_error(proc, "no space left writing", str(run))
         assert _snapshot(run) == before  # the earlier unlearnable set is back
         assert not list(disk.rglob("*.tmp")) and not list(disk.rglob("*.partial"))
         # a full disk inside Lightning (an epoch checkpoint) is the same: one line, all back
-        proc = hpcue("train", "--out", str(run), check=False)
+        proc = hpcue("train", "--out", str(run), "--force", check=False)
         _one_line_error(proc, "no space left on the file system of", str(run))
         assert "restored what it replaced" in proc.stdout
         assert _snapshot(run) == before
         filler.unlink()
-        hpcue("generate", "--out", str(run))  # with space again, it just works
+        hpcue("generate", "--out", str(run), "--force")  # with space again, it just works
         assert json.loads((run / "stages" / "generate.json").read_text())["num_images"] > 0
     finally:
         subprocess.run(["umount", str(disk)], check=True)

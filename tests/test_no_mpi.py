@@ -52,7 +52,7 @@ def test_one_process_commands_need_no_mpi_library(no_mpi, tmp_path):
     assert "launcher=local world_size=1" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 1 and results["launcher"] == "local"
-    hpcue("evaluate", "--out", str(out), env=env)  # a stage command on its own
+    hpcue("evaluate", "--out", str(out), "--force", env=env)  # a stage command on its own
     hpcue("data", "verify", str(out / "data"), env=env)
     hpcue("report", str(tmp_path / "runs"), env=env)
     assert (tmp_path / "runs" / "report" / "report.csv").is_file()

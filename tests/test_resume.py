@@ -66,14 +66,15 @@ def test_rerun_with_another_config_is_refused(tmp_path):
     out = tmp_path / "run"
     hpcue("cluster", "--out", str(out), *SETS)
     proc = hpcue("run", "--out", str(out), *tiny_sets(["train.epochs=41"]), check=False)
-    assert proc.returncode == 2 and "holds a run with a different config" in proc.stderr
+    assert proc.returncode == 2 and "holds a run with another config" in proc.stderr
+    assert "train.epochs: 2 there, 41 now" in proc.stderr  # the keys that differ, named
 
 
 def test_stage_rerun_with_other_settings_does_not_resume_old_checkpoints(tmp_path):
     out, fresh = tmp_path / "run", tmp_path / "fresh"
     hpcue("run", "--out", str(out), *tiny_sets())
     assert (out / "checkpoints" / "victims" / "last.ckpt").is_file()
-    hpcue("evaluate", "--out", str(out), "--set", "victim.epochs=3")
+    hpcue("evaluate", "--out", str(out), "--force", "--set", "victim.epochs=3")
     hpcue("run", "--out", str(fresh), *tiny_sets(["victim.epochs=3"]))
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (out, fresh))
     # trained anew for 3 epochs, exactly as a fresh run; not resumed from the 2-epoch victims
@@ -94,7 +95,7 @@ def test_stage_rerun_clears_the_stages_derived_from_it(tmp_path):
     (out / "stages" / "evaluate.json").unlink()
     again = hpcue("run", "--out", str(out))
     assert "stage evaluate ->" in again.stdout and (out / "stages" / "evaluate.json").is_file()
-    train = hpcue("train", "--out", str(out), "--set", "train.epsilon=0.02")
+    train = hpcue("train", "--out", str(out), "--force", "--set", "train.epsilon=0.02")
     assert "replacing earlier results of: train, generate, evaluate" in train.stdout
     for gone in ("stages/generate.json", "stages/evaluate.json", "results.json", "unlearnable",
                  "preview.png", "checkpoints/victims"):

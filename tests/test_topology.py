@@ -109,7 +109,7 @@ def test_batch_script_shell_is_one_process(env):
     topo = detect()
     assert (topo.launcher, topo.world_size) == ("local", 1)
     assert ranks_per_node_hint() == 1
-    with pytest.raises(TopologyError, match="not a task of an srun step"):
+    with pytest.raises(TopologyError, match="was not started by srun: run it under srun"):
         detect("slurm")
 
 

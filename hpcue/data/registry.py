@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hpcue.data.importers import digits, flowers102, imagefolder, medmnist_npz, oxford_pet
 from hpcue.data.importers.base import Importer
-from hpcue.errors import InputError
+from hpcue.errors import InputError, did_you_mean
 
 IMPORTERS: dict[str, Importer] = {
     imp.name: imp for imp in (digits.IMPORTER, oxford_pet.IMPORTER, flowers102.IMPORTER,
@@ -22,7 +22,7 @@ def importer(name: str) -> Importer:
         return medmnist_npz.importer_for(name)
     raise InputError(
         f"unknown data set {name!r}: expected one of {', '.join(FIXED_NAMES)}, "
-        f"or {MEDMNIST_PREFIX}<flag>"
+        f"or {MEDMNIST_PREFIX}<flag>{did_you_mean(name, FIXED_NAMES)}"
     )
 
 

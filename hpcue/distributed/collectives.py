@@ -69,6 +69,15 @@ def assemble(values: torch.Tensor, ids: torch.Tensor, total: int) -> torch.Tenso
     return all_reduce_sum(full)
 
 
+def gather_objects(obj) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (pickled; small records only)."""
+    if not active():
+        return [obj]
+    seen: list = [None] * world_size()
+    dist.all_gather_object(seen, obj, group=long_wait_group())
+    return seen
+
+
 def broadcast_object(obj, group: dist.ProcessGroup | None = None):
     """Rank 0's ``obj`` on every rank (pickled; for decisions and small records)."""
     if not active():

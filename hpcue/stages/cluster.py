@@ -62,7 +62,8 @@ def pretrain_small_surrogate(ctx: StageContext) -> None:
             kind, outputs = RotationPretext, NUM_ROTATIONS
         model = kind(SmallCNN(outputs), lr=cfg.surrogate.pretrain_lr, momentum=0.9,
                      weight_decay=5e-4, augment=ctx.augment, seed=cfg.cluster_seed)
-        trainer = ctx.trainer("surrogate", cfg.surrogate.pretrain_epochs, this_rank_only=True)
+        trainer = ctx.trainer("surrogate", cfg.surrogate.pretrain_epochs, this_rank_only=True,
+                              label=f"surrogate ({cfg.surrogate.pretext} pretraining)")
         trainer.fit(model, make_loader(ShardDataset(data, "train", cache=cfg.data.cache),
                                        cfg.surrogate.pretrain_batch_size, shuffle=True,
                                        seed=cfg.cluster_seed, num_workers=cfg.data.num_workers))

@@ -125,14 +125,16 @@ class StageContext:
         return build_surrogate(s.arch, weights)
 
     def trainer(self, name: str, epochs: int, callbacks: list[Callback] | None = None,
-                accumulate: int = 1, this_rank_only: bool = False) -> L.Trainer:
-        """A Trainer whose checkpoints and logs for ``name`` live in this run directory."""
+                accumulate: int = 1, this_rank_only: bool = False,
+                label: str | None = None) -> L.Trainer:
+        """A Trainer whose checkpoints and logs for ``name`` live in this run directory; its
+        progress bar says ``label``."""
         r = self.cfg.runtime
         deterministic = resolve_deterministic(r.deterministic,
                                               self.topology.device.startswith("cuda"))
         settings = TrainerSettings(r.precision, deterministic, r.timeout_s)
         return make_trainer(settings, self.run.stage_checkpoints(name), self.run.logs, name,
-                            epochs, callbacks, accumulate, this_rank_only)
+                            epochs, callbacks, accumulate, this_rank_only, label)
 
     def resume_path(self, name: str) -> str | None:
         """``name``'s last epoch checkpoint, if an earlier attempt stopped mid-training."""

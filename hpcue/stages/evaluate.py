@@ -126,7 +126,8 @@ def run(ctx: StageContext) -> dict:
     train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
              for name, (arm, _, s) in zip(names, pairs, strict=True)}
     test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)
-    trainer = ctx.trainer("victims", v.epochs, accumulate=plan.accumulate_grad_batches)
+    trainer = ctx.trainer("victims", v.epochs, accumulate=plan.accumulate_grad_batches,
+                          label=f"victims ({len(sets)} training sets x {len(seeds)} seeds)")
     trainer.fit(module, train, val_dataloaders=test, ckpt_path=ctx.resume_path("victims"),
                 weights_only=True)
     trainer.test(module, test, verbose=False)

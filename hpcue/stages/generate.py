@@ -94,8 +94,8 @@ def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     collectives.barrier()
-    return {"max_abs_pixel_change": int(maxima.max()),
-            "mean_abs_pixel_change": round(float(sums[0] / max(float(sums[1]), 1.0)), 3),
+    return {"max_abs_pixel_change_255": int(maxima.max()),
+            "mean_abs_pixel_change_255": round(float(sums[0] / max(float(sums[1]), 1.0)), 3),
             "psnr_db": None if psnr is None else round(psnr, 2), "ssim": round(ssim, 4)}
 
 

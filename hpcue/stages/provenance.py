@@ -1,6 +1,8 @@
-"""What each stage was built from: the slice of the config it reads, and the files it read.
+"""What each stage was built from: the slice of the config it reads, the files it read, and
+where, when and with what software it ran.
 
-Every stage record keeps both, so a run directory can say what its results describe. A stage
+Every stage record keeps all three, so a run directory can say what its results describe and a
+figure taken from it can be cited with its provenance. A stage
 command that would build on an earlier stage made under other settings (``hpcue generate --set
 train.epsilon=...`` on perturbations made at another eps) is refused, naming the stage to rerun;
 results.json then never reports settings other than the ones its artifacts were made with.
@@ -10,11 +12,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
+import socket
+import subprocess
+from collections import Counter
+from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import lightning
+import torch
+
+import hpcue
 from hpcue.config import ConfigError, RunConfig
 from hpcue.data.shards import META, sha256
+from hpcue.distributed import collectives
+from hpcue.distributed.topology import Topology
 from hpcue.stages.rundir import STAGES, RunDir
 
 #: the config keys each stage's outputs depend on (a section name stands for all its keys)
@@ -62,6 +76,66 @@ def file_digests(paths: dict[str, Path]) -> dict[str, str]:
         if target.is_file():
             out[label] = sha256(target)
     return out
+
+
+def flat_config(cfg: RunConfig) -> dict[str, Any]:
+    """The whole config as ``{dotted key: value}``, JSON-ready."""
+    def flat(node: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(node, dict):
+            return {prefix: node}
+        return {k: v for key, child in node.items() for k, v in flat(child, f"{prefix}{key}.")
+                .items()}
+    return {k.rstrip("."): v for k, v in flat(cfg.model_dump(mode="json"), "").items()}
+
+
+def config_sha256(cfg: RunConfig) -> str:
+    """The sha256 of the whole resolved config (what config.yaml holds), as sorted JSON."""
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@cache
+def git_commit() -> dict[str, Any]:
+    """The commit of the checkout hpcue runs from (and whether it had changes); {} for an
+    installed package or where git is missing."""
+    source = Path(hpcue.__file__).resolve().parent.parent
+    if not (source / ".git").exists():
+        return {}
+    try:
+        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], text=True,
+                              capture_output=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain",
+                                "--untracked-files=no"], text=True, capture_output=True,
+                               timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": head, "git_dirty": bool(dirty)}
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def environment(topo: Topology) -> dict[str, Any]:
+    """Who ran a stage: hpcue and library versions, the hosts and devices of every rank (a
+    collective: every rank calls it)."""
+    ranks = collectives.gather_objects((socket.gethostname(), _device_name(topo.device)))
+    return {
+        "hpcue_version": hpcue.__version__, **git_commit(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "lightning": lightning.__version__, "cuda": torch.version.cuda,
+        "hip": getattr(torch.version, "hip", None),
+        "launcher": topo.launcher, "world_size": topo.world_size, "num_nodes": topo.num_nodes,
+        "hosts": sorted({host for host, _ in ranks}),
+        "devices": dict(Counter(device for _, device in ranks)),
+    }
+
+
+def now() -> str:
+    """The current time, UTC, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def changed_keys(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:

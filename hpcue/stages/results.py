@@ -1,4 +1,11 @@
-"""results.json: the run's headline numbers, from the stage records."""
+"""results.json: the run's headline numbers, from the stage records, with their provenance.
+
+Units are named where a figure has two customary ones: ``epsilon`` is a fraction of the pixel
+range (as in the config), ``epsilon_255`` and every ``*_255`` key are 8-bit pixel levels.
+``provenance`` says what made the numbers: hpcue's version (and commit, from a checkout), the
+libraries, hosts and devices, when the first stage started and the last finished, and the
+sha256 of the resolved config and of the clean data's meta.json.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,11 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
     cfg, topo = ctx.cfg, ctx.topology
     records = {stage: ctx.run.read_record(stage) for stage in STAGES if stage != "evaluate"}
     records["evaluate"] = evaluate  # just made, not yet written
+    epsilon = records["train"].get("epsilon", cfg.train.epsilon)
+    provenance = dict(evaluate.get("provenance", {}))
+    provenance["started"] = records["cluster"].get("provenance", {}).get(
+        "started", provenance.get("started"))
+    provenance["data_meta_sha256"] = evaluate.get("inputs", {}).get("data")
     return {
         "name": cfg.name,
         "dataset": cfg.data.dataset,
@@ -22,7 +34,9 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         # (records written by an older hpcue lack some: the config, which they were checked
         # against, fills in)
         "num_clusters": records["cluster"].get("num_clusters", cfg.cluster.num_clusters),
-        "epsilon": records["train"].get("epsilon", cfg.train.epsilon),
+        "num_classes": len(ctx.data.classes),
+        "epsilon": epsilon,
+        "epsilon_255": round(epsilon * 255, 3),
         "perturbation_channels": records["train"].get("perturbation_channels", 3),
         "augment": records["train"].get("augment", cfg.data.augment),
         "global_batch_size": records["train"]["batch_plan"]["global_batch_size"],
@@ -46,10 +60,11 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "victims": evaluate["victims"],
         "victim_curves": evaluate["victim_curves"],
         "stage1_images_per_second": records["train"]["images_per_second"],
-        "max_abs_pixel_change": records["generate"]["max_abs_pixel_change"],
+        "max_abs_pixel_change_255": records["generate"]["max_abs_pixel_change_255"],
         "psnr_db": records["generate"]["psnr_db"],
         "ssim": records["generate"]["ssim"],
         "seconds": {stage: records[stage]["seconds"] for stage in STAGES},
         "stage1_batch": records["train"]["batch_plan"],
         "victim_batch": evaluate["batch_plan"],
+        "provenance": provenance,
     }

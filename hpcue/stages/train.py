@@ -36,7 +36,8 @@ def run(ctx: StageContext) -> dict:
             batches = ctx.loader(ctx.data, "train", probed.micro_batch_size, train=True)
             used.append(batches)
         trainer = ctx.trainer("train", cfg.train.epochs, [meter],
-                              accumulate=probed.accumulate_grad_batches)
+                              accumulate=probed.accumulate_grad_batches,
+                              label=f"stage 1 generators (K={cfg.cluster.num_clusters})")
         trainers.append(trainer)
         trainer.fit(module, batches, ckpt_path=ctx.resume_path("train"),
                     weights_only=True)

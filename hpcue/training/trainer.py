@@ -12,9 +12,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
+from hpcue import console
 from hpcue.distributed import collectives
 from hpcue.distributed.lightning_env import trainer_environment
 from hpcue.distributed.topology import current
@@ -75,6 +77,27 @@ class FiniteLoss(Callback):
                                  f"lower its lr (or raise its warmup) and rerun")
 
 
+class LabelledBar(TQDMProgressBar):
+    """One bar per training, named for what it trains (``surrogate: epoch 3/15``): a run has
+    up to four trainings and Lightning's own bar says only ``Epoch 3``. Validation and test
+    passes (the victims' accuracy every epoch) get no bar of their own."""
+
+    def __init__(self, label: str, refresh_rate: int) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.label = label
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(
+            f"{self.label}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def init_validation_tqdm(self) -> Tqdm:
+        return Tqdm(disable=True)
+
+    def init_test_tqdm(self) -> Tqdm:
+        return Tqdm(disable=True)
+
+
 @dataclass(frozen=True)
 class TrainerSettings:
     """The runtime settings every Trainer takes (``runtime.*`` in the config)."""
@@ -118,10 +141,11 @@ def _log_version(checkpoints: Path, logs: Path) -> str:
 
 def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name: str,
                  epochs: int, callbacks: list[Callback] | None = None, accumulate: int = 1,
-                 this_rank_only: bool = False) -> L.Trainer:
+                 this_rank_only: bool = False, label: str | None = None) -> L.Trainer:
     """DDP over the process group the launcher set up (NCCL on GPUs, gloo on CPU), or plain.
 
-    Epoch checkpoints go to ``checkpoints``, CSV metrics to ``logs/<name>/``.
+    Epoch checkpoints go to ``checkpoints``, CSV metrics to ``logs/<name>/``; the progress bar
+    says ``label`` (default: ``name``), and there is none under ``-q``.
 
     Batch norm is synchronised across ranks on GPUs, so a global batch behaves as in one
     process; torch has no SyncBatchNorm on CPU, where each rank normalises its own part.
@@ -138,6 +162,8 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
         strategy = DDPStrategy(cluster_environment=env, process_group_backend=topo.backend,
                                timeout=timedelta(seconds=settings.timeout_s))
         plugins = []
+    shown = console.level() > console.QUIET
+    bar = [LabelledBar(label or name, refresh_rate=1 if sys.stdout.isatty() else 50)] * shown
     return L.Trainer(
         max_epochs=epochs,
         accelerator="gpu" if on_gpu else "cpu",
@@ -151,7 +177,8 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
         deterministic=settings.deterministic,
         logger=CSVLogger(logs, name=name, version=_log_version(checkpoints, Path(logs) / name)),
         # a terminal gets a live bar; a batch log gets a line every 50 steps, not every step
-        callbacks=[TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50),
+        enable_progress_bar=shown,
+        callbacks=[*bar,
                    # every epoch: a run stopped by its wall time resumes from the last one
                    ModelCheckpoint(dirpath=checkpoints, save_last=True,
                                    save_top_k=1, every_n_epochs=1),

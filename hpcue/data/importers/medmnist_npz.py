@@ -15,7 +15,7 @@ import numpy as np
 from hpcue.data.arrays import ImageArrays, gray_to_rgb, resize_uint8
 from hpcue.data.importers.base import Importer
 from hpcue.data.options import PrepareOptions
-from hpcue.errors import InputError, MissingInputError
+from hpcue.errors import InputError, MissingInputError, did_you_mean
 
 PREFIX = "medmnist:"  # a family: one data set per MedMNIST flag, "medmnist:<flag>"
 SPLITS = ("train", "val", "test")
@@ -119,5 +119,6 @@ def importer_for(name: str) -> Importer:
     if flag not in medmnist_flags():
         raise InputError(
             f"unknown MedMNIST flag {flag!r}: expected one of {', '.join(medmnist_flags())}"
+            f"{did_you_mean(flag, medmnist_flags())}"
         )
     return Importer(name, SPLITS, needs_root=True, load=partial(load, flag=flag))

@@ -26,7 +26,14 @@ def read_launcher(name: str) -> Launcher:
     if name not in LAUNCHER_CHOICES:
         raise TopologyError(f"unknown launcher {name!r}: expected one of "
                             f"{', '.join(LAUNCHER_CHOICES)}")
-    return LAUNCHERS[detect_launcher() if name == "auto" else name]()
+    if name == "auto":
+        return LAUNCHERS[detect_launcher()]()
+    cls = LAUNCHERS[name]
+    if cls.started_by and not cls.detect():
+        raise TopologyError(f"`--launcher {name}` (runtime.launcher: {name}) but this process "
+                            f"was not started by {cls.started_by}: run it under "
+                            f"{cls.started_by}, or let hpcue detect the launcher (auto)")
+    return cls()
 
 
 __all__ = ["DETECTION_ORDER", "LAUNCHERS", "LAUNCHER_CHOICES", "Launcher", "TopologyError",

@@ -34,6 +34,9 @@ class Launcher(ABC):
     """One launcher. Constructing it reads (and checks) this rank's counts from its variables."""
 
     name: ClassVar[str]
+    #: the command that starts this launcher's processes ("" where one process may start alone:
+    #: the local launcher, and an MPI singleton)
+    started_by: ClassVar[str] = ""
     world_size: int
     rank: int
     local_rank: int

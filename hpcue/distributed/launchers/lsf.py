@@ -28,6 +28,7 @@ def rankfile_hosts() -> list[str]:
 
 class Lsf(Launcher):
     name = "lsf"
+    started_by = "jsrun"
 
     @staticmethod
     def detect() -> bool:

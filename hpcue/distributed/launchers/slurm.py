@@ -54,6 +54,7 @@ def mpiexec_in_step() -> bool:
 
 class Slurm(Launcher):
     name = "slurm"
+    started_by = "srun"
 
     @staticmethod
     def detect() -> bool:

@@ -7,6 +7,7 @@ from hpcue.distributed.launchers.base import Launcher, int_env
 
 class Torchrun(Launcher):
     name = "torchrun"
+    started_by = "torchrun"
 
     @staticmethod
     def detect() -> bool:
