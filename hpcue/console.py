@@ -24,3 +24,8 @@ def say(message: str) -> None:
     """One ``[hpcue]`` line, unless ``-q``."""
     if _level >= NORMAL:
         print(f"[hpcue] {message}", flush=True)
+
+
+def bars_off() -> bool:
+    """Whether progress bars are hidden (``-q``)."""
+    return _level == QUIET

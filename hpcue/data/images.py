@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcue import console
 from hpcue.data.arrays import resize_uint8
 from hpcue.errors import InputError, MissingInputError
 
@@ -46,7 +47,8 @@ def decode_all(paths: list[Path], image_size: int, desc: str) -> np.ndarray:
     from tqdm import tqdm
 
     out = np.empty((len(paths), image_size, image_size, 3), np.uint8)
-    for i, path in enumerate(tqdm(paths, desc=desc, leave=False, mininterval=2)):
+    for i, path in enumerate(tqdm(paths, desc=desc, leave=False, mininterval=2,
+                                      disable=console.bars_off())):
         out[i] = decode(path, image_size)
     return out
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from hpcue import console
 from hpcue.data.arrays import ImageArrays, is_gray
 from hpcue.data.options import PrepareOptions
 from hpcue.data.registry import importer
@@ -137,7 +138,8 @@ def prepare(name: str, root: Path | None, out: Path, opts: PrepareOptions,
     try:
         total = sum(len(a) for a in splits.values())
         infos = {}
-        with tqdm(total=total, desc=f"prepare {name}", unit="img", leave=False) as bar:
+        with tqdm(total=total, desc=f"prepare {name}", unit="img", leave=False,
+                  disable=console.bars_off()) as bar:
             for split, arrays in splits.items():
                 infos[split] = write_split(out, split, arrays.images, arrays.labels,
                                            opts.shards, opts.compression, bar)

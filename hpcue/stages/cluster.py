@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from hpcue import console
 from hpcue.attacks.uc.kmeans import kmeans
 from hpcue.data.arrays import to_unit
 from hpcue.data.loader import ShardDataset, make_loader
@@ -80,7 +81,7 @@ def extract_features(surrogate: Surrogate, batches, device: torch.device,
     surrogate.to(device).eval()
     feats, ids = [], []
     for x, _, idx in tqdm(batches, desc="features", leave=False,
-                          disable=not collectives.is_main()):
+                          disable=not collectives.is_main() or console.bars_off()):
         with autocast(precision, device):
             feats.append(surrogate(to_unit(x.to(device))).float().cpu())
         ids.append(idx)

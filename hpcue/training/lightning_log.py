@@ -40,6 +40,8 @@ class RunLogHandler(logging.FileHandler):
 def route_lightning(log_file: Path | None, verbose: bool = False) -> None:
     """Send Lightning's log lines and the libraries' warnings to ``log_file`` (None: nowhere),
     and to the terminal too when ``verbose``. Called once per command, before any Trainer."""
+    import lightning.pytorch  # noqa: F401  (on import it adds its own terminal handler)
+
     handlers: list[logging.Handler] = []
     if log_file is not None:
         handler = RunLogHandler(log_file)

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -86,10 +86,17 @@ class LabelledBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate)
         self.label = label
 
+    @property
+    def train_description(self) -> str:
+        return self.label
+
     def on_train_epoch_start(self, trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description(
-            f"{self.label}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+        # Lightning's own, but for the description (its "Epoch N" would be printed first)
+        bar = self.train_progress_bar
+        bar.set_description(f"{self.label}: epoch {trainer.current_epoch + 1}/"
+                            f"{trainer.max_epochs}", refresh=False)
+        bar.reset(convert_inf(self.total_train_batches))
+        bar.initial = 0
 
     def init_validation_tqdm(self) -> Tqdm:
         return Tqdm(disable=True)

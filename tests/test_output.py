@@ -1,0 +1,70 @@
+"""What a finished run says and keeps: hpcue's own lines and one labelled bar per training on
+the terminal (Lightning's banners, tips and hints in the run's log file instead), and the
+provenance of every stage record and of results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+
+import hpcue
+from hpcue.data.shards import sha256
+from hpcue.stages.rundir import STAGES
+
+BARS = ("surrogate (rotation pretraining): epoch", "stage 1 generators (K=10): epoch",
+        "victims (2 training sets x 1 seeds): epoch")
+NOISE = ("GPU available", "TPU available", "Tip:", "litlogger", "srun", "deprecated",
+         "Trainer.fit", "Loading `train_dataloader`", "Validation", "Testing")
+
+
+def test_the_terminal_holds_hpcue_lines_and_one_labelled_bar_per_training(finished_run):
+    out, proc = finished_run
+    printed = proc.stdout + proc.stderr
+    for noise in NOISE:
+        assert noise not in printed, noise
+    # stderr: only hpcue's own bars of work that is not a training (no warnings, no hints)
+    assert all(line.startswith(("prepare digits:", "features:"))
+               for line in re.split(r"[\r\n]", proc.stderr) if line.strip()), proc.stderr
+    lines = [line for line in re.split(r"[\r\n]", proc.stdout) if line.strip()]
+    bars = [line for line in lines if "epoch" in line and "it/s" in line]
+    for label in BARS:
+        assert any(line.startswith(label) for line in bars), label
+    # Lightning's unlabelled bars
+    assert not any(line.startswith(("Epoch", "Training")) for line in lines)
+    own = [line for line in lines if line not in bars]
+    # hpcue's own lines, then the closing summary table
+    summary = own.index(next(line for line in own if line.startswith("hpcue results")))
+    assert all(line.startswith("[hpcue]") for line in own[:summary])
+    assert all(line.startswith("  ") for line in own[summary + 1:])
+    assert "± n/a (n=1)" in proc.stdout and "± 0.0000" not in proc.stdout
+    # what the terminal no longer shows is kept in the run's log file
+    log = (out / "logs" / "lightning.log").read_text()
+    assert "GPU available" in log and "srun" in log
+
+
+def test_every_record_and_results_json_say_what_made_them(finished_run):
+    out, _ = finished_run
+    results = json.loads((out / "results.json").read_text())
+    prov = results["provenance"]
+    assert prov["hpcue_version"] == hpcue.__version__
+    assert re.fullmatch(r"[0-9a-f]{40}", prov["git_commit"])  # the tests run from a checkout
+    assert prov["hosts"] == [socket.gethostname()] and prov["world_size"] == 1
+    assert list(prov["devices"].values()) == [1] and next(iter(prov["devices"])).startswith("cpu")
+    for key in ("python", "torch", "lightning", "launcher", "num_nodes"):
+        assert prov[key], key
+    assert prov["started"] <= prov["finished"]  # ISO 8601, UTC: ordered as text
+    assert prov["data_meta_sha256"] == sha256(out / "data" / "meta.json")
+    assert re.fullmatch(r"[0-9a-f]{64}", prov["config_sha256"])
+    records = {s: json.loads((out / "stages" / f"{s}.json").read_text()) for s in STAGES}
+    assert prov["started"] == records["cluster"]["provenance"]["started"]
+    assert prov["finished"] == records["evaluate"]["provenance"]["finished"]
+    for stage, record in records.items():
+        assert record["provenance"]["config_sha256"] == prov["config_sha256"], stage
+        assert record["provenance"]["started"] <= record["provenance"]["finished"], stage
+    # units in the keys: a fraction of the pixel range, and 8-bit levels
+    assert results["epsilon_255"] == round(results["epsilon"] * 255, 3)
+    assert 0 < results["max_abs_pixel_change_255"] <= round(results["epsilon_255"])
+    assert "max_abs_pixel_change" not in results
+    assert results["num_classes"] == 10
