@@ -9,12 +9,13 @@ import json
 import re
 import socket
 
-import hpcue
+from hpcue import __version__
 from hpcue.data.shards import sha256
 from hpcue.stages.rundir import STAGES
+from tests.conftest import hpcue
 
-BARS = ("surrogate (rotation pretraining): epoch", "stage 1 generators (K=10): epoch",
-        "victims (2 training sets x 1 seeds): epoch")
+BARS = ("surrogate (rotation pretraining)", "stage 1 generators (K=10)",
+        "victims (2 training sets x 1 seeds)")
 NOISE = ("GPU available", "TPU available", "Tip:", "litlogger", "srun", "deprecated",
          "Trainer.fit", "Loading `train_dataloader`", "Validation", "Testing")
 
@@ -28,15 +29,15 @@ def test_the_terminal_holds_hpcue_lines_and_one_labelled_bar_per_training(finish
     assert all(line.startswith(("prepare digits:", "features:"))
                for line in re.split(r"[\r\n]", proc.stderr) if line.strip()), proc.stderr
     lines = [line for line in re.split(r"[\r\n]", proc.stdout) if line.strip()]
-    bars = [line for line in lines if "epoch" in line and "it/s" in line]
+    bars = [line for line in lines if line.startswith(BARS)]
     for label in BARS:
-        assert any(line.startswith(label) for line in bars), label
+        assert any(line.startswith(f"{label}: epoch 2/2") for line in bars), label
     # Lightning's unlabelled bars
     assert not any(line.startswith(("Epoch", "Training")) for line in lines)
     own = [line for line in lines if line not in bars]
     # hpcue's own lines, then the closing summary table
     summary = own.index(next(line for line in own if line.startswith("hpcue results")))
-    assert all(line.startswith("[hpcue]") for line in own[:summary])
+    assert all(line.startswith("[hpcue]") for line in own[:summary]), own[:summary]
     assert all(line.startswith("  ") for line in own[summary + 1:])
     assert "± n/a (n=1)" in proc.stdout and "± 0.0000" not in proc.stdout
     # what the terminal no longer shows is kept in the run's log file
@@ -48,7 +49,7 @@ def test_every_record_and_results_json_say_what_made_them(finished_run):
     out, _ = finished_run
     results = json.loads((out / "results.json").read_text())
     prov = results["provenance"]
-    assert prov["hpcue_version"] == hpcue.__version__
+    assert prov["hpcue_version"] == __version__
     assert re.fullmatch(r"[0-9a-f]{40}", prov["git_commit"])  # the tests run from a checkout
     assert prov["hosts"] == [socket.gethostname()] and prov["world_size"] == 1
     assert list(prov["devices"].values()) == [1] and next(iter(prov["devices"])).startswith("cpu")
@@ -68,3 +69,16 @@ def test_every_record_and_results_json_say_what_made_them(finished_run):
     assert 0 < results["max_abs_pixel_change_255"] <= round(results["epsilon_255"])
     assert "max_abs_pixel_change" not in results
     assert results["num_classes"] == 10
+
+
+def test_a_finished_run_exports_from_the_command_line(finished_run, tmp_path):
+    out, _ = finished_run
+    dest = tmp_path / "published"
+    proc = hpcue("export", str(out), "--format", "imagefolder", "--out", str(dest))
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert proc.stdout.strip() == (f"[hpcue] exported {manifest['images']} images "
+                                   f"(imagefolder) to {dest}")
+    assert manifest["images"] == len(list((dest / "train").rglob("*.png"))) > 0
+    assert (dest / "README.md").is_file()
+    again = hpcue("export", str(out), "--format", "npz", "--out", str(dest), check=False)
+    assert again.returncode == 2 and str(dest) in again.stderr  # never overwritten

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from hpcue.distributed.launchers import detect_launcher
-from hpcue.distributed.threads import limit_threads_per_rank, ranks_per_node_hint
+from hpcue.distributed.threads import WAIT_VARS, limit_threads_per_rank, ranks_per_node_hint
 from hpcue.distributed.topology import TopologyError, detect
 
 CLEAN = ("SLURM_", "PMI_", "OMPI_", "JSM_", "LSB_", "MPI_LOCAL", "PMIX_")
@@ -213,8 +213,9 @@ def test_explicit_launcher_and_bad_values(env):
 @pytest.fixture
 def cpus(env):
     """This process's affinity and the node's CPU count, as a launcher would leave them."""
-    env.setenv("OMP_NUM_THREADS", "")  # restored (or removed) after the test, as it was
-    env.delenv("OMP_NUM_THREADS")
+    for var in ("OMP_NUM_THREADS", *WAIT_VARS):
+        env.setenv(var, "")  # restored (or removed) after the test, as it was
+        env.delenv(var)
 
     def set_cpus(mine: int, node: int) -> None:
         env.setattr(os, "sched_getaffinity", lambda pid: set(range(mine)))
@@ -268,6 +269,52 @@ def test_threads_left_alone_for_one_process(env, cpus):
     for k, v in dict(SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_PROCID="0").items():
         env.setenv(k, v)
     assert _threads() is None
+
+
+def _wait() -> str | None:
+    limit_threads_per_rank()
+    return os.environ.get("OMP_WAIT_POLICY")
+
+
+def test_idle_threads_sleep_on_cores_that_may_be_shared(env, cpus):
+    # a laptop or workstation: one process, affinity of the whole machine, others may run there
+    cpus(2, 2)
+    assert (_wait(), _threads()) == ("PASSIVE", None)
+    # mpiexec without binding: every rank sees the whole node
+    env.setenv("MPI_LOCALNRANKS", "8")
+    env.delenv("OMP_WAIT_POLICY")
+    cpus(64, 64)
+    assert (_wait(), _threads()) == ("PASSIVE", "8")
+
+
+def test_idle_threads_sleep_in_a_shared_set_too_large_to_be_per_rank(env, cpus):
+    env.setenv("LOCAL_WORLD_SIZE", "4")
+    cpus(100, 128)
+    assert _wait() == "PASSIVE"
+
+
+def test_wait_policy_left_to_the_runtime_on_cores_of_the_rank_own(env, cpus):
+    # srun -c7: the launcher bound the rank to its own cores; spinning there costs nobody
+    _step(env, 8, 3)
+    cpus(7, 128)
+    assert (_wait(), _threads()) == (None, "7")
+    assert "GOMP_SPINCOUNT" not in os.environ and "KMP_BLOCKTIME" not in os.environ
+
+
+@pytest.mark.parametrize("var,value", [("OMP_WAIT_POLICY", "ACTIVE"),
+                                       ("GOMP_SPINCOUNT", "300000"), ("KMP_BLOCKTIME", "200")])
+def test_wait_policy_set_by_the_user_wins(env, cpus, var, value):
+    cpus(2, 2)
+    env.setenv(var, value)
+    limit_threads_per_rank()
+    assert os.environ[var] == value
+    assert all(os.environ.get(other) is None for other in WAIT_VARS if other != var)
+
+
+def test_wait_policy_does_not_touch_the_thread_count(env, cpus):
+    cpus(2, 2)
+    env.setenv("OMP_NUM_THREADS", "1")
+    assert (_wait(), _threads()) == ("PASSIVE", "1")
 
 
 def test_gpu_identity_without_a_uuid_falls_back_to_the_pci_address():
