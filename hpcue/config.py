@@ -330,6 +330,17 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     return build_config(raw, str(path) if path is not None else None, overridden)
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as ``{dotted key: value}`` (how --set and errors name keys)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 

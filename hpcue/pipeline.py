@@ -116,10 +116,10 @@ def refuse_replacing(run: RunDir, stage: str) -> None:
     finished = finished_from(run, stage)
     if not finished:
         return
-    files = [str(path.relative_to(run.root)) for s in finished
-             for path in (*run.stage_outputs(s), run.stage_record(s)) if path.exists()]
-    files = [run.RESULTS, *[f for f in files if f != run.RESULTS]] if run.results.exists() \
-        else files
+    paths = [path for s in finished for path in (*run.stage_outputs(s), run.stage_record(s))]
+    # results.json first: the file a user would miss most
+    paths.sort(key=lambda path: path != run.results)
+    files = [str(path.relative_to(run.root)) for path in paths if path.exists()]
     raise StageInputError(f"{run.root}: `hpcue {stage}` would replace the finished results of "
                           f"{', '.join(finished)} ({', '.join(files)}); add --force to replace "
                           f"them, or give another --out")
@@ -190,14 +190,13 @@ def check_same_config(cfg: RunConfig, run: RunDir) -> None:
     """
     if not run.config.is_file() or not any(run.stage_record(s).is_file() for s in STAGES):
         return
-    held = load_config(run.config)
-    if held != cfg:
-        keys = changed_keys(flat_config(held), flat_config(cfg))
-        shown = ", ".join(f"{k}: {flat_config(held).get(k)!r} there, {flat_config(cfg).get(k)!r} "
-                          f"now" for k in keys[:5]) + (f" (and {len(keys) - 5} more)"
-                                                         if len(keys) > 5 else "")
-        raise ConfigError(f"{run.root} holds a run with another config ({run.config}): {shown}; "
-                          f"use another --out, or the same config to resume it")
+    there, now = flat_config(load_config(run.config)), flat_config(cfg)
+    keys = changed_keys(there, now)
+    if keys:
+        shown = ", ".join(f"{k}: {there.get(k)!r} there, {now.get(k)!r} now" for k in keys[:5])
+        more = f" (and {len(keys) - 5} more)" if len(keys) > 5 else ""
+        raise ConfigError(f"{run.root} holds a run with another config ({run.config}): "
+                          f"{shown}{more}; use another --out, or the same config to resume it")
 
 
 def run_pipeline(cfg: RunConfig, out: Path) -> Path:

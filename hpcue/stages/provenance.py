@@ -25,7 +25,7 @@ import lightning
 import torch
 
 import hpcue
-from hpcue.config import ConfigError, RunConfig
+from hpcue.config import ConfigError, RunConfig, flatten
 from hpcue.data.shards import META, sha256
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import Topology
@@ -80,12 +80,7 @@ def file_digests(paths: dict[str, Path]) -> dict[str, str]:
 
 def flat_config(cfg: RunConfig) -> dict[str, Any]:
     """The whole config as ``{dotted key: value}``, JSON-ready."""
-    def flat(node: Any, prefix: str) -> dict[str, Any]:
-        if not isinstance(node, dict):
-            return {prefix: node}
-        return {k: v for key, child in node.items() for k, v in flat(child, f"{prefix}{key}.")
-                .items()}
-    return {k.rstrip("."): v for k, v in flat(cfg.model_dump(mode="json"), "").items()}
+    return flatten(cfg.model_dump(mode="json"))
 
 
 def config_sha256(cfg: RunConfig) -> str:

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import yaml
 
+from hpcue.config import flatten
 from hpcue.errors import InputError, MissingInputError
 from hpcue.evaluation.metrics import sample_std
 from hpcue.io import atomic_write, atomic_write_text, read_json
@@ -70,16 +71,6 @@ COLUMN_SETTINGS = {"train.epsilon", "cluster.num_clusters", "victim.epochs"}
 DIGEST_LENGTH = 10
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def settings(run_dir: Path) -> dict:
     """The run's config as ``{dotted key: value}``, without what cannot change a result."""
     path = RunDir(Path(run_dir)).config
@@ -93,7 +84,7 @@ def settings(run_dir: Path) -> dict:
                          + (f" (line {mark.line + 1})" if mark else "")) from None
     if not isinstance(tree, dict):
         raise InputError(f"{path}: not a mapping but {type(tree).__name__}")
-    return {k: v for k, v in _flat(tree).items() if k not in NOT_A_SETTING}
+    return {k: v for k, v in flatten(tree).items() if k not in NOT_A_SETTING}
 
 
 #: what the report reads from a results.json: dotted key -> (required, kind)
