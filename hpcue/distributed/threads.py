@@ -11,13 +11,18 @@ read from the launchers' environments.
 How idle threads wait: torch's OpenMP runtime (libgomp in the Linux wheels) lets a thread that
 has finished its share of a parallel region spin, about 300000 turns, for the others before it
 sleeps. That is free when the threads have their cores to themselves, and ruinous when they do
-not: beside one other CPU-bound process on 2 cores, a spinning thread burns the core that the
-thread it waits for needs, and stage 1 of the embedded default ran about 8x slower (the issue:
-1,392 s instead of about 100 s for ``hpcue run``; ``benchmarks/contention.py`` measures it).
-So a rank whose cores are not provably its own (an affinity of the whole node: a laptop, a
-workstation, mpiexec without binding) gets OMP_WAIT_POLICY=PASSIVE, idle threads sleep at once;
-it cost nothing measurable on a quiet machine there. A rank bound to its own cores keeps the
-runtime's default. OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME set by the user wins.
+not: a spinning thread burns the core that the thread it waits for needs, so every parallel
+region waits for a preempted thread (the issue: ``hpcue run`` 1,392 s instead of about 100 s
+beside other CPU-bound work on 2 cores). ``benchmarks/contention.py`` (2 cores, 2 stage-1
+epochs of the embedded default, medians of 2 interleaved repeats, with another user's tests
+running too): spinning took 128 s "quiet" (78..177, under that other load) and 83 s beside one
+busy loop (38..127); sleeping took 6.2 s quiet and 12.2 s busy (9.6..14.8), 2.0x. So a rank
+whose cores are not provably its own (an affinity of the whole node: a laptop, a workstation,
+mpiexec without binding) gets OMP_WAIT_POLICY=PASSIVE, idle threads sleep at once. A rank the
+launcher bound to its own cores keeps the runtime's default. The thread count stays one per
+core: one thread was as fast at 16 px (5.3 s quiet, 8.2 s busy, 1.5x), but it would leave a
+quiet machine's other cores idle at sizes where they help (not measured here).
+OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME set by the user wins, as does OMP_NUM_THREADS.
 This module must not import torch.
 """
 
