@@ -290,9 +290,9 @@ def test_refuses_to_overwrite(runs, tmp_path):
 
 def _corrupt_one(monkeypatch):
     """The third PNG written comes out one pixel off: only reading back can catch it."""
-    import hpcue.export as export
+    import hpcue.export.layouts as layouts
 
-    real, calls = export._png, []
+    real, calls = layouts._png, []
 
     def png(image):
         calls.append(1)
@@ -300,7 +300,7 @@ def _corrupt_one(monkeypatch):
             image = image.copy()
             image[0, 0] ^= 1
         return real(image)
-    monkeypatch.setattr(export, "_png", png)
+    monkeypatch.setattr(layouts, "_png", png)
 
 
 def _interrupt(monkeypatch):
@@ -308,7 +308,7 @@ def _interrupt(monkeypatch):
 
     def readme(*args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(export, "_readme", readme)
+    monkeypatch.setattr(export, "readme", readme)
 
 
 @pytest.mark.parametrize("fault,error", [(_corrupt_one, ExportError),
@@ -383,7 +383,7 @@ def test_bad_input_is_one_clear_error(runs, tmp_path, make, kind, message):
 
 
 def test_class_folders_are_plain_names():
-    from hpcue.export import _class_folders
+    from hpcue.export.layouts import class_folders
 
-    assert _class_folders(["a/b", "a_b", "..", "", "ok"]) == ["a_b", "001_a_b", "002", "003",
-                                                             "ok"]
+    assert class_folders(["a/b", "a_b", "..", "", "ok"]) == ["a_b", "001_a_b", "002", "003",
+                                                            "ok"]

@@ -1,0 +1,94 @@
+"""``hpcue export``: a run's unlearnable training set, out of the shards, in a form others read.
+
+A protected set is made to be published; inside a run directory it exists only as HDF5 shards.
+``export_run`` writes it as plain files: PNG class folders (``imagefolder``), MedMNIST's ``.npz``
+layout (``npz``), or the raw data set's own layout and names (``same-as-source``), always with
+``manifest.json`` (every file, label, class, sha256; the eps, K and surrogate that made it) and a
+``README.md`` for whoever receives it.
+
+Only the training split is exported: it is the only one perturbed (a receiver evaluates on the
+original, clean test split). Every pixel is written losslessly and read back bit for bit before
+anything is handed over: the export is built in a temporary sibling folder and renamed into
+place at the end, so a failure of any kind leaves nothing. An existing, non-empty ``out`` is
+never touched.
+
+The package, a module a concern: ``sources`` (what is read from the run), ``layouts`` (how each
+format is written and read back), ``receivers`` (manifest.json and README.md); this module checks
+``out``, holds the run's lock and puts the finished export into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from hpcue.errors import InputError, MissingInputError
+from hpcue.export.layouts import LAYOUTS, NPZ, ExportError
+from hpcue.export.receivers import MANIFEST, README, manifest, readme
+from hpcue.export.sources import method_of, source_names, unlearnable
+from hpcue.io import atomic_write_json, atomic_write_text, exclusive
+from hpcue.stages.rundir import RunDir
+
+__all__ = ["FORMATS", "MANIFEST", "NPZ", "README", "ExportError", "export_run"]
+
+FORMATS = ("imagefolder", "npz", "same-as-source")
+
+
+def export_run(run_dir: Path, fmt: str, out: Path) -> dict[str, Any]:
+    """Write ``run_dir``'s unlearnable training set to the new folder ``out`` as ``fmt``.
+
+    Returns ``{"format", "out", "images", "classes"}``. Bad input (no run directory, no
+    unlearnable set, damaged shards, an unknown format, an ``out`` that holds something) is
+    one HpcueError before anything is written.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    run = RunDir(Path(run_dir))
+    if not run.root.is_dir():
+        raise MissingInputError(f"{run.root}: run directory not found")
+    out = Path(out)
+    _check_out(out)
+    # a pipeline command working in the run (rewriting unlearnable/) holds its lock
+    lock = (exclusive(run.lock, f"run directory {run.root}")
+            if os.access(run.lock, os.W_OK) else nullcontext())
+    with lock:
+        shards = unlearnable(run)
+        dataset = shards.meta["dataset"].removesuffix("+uc")
+        names = source_names(run, shards, dataset, required=fmt == "same-as-source")
+        method = method_of(run)
+        layout = LAYOUTS[fmt](shards, dataset, names)
+        parent = out.absolute().parent
+        made = [p for p in (parent, *parent.parents) if not p.exists()]  # deepest first
+        tmp = parent / f"{out.absolute().name}.partial-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        try:
+            samples, files = layout.write(shards, tmp)
+            layout.check(shards, tmp, samples, files)
+            atomic_write_json(tmp / MANIFEST,
+                              manifest(fmt, shards, dataset, method, samples, files))
+            atomic_write_text(tmp / README, readme(fmt, shards, dataset, method, layout))
+            _check_out(out)  # nothing may have appeared there meanwhile
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            for folder in made:  # the parents this call created, while they are empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
+    return {"format": fmt, "out": str(out), "images": len(samples),
+            "classes": len(shards.classes)}
+
+
+def _check_out(out: Path) -> None:
+    if out.is_file() or out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise InputError(f"{out} exists and is not a plain folder: export into a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise InputError(f"{out} exists and is not empty: export into a new or empty folder "
+                         f"(nothing in it was changed)")
+

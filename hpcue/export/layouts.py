@@ -1,0 +1,233 @@
+"""How an export is written and read back: lossless PNG files (class folders, or the source's own
+names) or one ``.npz`` in MedMNIST's layout; one layout per ``--format``.
+
+Every layout checks what it wrote against the shards, bit for bit, before anything is handed
+over: a file that does not read back as written is an ExportError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from hpcue.data.arrays import gray_to_rgb, is_gray
+from hpcue.data.importers.medmnist_npz import PREFIX as MEDMNIST_PREFIX
+from hpcue.data.shards import ShardError, ShardSet, sha256
+from hpcue.errors import HpcueError, InputError
+from hpcue.export.sources import SPLIT, read_shards
+from hpcue.io import atomic_write
+
+#: the file of ``--format npz`` (``same-as-source`` keeps the MedMNIST file's own name)
+NPZ = "unlearnable.npz"
+#: where a MedMNIST sample sat: ``<file>.npz:<split>_images[<row>]`` (``ImageArrays.names``)
+NPZ_ROW = re.compile(r"(?P<file>[^/]+\.npz):(?P<key>\w+)\[(?P<row>\d+)\]")
+
+
+class ExportError(HpcueError, RuntimeError):
+    """An export that did not read back as it was written; nothing of it was kept."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One exported image: where it went and what it is."""
+
+    id: int
+    file: str            # relative to the export's root
+    row: int | None      # its row in ``file`` when that is an array file (npz)
+    label: int
+    source: str | None   # its name in the raw data set, when prepare recorded it
+
+
+def _png(image: np.ndarray) -> bytes:
+    """Lossless PNG of one H x W x 3 uint8 image; 8-bit gray when R == G == B everywhere."""
+    from PIL import Image
+
+    gray = is_gray(image[None])
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image[..., 0]) if gray else image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _read_png(path: Path, data: bytes) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ExportError(f"{path}: written but not readable as PNG ({exc}); nothing was "
+                          f"exported") from None
+
+
+def _write(path: Path, blob: bytes) -> str:
+    """One file of the export (a full disk is a DiskFullError naming it); its sha256."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(blob))
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _mismatch(path: Path, what: str) -> ExportError:
+    return ExportError(f"{path}: {what} does not read back as written (disk or file system "
+                       f"fault?); nothing was exported")
+
+
+@dataclass
+class Files:
+    """PNG files, one an image, at ``place(id, label)`` under the export's root."""
+
+    place: Callable[[int, int], str]
+    names: list[str] | None
+    description: str
+
+    def write(self, shards: ShardSet, root: Path) -> tuple[list[Sample], dict[str, str]]:
+        samples, files = [], {}
+        for images, labels, index in read_shards(shards):
+            for image, label, i in zip(images, labels, index, strict=True):
+                rel = self.place(int(i), int(label))
+                files[rel] = _write(root / rel, _png(image))
+                samples.append(Sample(int(i), rel, None, int(label),
+                                      None if self.names is None else self.names[int(i)]))
+        if len(files) != len(samples):
+            raise ExportError(f"{root}: {len(samples)} images went to {len(files)} files (two "
+                              f"names map to one file); nothing was exported")
+        return samples, files
+
+    def check(self, shards: ShardSet, root: Path, samples: list[Sample],
+              files: dict[str, str]) -> None:
+        """Every file read back from disk: its sha256, and its pixels against the shards."""
+        at = {s.id: s for s in samples}
+        for images, labels, index in read_shards(shards):
+            for image, label, i in zip(images, labels, index, strict=True):
+                sample = at[int(i)]
+                path = root / sample.file
+                data = path.read_bytes()
+                if (sample.label != int(label)
+                        or hashlib.sha256(data).hexdigest() != files[sample.file]
+                        or not np.array_equal(_read_png(path, data), image)):
+                    raise _mismatch(path, f"image {int(i)}")
+
+
+@dataclass
+class Npz:
+    """One ``.npz`` in MedMNIST's layout: ``train_images`` N x H x W (gray) or N x H x W x 3,
+    uint8; ``train_labels`` N x 1 (uint8 up to 256 classes), row r at ``row(id)``."""
+
+    file: str
+    row: Callable[[int], int]
+    names: list[str] | None
+    description: str
+
+    def write(self, shards: ShardSet, root: Path) -> tuple[list[Sample], dict[str, str]]:
+        n, shape = shards.size(SPLIT), shards.image_shape
+        images = np.empty((n, *shape), np.uint8)
+        labels = np.empty((n, 1), np.uint8 if len(shards.classes) <= 256 else np.int64)
+        filled = np.zeros(n, bool)
+        samples = []
+        for shard_images, shard_labels, index in read_shards(shards):
+            rows = np.array([self.row(int(i)) for i in index], np.int64)
+            images[rows], labels[rows, 0], filled[rows] = shard_images, shard_labels, True
+            samples += [Sample(int(i), self.file, int(r), int(label),
+                               None if self.names is None else self.names[int(i)])
+                        for i, r, label in zip(index, rows, shard_labels, strict=True)]
+        if not filled.all() or len({s.row for s in samples}) != n:
+            raise ExportError(f"{root / self.file}: the source rows of the {n} images are not "
+                              f"0..{n - 1} once each; nothing was exported")
+        gray = is_gray(images)  # MedMNIST's gray sets are N x H x W
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **{f"{SPLIT}_images": images[..., 0] if gray else images,
+                                       f"{SPLIT}_labels": labels})
+        del images
+        return samples, {self.file: _write(root / self.file, buffer.getvalue())}
+
+    def check(self, shards: ShardSet, root: Path, samples: list[Sample],
+              files: dict[str, str]) -> None:
+        path = root / self.file
+        if sha256(path) != files[self.file]:
+            raise _mismatch(path, "the file")
+        with np.load(path, allow_pickle=False) as npz:
+            images, labels = npz[f"{SPLIT}_images"], npz[f"{SPLIT}_labels"]
+        images = gray_to_rgb(images) if images.ndim == 3 else images
+        rows = {s.id: s.row for s in samples}
+        for shard_images, shard_labels, index in read_shards(shards):
+            at = np.array([rows[int(i)] for i in index], np.int64)
+            if (not np.array_equal(images[at], shard_images)
+                    or not np.array_equal(labels[at, 0].astype(np.int64), shard_labels)):
+                raise _mismatch(path, f"rows {at.min()}..{at.max()}")
+
+
+Layout = Files | Npz
+
+
+def class_folders(classes: list[str]) -> list[str]:
+    """A folder name per class: its name, made safe for a path (no ``/``, not ``.``/``..``)."""
+    out: list[str] = []
+    for i, name in enumerate(classes):
+        folder = name.replace("/", "_").replace("\0", "_").strip()
+        if folder in ("", ".", "..") or folder in out:
+            folder = f"{i:03d}_{folder}".rstrip("_.")
+        out.append(folder)
+    return out
+
+
+def _imagefolder(shards: ShardSet, dataset: str, names: list[str] | None) -> Layout:
+    folders = class_folders(shards.classes)
+    width = max(5, len(str(shards.size(SPLIT) - 1)))
+    return Files(lambda i, label: f"{SPLIT}/{folders[label]}/{i:0{width}d}.png", names,
+                 f"`{SPLIT}/<class>/<sample id>.png`: one folder a class, one lossless PNG an "
+                 f"image, named by its sample id (0..N-1, the order of the training set)")
+
+
+def _npz(shards: ShardSet, dataset: str, names: list[str] | None) -> Layout:
+    return Npz(NPZ, lambda i: i, names,
+               f"`{NPZ}`, MedMNIST's layout: `{SPLIT}_images` (uint8, N x H x W for a gray set, "
+               f"else N x H x W x 3) and `{SPLIT}_labels` (N x 1), row i = sample id i; read it "
+               f"with `numpy.load`")
+
+
+def _png_name(name: str) -> str:
+    """The source's name, as PNG: kept where it is a PNG already, else its suffix replaced."""
+    path = PurePosixPath(name)
+    return name if path.suffix.lower() == ".png" else str(path.with_suffix(".png"))
+
+
+def _same_as_source(shards: ShardSet, dataset: str, names: list[str] | None) -> Layout:
+    assert names is not None  # source_names refused otherwise
+    if dataset.startswith(MEDMNIST_PREFIX):
+        rows = [NPZ_ROW.fullmatch(name) for name in names]
+        bad = [name for name, m in zip(names, rows, strict=True)
+               if m is None or m["key"] != f"{SPLIT}_images"]
+        files = {m["file"] for m in rows if m is not None}
+        if bad or len(files) != 1:
+            raise ShardError(f"{shards.root}: source names {bad[:2] or sorted(files)[:2]} are not "
+                             f"rows of one {SPLIT}_images array; prepare the data again")
+        (file,) = files
+        at = [int(m["row"]) for m in rows]  # type: ignore[index]
+        return Npz(file, lambda i: at[i], names,
+                   f"`{file}`, the source's own file name and MedMNIST's layout: "
+                   f"`{SPLIT}_images` (uint8, N x H x W for a gray set, else N x H x W x 3) and "
+                   f"`{SPLIT}_labels` (N x 1), each image at its source row")
+    pngs = [_png_name(name) for name in names]
+    taken = Counter(pngs)
+    # a.jpg and a.png side by side in the source: the one that was not a PNG gets a.jpg.png
+    out = [png if taken[png] == 1 or name == png else f"{name}.png"
+           for name, png in zip(names, pngs, strict=True)]
+    if len(set(out)) != len(out):
+        twice = sorted(name for name, n in Counter(out).items() if n > 1)
+        raise InputError(f"{shards.root}: the source names give {twice[:3]} to two images each "
+                         f"as PNG files; export with --format imagefolder")
+    return Files(lambda i, label: out[i], names,
+                 "the source's own folders and file names, each image a lossless PNG: a PNG "
+                 "source file keeps its name, any other gets the suffix `.png` (`a.jpg` -> "
+                 "`a.png`); `source` in the manifest maps every file to its original")
+
+
+LAYOUTS: dict[str, Callable[[ShardSet, str, list[str] | None], Layout]] = {
+    "imagefolder": _imagefolder, "npz": _npz, "same-as-source": _same_as_source,
+}
+
