@@ -86,7 +86,8 @@ def _resized(h: int, w: int, size: int) -> tuple[int, int]:
 
 
 def _resize_chunk(images: np.ndarray, size: int) -> np.ndarray:
-    x = to_float(torch.from_numpy(images))
+    # a copy: the chunk may be a read-only view (a memory-mapped .npz), which torch warns about
+    x = to_float(torch.tensor(images))
     nh, nw = _resized(*x.shape[-2:], size)
     x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
     top, left = (nh - size) // 2, (nw - size) // 2
