@@ -561,7 +561,10 @@ def on_copy(name: str, args: list[str], *expect: str,
         run = ctx.run_copy()
         if damage is not None:
             damage(run, ctx)
-        return Case([args[0], "--out", str(run), *args[1:]], out=[run], protect=protect(run),
+        # a stage command replaces the copy's finished results only when told to
+        force = ["--force"] if args[0] != "run" else []
+        return Case([args[0], "--out", str(run), *force, *args[1:]], out=[run],
+                    protect=protect(run),
                     markers=[ctx.work / "code-ran"] if marker else [],
                     guard=[ctx.work / "victim.h5"], env=env or {})
     return Try(name, setup, expect, needs=("run",))
@@ -852,13 +855,13 @@ def _peak_rss(pid: int) -> int:
 def kill_tries() -> list[Try]:
     return [
         kill_try("SIGTERM during stage-1 training",
-                 lambda run: ["train", "--out", str(run), *sets("train.epochs=300")],
+                 lambda run: ["train", "--out", str(run), "--force", *sets("train.epochs=300")],
                  "checkpoints/train/last.ckpt", "SIGTERM"),
         kill_try("SIGINT during stage-1 training",
-                 lambda run: ["train", "--out", str(run), *sets("train.epochs=300")],
+                 lambda run: ["train", "--out", str(run), "--force", *sets("train.epochs=300")],
                  "checkpoints/train/last.ckpt", "SIGINT"),
         kill_try("SIGTERM during the victims' training (evaluate)",
-                 lambda run: ["evaluate", "--out", str(run), *sets("victim.epochs=300")],
+                 lambda run: ["evaluate", "--out", str(run), "--force", *sets("victim.epochs=300")],
                  "checkpoints/victims/last.ckpt", "SIGTERM"),
         kill_try("SIGTERM during surrogate pretraining (a fresh hpcue run)",
                  lambda run: ["run", "--out", str(run),
