@@ -47,6 +47,7 @@ def test_killed_then_rerun_equals_uninterrupted(tmp_path):
 
     rerun = hpcue("run", "--out", str(cut), *SETS)
     assert "stage cluster: done earlier" in rerun.stdout
+    assert f"train: resuming from the epoch checkpoint {last}" in rerun.stdout
     a = torch.load(whole / "perturbations.pt", weights_only=True)["deltas"]
     b = torch.load(cut / "perturbations.pt", weights_only=True)["deltas"]
     torch.testing.assert_close(a, b)

@@ -166,7 +166,9 @@ def test_usr1_requeues_and_the_rerun_resumes(slurm, tmp_path):
         time.sleep(2)
     log = (point / f"slurm-{job}.out").read_text()  # --open-mode=append: both attempts
     assert log.count("launcher=slurm world_size=2") == 2, log[-3000:]
-    assert "stage cluster: done earlier" in log and "Restoring states from the checkpoint" in log
+    assert "stage cluster: done earlier" in log
+    assert f"train: resuming from the epoch checkpoint {last}" in log
+    assert "Restoring states from the checkpoint" in (point / "logs" / "lightning.log").read_text()
     results = json.loads((point / "results.json").read_text())
     assert results["world_size"] == 2 and 0 <= results["unlearnable_test_acc"] <= 1
 

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from hpcue import console
 from hpcue.config import RunConfig
 from hpcue.data.loader import ShardDataset, make_loader
 from hpcue.data.registry import importer
@@ -137,5 +138,9 @@ class StageContext:
                             epochs, callbacks, accumulate, this_rank_only, label)
 
     def resume_path(self, name: str) -> str | None:
-        """``name``'s last epoch checkpoint, if an earlier attempt stopped mid-training."""
-        return resume_path(self.run.stage_checkpoints(name))
+        """``name``'s last epoch checkpoint, if an earlier attempt stopped mid-training (said
+        on the terminal: Lightning's own "Restoring states" goes to the log file)."""
+        path = resume_path(self.run.stage_checkpoints(name))
+        if path is not None and collectives.is_main():
+            console.say(f"{name}: resuming from the epoch checkpoint {path}")
+        return path
