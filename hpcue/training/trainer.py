@@ -169,7 +169,7 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
         strategy = DDPStrategy(cluster_environment=env, process_group_backend=topo.backend,
                                timeout=timedelta(seconds=settings.timeout_s))
         plugins = []
-    shown = console.level() > console.QUIET
+    shown = not console.bars_off()
     bar = [LabelledBar(label or name, refresh_rate=1 if sys.stdout.isatty() else 50)] * shown
     return L.Trainer(
         max_epochs=epochs,
