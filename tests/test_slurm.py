@@ -3,6 +3,7 @@ whose srun starts 2 tasks of ``hpcue run``, checked against one process."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -181,7 +182,10 @@ DETECT = ("from hpcue.distributed.topology import detect; t = detect('auto', 'cp
 def _found(cmd: list[str]) -> list[str]:
     proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-3000:]}"
-    return sorted(line for line in proc.stdout.splitlines() if line.startswith("found "))
+    # ranks share one stream: two lines can run together, so findings are matched, not split
+    return sorted("found " + f for f in re.findall(
+        r"found ((?:launcher|name)=[a-z]+?(?: world_size=\d+ rank=\d+)?)(?=found|\s|$)",
+        proc.stdout))
 
 
 @pytest.mark.parametrize(("launch", "name"), [
@@ -228,13 +232,15 @@ def test_batch_script_shell_and_steps(slurm, tmp_path):
                           capture_output=True, text=True, timeout=900)
     text = log.read_text()
     assert proc.returncode == 0, f"{proc.stderr}\n{text[-3000:]}"
+    # mpiexec's ranks share one output stream, so two ranks' lines can run together on one
+    # line: each finding is matched where it stands, not as a whole line
     sections: dict[str, list[str]] = {}
     name = ""
     for line in text.splitlines():
         if line in ("shell", "one", "mpiexec", "all"):
             name = line
-        elif line.startswith("found "):
-            sections.setdefault(name, []).append(line.removeprefix("found "))
+        for found in re.findall(r"found (launcher=\w+ world_size=\d+ rank=\d+)", line):
+            sections.setdefault(name, []).append(found)
     assert {k: sorted(v) for k, v in sections.items()} == {
         "shell": ["launcher=local world_size=1 rank=0"],
         "one": ["launcher=slurm world_size=1 rank=0"],
