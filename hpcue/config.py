@@ -137,6 +137,9 @@ class TrainConfig(_Batching):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     min_lr: float = Field(1e-6, ge=0)
+    # replicate: every rank trains all K generators (DDP); shard: each rank owns K/W of them
+    # and only deltas and their gradients travel; auto: shard when there is more than one rank
+    generator_parallel: Literal["replicate", "shard", "auto"] = "auto"
 
     @field_validator("epsilon")
     @classmethod

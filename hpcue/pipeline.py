@@ -146,7 +146,7 @@ def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool,
         run.drop_replaced()  # left by a command that crashed or was stopped: superseded now
         if run.config.is_file():
             run.set_aside(run.config, copy=True)
-            if load_config(run.config) != cfg:
+            if changed_keys(flat_config(load_config(run.config)), flat_config(cfg)):
                 # other settings: nothing earlier may be resumed, by this stage or later ones
                 run.set_aside(run.checkpoints)
             cleared = run.clear_from(stage)

@@ -40,7 +40,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _comm_device() -> torch.device:
+def comm_device() -> torch.device:
     return (torch.device("cuda", torch.cuda.current_device())
             if active() and dist.get_backend() == "nccl" else torch.device("cpu"))
 
@@ -49,8 +49,17 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (returns a new tensor on t's device)."""
     if not active():
         return t
-    buf = t.detach().to(_comm_device()).clone()
+    buf = t.detach().to(comm_device()).clone()
     dist.all_reduce(buf)
+    return buf.to(t.device)
+
+
+def broadcast_tensor(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Rank ``src``'s ``t`` on every rank (returns a new tensor on t's device)."""
+    if not active():
+        return t
+    buf = t.detach().to(comm_device()).clone()
+    dist.broadcast(buf, src=src)
     return buf.to(t.device)
 
 

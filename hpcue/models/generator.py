@@ -63,6 +63,7 @@ class ClusterGenerators(nn.Module):
                              f"got {image_size}")
         self.epsilon = epsilon
         self.bound = bound
+        self.channels = channels
         self.generators = nn.ModuleList(ResnetGenerator(width, blocks, channels)
                                         for _ in range(num_clusters))
         rng = torch.Generator().manual_seed(seed)
@@ -73,8 +74,12 @@ class ClusterGenerators(nn.Module):
     def num_clusters(self) -> int:
         return len(self.generators)
 
-    def forward(self) -> torch.Tensor:
-        raw = torch.cat([g(z) for g, z in zip(self.generators, self.noise, strict=True)])
+    def forward(self, ids: list[int] | None = None) -> torch.Tensor:
+        """The deltas of generators ``ids`` (default: all K), in that order."""
+        ids = list(range(self.num_clusters)) if ids is None else ids
+        if not ids:  # a rank that owns no generator (more ranks than generators)
+            return self.noise.new_zeros((0, self.channels, *self.noise.shape[-2:]))
+        raw = torch.cat([self.generators[k](self.noise[k]) for k in ids])
         if self.bound == "scale":
             return raw * self.epsilon
         return raw.clamp(-self.epsilon, self.epsilon)

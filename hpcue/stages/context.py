@@ -127,7 +127,7 @@ class StageContext:
 
     def trainer(self, name: str, epochs: int, callbacks: list[Callback] | None = None,
                 accumulate: int = 1, this_rank_only: bool = False,
-                label: str | None = None) -> L.Trainer:
+                label: str | None = None, wrap: bool = True) -> L.Trainer:
         """A Trainer whose checkpoints and logs for ``name`` live in this run directory; its
         progress bar says ``label``."""
         r = self.cfg.runtime
@@ -135,7 +135,7 @@ class StageContext:
                                               self.topology.device.startswith("cuda"))
         settings = TrainerSettings(r.precision, deterministic, r.timeout_s)
         return make_trainer(settings, self.run.stage_checkpoints(name), self.run.logs, name,
-                            epochs, callbacks, accumulate, this_rank_only, label)
+                            epochs, callbacks, accumulate, this_rank_only, label, wrap)
 
     def resume_path(self, name: str) -> str | None:
         """``name``'s last epoch checkpoint, if an earlier attempt stopped mid-training (said

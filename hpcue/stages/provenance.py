@@ -133,8 +133,14 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# how the work is spread, not what it computes: a run resumes under the other value
+EXECUTION_ONLY = frozenset({"train.generator_parallel"})
+
+
 def changed_keys(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    return sorted(k for k in recorded.keys() | now.keys() if recorded.get(k) != now.get(k))
+    """The dotted keys whose values differ, but those that only say how the work is spread."""
+    return sorted(k for k in recorded.keys() | now.keys()
+                  if recorded.get(k) != now.get(k) and k not in EXECUTION_ONLY)
 
 
 def check_earlier_stages(cfg: RunConfig, run: RunDir, stage: str) -> None:

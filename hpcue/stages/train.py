@@ -13,12 +13,19 @@ from hpcue.stages.context import StageContext
 from hpcue.training.trainer import Throughput
 
 
-def uc_attack(cfg: RunConfig, lr: float, augment: str) -> UnlearnableClusters:
+def sharded(mode: str, world_size: int) -> bool:
+    """``train.generator_parallel``: auto shards the generators whenever there are ranks to
+    share them."""
+    return mode == "shard" or (mode == "auto" and world_size > 1)
+
+
+def uc_attack(cfg: RunConfig, lr: float, augment: str, world_size: int) -> UnlearnableClusters:
     t = cfg.train
     return UnlearnableClusters(width=t.generator_width, blocks=t.generator_blocks, bound=t.bound,
                                target_offset=t.target_offset, lr=lr, weight_decay=t.weight_decay,
                                min_lr=t.min_lr, augment=augment,
-                               warmup_epochs=t.warmup_epochs)
+                               warmup_epochs=t.warmup_epochs,
+                               shard=sharded(t.generator_parallel, world_size))
 
 
 def run(ctx: StageContext) -> dict:
@@ -35,9 +42,13 @@ def run(ctx: StageContext) -> dict:
         if probed.micro_batch_size != plan.micro_batch_size:  # auto found a smaller one
             batches = ctx.loader(ctx.data, "train", probed.micro_batch_size, train=True)
             used.append(batches)
+        # a sharded module accumulates itself, against one gather of deltas per step
+        shard = getattr(module, "shard", False)
+        module.accumulate = probed.accumulate_grad_batches
         trainer = ctx.trainer("train", cfg.train.epochs, [meter],
-                              accumulate=probed.accumulate_grad_batches,
-                              label=f"stage 1 generators (K={cfg.cluster.num_clusters})")
+                              accumulate=1 if shard else probed.accumulate_grad_batches,
+                              label=f"stage 1 generators (K={cfg.cluster.num_clusters})",
+                              wrap=not shard)
         trainers.append(trainer)
         trainer.fit(module, batches, ckpt_path=ctx.resume_path("train"),
                     weights_only=True)
@@ -47,12 +58,14 @@ def run(ctx: StageContext) -> dict:
         image_size=cfg.data.image_size, epsilon=cfg.train.epsilon, seed=cfg.seed,
         channels=ctx.perturbation_channels, centers=clusters.centers, surrogate=ctx.surrogate(),
         loader=loader, fit=fit)
-    result = uc_attack(cfg, plan.effective_lr, ctx.augment).make(inputs)
+    attack = uc_attack(cfg, plan.effective_lr, ctx.augment, ctx.topology.world_size)
+    result = attack.make(inputs)
     if collectives.is_main():
         write_perturbations(ctx.run, Perturbations(result.deltas, cfg.train.epsilon,
                                                    result.state))
     metrics = trainers[-1].callback_metrics
     return dict(batch_plan=ctx.batch_record("train", used[-1]), augment=ctx.augment,
+                generator_parallel="shard" if attack.shard else "replicate",
                 epsilon=cfg.train.epsilon,
                 perturbation_channels=ctx.perturbation_channels,
                 images_per_second=round(meter.images_per_second, 2), train_images=meter.images,

@@ -23,13 +23,18 @@ def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: in
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def scheduled(opt: torch.optim.Optimizer, trainer, warmup_epochs: float, min_lr: float) -> dict:
+def scheduled(opt: torch.optim.Optimizer, trainer, warmup_epochs: float, min_lr: float,
+              accumulate: int = 1) -> dict:
     """``configure_optimizers``' return value: ``opt`` with warmup + cosine stepped every step.
 
     The step count comes from the trainer (epochs x optimizer steps an epoch), so warmup given in
-    epochs means the same under any world size or accumulation.
+    epochs means the same under any world size or accumulation. ``accumulate``: micro-batches a
+    module that steps itself (manual optimization) takes per step, where the Trainer takes one.
     """
-    steps = max(1, int(trainer.estimated_stepping_batches))
+    batches = trainer.estimated_stepping_batches
+    if accumulate > 1:
+        batches = math.ceil(trainer.num_training_batches / accumulate) * trainer.max_epochs
+    steps = max(1, int(batches))
     warmup = round(warmup_epochs * steps / trainer.max_epochs)
     sched = warmup_cosine(opt, steps, warmup, min_lr)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

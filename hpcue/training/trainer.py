@@ -146,13 +146,24 @@ def _log_version(checkpoints: Path, logs: Path) -> str:
     return f"resumed-{len(list(Path(logs).glob('resumed-*'))) + 1}"
 
 
+class UnwrappedDDP(DDPStrategy):
+    """DDP's process group, device placement and collectives without the DDP wrapper: for a
+    module that reduces what it needs itself (sharded generators), so no parameter gradient
+    is all-reduced behind its back."""
+
+    def configure_ddp(self) -> None:
+        pass
+
+
 def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name: str,
                  epochs: int, callbacks: list[Callback] | None = None, accumulate: int = 1,
-                 this_rank_only: bool = False, label: str | None = None) -> L.Trainer:
+                 this_rank_only: bool = False, label: str | None = None,
+                 wrap: bool = True) -> L.Trainer:
     """DDP over the process group the launcher set up (NCCL on GPUs, gloo on CPU), or plain.
 
     Epoch checkpoints go to ``checkpoints``, CSV metrics to ``logs/<name>/``; the progress bar
-    says ``label`` (default: ``name``), and there is none under ``-q``.
+    says ``label`` (default: ``name``), and there is none under ``-q``. ``wrap=False``: the
+    module does its own reductions (UnwrappedDDP).
 
     Batch norm is synchronised across ranks on GPUs, so a global batch behaves as in one
     process; torch has no SyncBatchNorm on CPU, where each rank normalises its own part.
@@ -166,8 +177,9 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
     strategy: DDPStrategy | str = "auto"  # one process: Lightning's single-device strategy
     plugins = [env]
     if distributed:
-        strategy = DDPStrategy(cluster_environment=env, process_group_backend=topo.backend,
-                               timeout=timedelta(seconds=settings.timeout_s))
+        kind = DDPStrategy if wrap else UnwrappedDDP
+        strategy = kind(cluster_environment=env, process_group_backend=topo.backend,
+                        timeout=timedelta(seconds=settings.timeout_s))
         plugins = []
     shown = not console.bars_off()
     bar = [LabelledBar(label or name, refresh_rate=1 if sys.stdout.isatty() else 50)] * shown

@@ -28,6 +28,7 @@ class UnlearnableClusters(Attack):
     min_lr: float
     augment: str = "none"
     warmup_epochs: float = 0.0
+    shard: bool = False  # each rank trains the generators it owns (sharding.py)
 
     def make(self, inputs: AttackInputs) -> AttackResult:
         if inputs.centers is None or inputs.surrogate is None or inputs.fit is None:
@@ -38,7 +39,7 @@ class UnlearnableClusters(Attack):
         module = UCModule(generators, inputs.surrogate, inputs.centers, inputs.groups,
                           offset=self.target_offset, lr=self.lr, weight_decay=self.weight_decay,
                           min_lr=self.min_lr, augment=self.augment,
-                          warmup_epochs=self.warmup_epochs, seed=inputs.seed)
+                          warmup_epochs=self.warmup_epochs, seed=inputs.seed, shard=self.shard)
         inputs.fit(module, inputs.loader)
         module.generators.eval()
         with torch.no_grad():

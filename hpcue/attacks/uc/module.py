@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import torch
 
 from hpcue.attacks.base import perturb
+from hpcue.attacks.uc import sharding
 from hpcue.attacks.uc.objective import kl_to_targets, per_cluster_weights, target_clusters
+from hpcue.distributed import collectives
 from hpcue.models.generator import ClusterGenerators
 from hpcue.models.surrogate import Surrogate
 from hpcue.training.batches import UnitBatches
@@ -19,13 +23,23 @@ class UCModule(UnitBatches, L.LightningModule):
     Keeping the surrogate out of ``children()`` means DDP neither wraps nor all-reduces it and
     checkpoints hold only what is trained. Cluster ids are looked up by each sample's global
     index, so any sampler (shuffled, sharded across ranks) keeps images and clusters aligned.
+
+    ``shard``: each rank trains only the generators it owns (sharding.py), with manual
+    optimization: Lightning's accumulation would rerun the generators every micro-batch, so
+    the module accumulates ``accumulate`` micro-batches itself against one gather of deltas.
     """
 
     def __init__(self, generators: ClusterGenerators, surrogate: Surrogate,
                  centers: torch.Tensor, assignments: torch.Tensor, *, offset: int, lr: float,
                  weight_decay: float, min_lr: float, augment: str = "none",
-                 warmup_epochs: float = 0.0, seed: int = 0) -> None:
+                 warmup_epochs: float = 0.0, seed: int = 0, shard: bool = False,
+                 accumulate: int = 1) -> None:
         super().__init__()
+        self.shard, self.accumulate = shard, accumulate
+        self.automatic_optimization = not shard
+        self.comm_bytes = 0  # payload this rank passed to stage-1 collectives (benchmarks)
+        self._deltas: torch.Tensor | None = None  # the gathered deltas of this optimizer step
+        self._own: torch.Tensor | None = None     # this rank's own deltas, with their graph
         self.generators = generators
         object.__setattr__(self, "surrogate", surrogate)
         self.centers = centers.float()
@@ -42,28 +56,92 @@ class UCModule(UnitBatches, L.LightningModule):
         counts = torch.bincount(clusters, minlength=len(self.centers)).double()
         if self._world() > 1:
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+            self.comm_bytes += counts.numel() * counts.element_size()
         return counts
+
+    def owned(self) -> list[int]:
+        """The generators this rank trains: all of them under replicate."""
+        k, world = self.generators.num_clusters, self._world()
+        if not self.shard or world == 1:
+            return list(range(k))
+        return [g for g, r in enumerate(sharding.owners(k, world)) if r == self.global_rank]
 
     def on_fit_start(self) -> None:
         self.surrogate.to(self.device).eval()
         self.centers = self.centers.to(self.device)
         self.assignments = self.assignments.to(self.device)
+        if self.shard and collectives.active():
+            # DDP would broadcast rank 0's initial weights; nothing wraps a sharded module
+            for p in self.generators.parameters():
+                p.data.copy_(collectives.broadcast_tensor(p.data))
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def _uc_loss(self, batch, batch_idx: int, deltas: torch.Tensor) -> torch.Tensor:
+        """This micro-batch's loss: generator k's part is the mean KL over cluster k's images
+        of the whole (every rank's) micro-batch."""
         images, _labels, index = batch
         images = self.augmented(images, batch_idx)
         clusters = self.assignments[index]
-        perturbed = perturb(images, self.generators(), clusters)
-        features = self.surrogate(perturbed)
+        features = self.surrogate(perturb(images, deltas, clusters))
         targets = target_clusters(clusters, self.offset, len(self.centers))
         kl = kl_to_targets(features, self.centers, targets)
         counts = self._global_counts(clusters)
         present = counts > 0
         self._present = present if self._present is None else self._present | present
-        loss = (kl * per_cluster_weights(clusters, counts, self._world()).to(kl.dtype)).sum()
+        # replicate: DDP averages over ranks, so each rank's share is scaled back up by W;
+        # shard: the gradients on the deltas are summed
+        world = 1 if self.shard else self._world()
+        loss = (kl * per_cluster_weights(clusters, counts, world).to(kl.dtype)).sum()
         self.log("uc_loss", kl.mean().detach(), prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=len(images), sync_dist=False)
         return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if not self.shard or self._trainer is None:  # (a micro-batch trial: replicate's cost)
+            return self._uc_loss(batch, batch_idx, self.generators())
+        if self._deltas is None:  # the first micro-batch of an optimizer step
+            ids = self.owned()
+            self._own = self.generators(ids)
+            self._deltas = sharding.gather_deltas(self._own, ids, self.generators.num_clusters)
+            self.comm_bytes += self._deltas.numel() * self._deltas.element_size()
+        loss = self._uc_loss(batch, batch_idx, self._deltas)
+        # Lightning's accumulation divides each micro-batch's loss by the same count
+        self.manual_backward(loss / self.accumulate)
+        last = batch_idx + 1 == self.trainer.num_training_batches
+        if (batch_idx + 1) % self.accumulate == 0 or last:
+            self._step_owned()
+            if last:  # the epoch checkpoint and the final deltas hold every generator
+                self.comm_bytes += sharding.sync_owned_state(
+                    self.generators.generators, sharding.owners(
+                        self.generators.num_clusters, self._world()), self.optimizers().optimizer)
+        return loss.detach()
+
+    def _step_owned(self) -> None:
+        """Sum the deltas' gradients over ranks, backpropagate each owner's share through its
+        own generators, and step."""
+        assert self._deltas is not None and self._own is not None
+        grad = self._deltas.grad
+        if grad is None:
+            grad = torch.zeros_like(self._deltas)
+        # under 16-mixed each rank's gradient carries its own loss scale, and ranks whose
+        # generators overflowed halve theirs: the sum is taken unscaled, and each owner
+        # scales its share back by its own scale for its own GradScaler to unscale
+        scale = self._loss_scale()
+        grad = collectives.all_reduce_sum(grad / scale)
+        self.comm_bytes += grad.numel() * grad.element_size()
+        ids, opt = self.owned(), self.optimizers()
+        if ids:
+            self._own.backward((grad[ids] * scale).to(self._own.dtype))
+            opt.step()  # (a rank that owns none has nothing to step, nor a GradScaler check)
+        opt.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # that rank's schedule still counts the step
+            warnings.filterwarnings("ignore", message=r".*lr_scheduler\.step\(\)` before.*")
+            self.lr_schedulers().step()
+        self._deltas = self._own = None
+
+    def _loss_scale(self) -> float:
+        """The GradScaler's current scale under 16-mixed; 1 otherwise."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        return float(scaler.get_scale()) if scaler is not None else 1.0
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """A generator whose cluster had no image in this step is not stepped: no decay, no
@@ -79,4 +157,6 @@ class UCModule(UnitBatches, L.LightningModule):
         # decoupled decay: it must not scale with a cluster's share of the batch
         opt = torch.optim.AdamW(self.generators.parameters(), lr=self.lr,
                                 weight_decay=self.weight_decay)
-        return scheduled(opt, self.trainer, self.warmup_epochs, self.min_lr)
+        # sharded, the Trainer accumulates nothing: the module steps once per `accumulate`
+        return scheduled(opt, self.trainer, self.warmup_epochs, self.min_lr,
+                         accumulate=self.accumulate if self.shard else 1)

@@ -1,0 +1,70 @@
+"""Generator sharding: each rank owns some of the K generators instead of replicating all K.
+
+The generators take no input (each maps its fixed noise to its delta), so they can live apart
+from the data. Every optimizer step, the owners compute their deltas, the K deltas are
+all-gathered (kilobytes to megabytes), every rank runs the surrogate on its own images, the
+gradients on the deltas are summed over ranks, and each owner backpropagates through its own
+generators. No rank runs another rank's generators and no generator gradient is communicated.
+docs/generator-sharding.md gives the cost model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hpcue.distributed import collectives
+
+
+def owners(num_generators: int, world: int) -> list[int]:
+    """The rank that owns each generator: ``floor(k * W / K)``.
+
+    With W <= K that is contiguous blocks whose sizes differ by at most one; with W > K it
+    spreads the owners evenly over the ranks (so over the nodes, whose ranks are contiguous),
+    and the ranks between them do data work only.
+    """
+    return [k * world // num_generators for k in range(num_generators)]
+
+
+def gather_deltas(own: torch.Tensor, ids: list[int], total: int) -> torch.Tensor:
+    """The K deltas on every rank from each owner's rows, in fp32, as a leaf whose ``.grad``
+    collects this rank's gradient on every delta. The sum has one contributor per row, so the
+    gathered deltas are exact and identical on every rank."""
+    rows = torch.zeros((total, *own.shape[1:]), dtype=torch.float32, device=own.device)
+    rows[ids] = own.detach().float()
+    return collectives.all_reduce_sum(rows).requires_grad_()
+
+
+def sync_owned_state(generators: torch.nn.ModuleList, owner_of: list[int],
+                     optimizer: torch.optim.Optimizer) -> int:
+    """Broadcast every generator's parameters and optimizer state from its owner to all ranks.
+
+    Afterwards every rank holds what replicate would hold, so the epoch checkpoint rank 0
+    writes and the final deltas are replicate's format and values; it runs once an epoch (the
+    checkpoint's moment), not once a step. Returns the bytes it broadcast from this rank's view.
+    """
+    if not collectives.active():
+        return 0
+    sent = 0
+    for k, generator in enumerate(generators):
+        params = list(generator.parameters())
+        has_state = torch.tensor([float(all(p in optimizer.state for p in params))])
+        has_state = collectives.broadcast_tensor(has_state, owner_of[k])
+        tensors = [p.data for p in params]
+        if bool(has_state[0]):
+            for p in params:
+                if p not in optimizer.state:  # a rank that never stepped this generator
+                    optimizer.state[p] = {"step": torch.tensor(0.0),
+                                          "exp_avg": torch.zeros_like(p),
+                                          "exp_avg_sq": torch.zeros_like(p)}
+                state = optimizer.state[p]
+                tensors += [state["exp_avg"], state["exp_avg_sq"], state["step"].reshape(1)]
+        flat = torch.cat([t.detach().reshape(-1).float().to(params[0].device) for t in tensors])
+        flat = collectives.broadcast_tensor(flat, owner_of[k])
+        sent += flat.numel() * flat.element_size()
+        offset = 0
+        for t in tensors:
+            n = t.numel()
+            t.copy_(flat[offset:offset + n].view_as(t).to(t.dtype))
+            offset += n
+    return sent
+
