@@ -48,6 +48,7 @@ class AttackInputs:
 class AttackResult:
     deltas: torch.Tensor                  # G x C x H x W (C: 3 or 1), |delta| <= epsilon
     state: dict[str, Any] = field(default_factory=dict)  # what reproduces them (weights)
+    record: dict[str, Any] = field(default_factory=dict)  # figures for the stage's record
 
 
 class Attack(ABC):

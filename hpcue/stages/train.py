@@ -19,6 +19,14 @@ def sharded(mode: str, world_size: int) -> bool:
     return mode == "shard" or (mode == "auto" and world_size > 1)
 
 
+def communicated(traffic: dict) -> dict:
+    """Stage 1's collective payload from rank 0's view: per optimizer step (mean over the steps
+    this process ran) and once an epoch."""
+    steps = max(1, traffic["steps"])
+    return {"bytes_per_step": round(traffic["step_bytes"] / steps),
+            "sync_bytes_per_epoch": traffic["epoch_sync_bytes"]}
+
+
 def uc_attack(cfg: RunConfig, lr: float, augment: str, world_size: int) -> UnlearnableClusters:
     t = cfg.train
     return UnlearnableClusters(width=t.generator_width, blocks=t.generator_blocks, bound=t.bound,
@@ -66,6 +74,7 @@ def run(ctx: StageContext) -> dict:
     metrics = trainers[-1].callback_metrics
     return dict(batch_plan=ctx.batch_record("train", used[-1]), augment=ctx.augment,
                 generator_parallel="shard" if attack.shard else "replicate",
+                **communicated(result.record["traffic"]),
                 epsilon=cfg.train.epsilon,
                 perturbation_channels=ctx.perturbation_channels,
                 images_per_second=round(meter.images_per_second, 2), train_images=meter.images,

@@ -44,4 +44,5 @@ class UnlearnableClusters(Attack):
         module.generators.eval()
         with torch.no_grad():
             deltas = module.generators().cpu()
-        return AttackResult(deltas, {"generators": module.generators.state_dict()})
+        return AttackResult(deltas, {"generators": module.generators.state_dict()},
+                            {"traffic": dict(module.traffic)})

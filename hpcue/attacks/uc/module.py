@@ -37,7 +37,9 @@ class UCModule(UnitBatches, L.LightningModule):
         super().__init__()
         self.shard, self.accumulate = shard, accumulate
         self.automatic_optimization = not shard
-        self.comm_bytes = 0  # payload this rank passed to stage-1 collectives (benchmarks)
+        # payload bytes of the collectives this rank joins: every optimizer step, and once an
+        # epoch (shard's gather of every generator for the checkpoint); the stage records them
+        self.traffic = {"step_bytes": 0, "steps": 0, "epoch_sync_bytes": 0}
         self._deltas: torch.Tensor | None = None  # the gathered deltas of this optimizer step
         self._own: torch.Tensor | None = None     # this rank's own deltas, with their graph
         self.generators = generators
@@ -56,7 +58,7 @@ class UCModule(UnitBatches, L.LightningModule):
         counts = torch.bincount(clusters, minlength=len(self.centers)).double()
         if self._world() > 1:
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-            self.comm_bytes += counts.numel() * counts.element_size()
+            self.traffic["step_bytes"] += counts.numel() * counts.element_size()
         return counts
 
     def owned(self) -> list[int]:
@@ -102,7 +104,7 @@ class UCModule(UnitBatches, L.LightningModule):
             ids = self.owned()
             self._own = self.generators(ids)
             self._deltas = sharding.gather_deltas(self._own, ids, self.generators.num_clusters)
-            self.comm_bytes += self._deltas.numel() * self._deltas.element_size()
+            self.traffic["step_bytes"] += self._deltas.numel() * self._deltas.element_size()
         loss = self._uc_loss(batch, batch_idx, self._deltas)
         # Lightning's accumulation divides each micro-batch's loss by the same count
         self.manual_backward(loss / self.accumulate)
@@ -110,7 +112,7 @@ class UCModule(UnitBatches, L.LightningModule):
         if (batch_idx + 1) % self.accumulate == 0 or last:
             self._step_owned()
             if last:  # the epoch checkpoint and the final deltas hold every generator
-                self.comm_bytes += sharding.sync_owned_state(
+                self.traffic["epoch_sync_bytes"] = sharding.sync_owned_state(
                     self.generators.generators, sharding.owners(
                         self.generators.num_clusters, self._world()), self.optimizers().optimizer)
         return loss.detach()
@@ -127,7 +129,7 @@ class UCModule(UnitBatches, L.LightningModule):
         # scales its share back by its own scale for its own GradScaler to unscale
         scale = self._loss_scale()
         grad = collectives.all_reduce_sum(grad / scale)
-        self.comm_bytes += grad.numel() * grad.element_size()
+        self.traffic["step_bytes"] += grad.numel() * grad.element_size()
         ids, opt = self.owned(), self.optimizers()
         if ids:
             self._own.backward((grad[ids] * scale).to(self._own.dtype))
@@ -146,6 +148,10 @@ class UCModule(UnitBatches, L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         """A generator whose cluster had no image in this step is not stepped: no decay, no
         momentum drift (every rank knows the same global counts)."""
+        self.traffic["steps"] += 1
+        if not self.shard and self._world() > 1:  # DDP all-reduced every generator gradient
+            self.traffic["step_bytes"] += sum(p.numel() * p.element_size()
+                                              for p in self.generators.parameters())
         if self._present is not None:
             for k, generator in enumerate(self.generators.generators):
                 if not self._present[k]:
