@@ -5,8 +5,8 @@
 Runs the whole pipeline at tiny sizes with runtime.accelerator=gpu, full victim protocol
 (seeds, baselines, defenses: the ensemble, the per-cluster all-reduce of stage 1 and the
 accuracy reductions over NCCL), and checks what the run says about itself, after `hpcue doctor`
-on the GPU in bf16 (versions, the GPUs, every stage once in mixed precision). Exits non-zero
-with the reason on any failure.
+on the GPU in bf16 (versions, the GPUs, every stage once in mixed precision) and stage 1's
+sharded generators in 16-mixed and bf16-mixed. Exits non-zero with the reason on any failure.
 """
 
 from __future__ import annotations
@@ -38,6 +38,27 @@ def run(prefix: list[str], out: Path) -> dict:
     return results
 
 
+def sharded_stage1(cli: list[str], tmp: Path) -> None:
+    """Stage 1's sharded path (manual optimization, deltas gathered in fp32, each owner's loss
+    scale) in both mixed precisions: 16-mixed is the one GradScaler path, which CPUs lack."""
+    for precision in ("16-mixed", "bf16-mixed"):
+        out = tmp / f"shard-{precision}"
+        sets = tiny_sets(["runtime.accelerator=gpu", f"runtime.precision={precision}",
+                          "train.generator_parallel=shard", "train.epochs=3"])
+        for stage in ("cluster", "train"):
+            proc = subprocess.run([*cli, stage, "--out", str(out), *sets], cwd=REPO,
+                                  capture_output=True, text=True, timeout=600)
+            if proc.returncode:
+                sys.exit(f"FAILED: {stage} sharded in {precision}\n{proc.stderr[-3000:]}")
+        record = json.loads((out / "stages" / "train.json").read_text())
+        deltas = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
+        assert record["generator_parallel"] == "shard", record
+        assert deltas.dtype == torch.float32 and bool(torch.isfinite(deltas).all())
+        assert 0 < float(deltas.abs().max()) <= record["epsilon"] + 1e-6
+        print(f"stage 1 sharded in {precision}: loss {record['final_uc_loss']:.4f}, "
+              f"{record['images_per_second']} images/s")
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("no CUDA device visible: run this on a GPU node")
@@ -50,6 +71,7 @@ def main() -> None:
         print(doctor.stdout[-3000:])
         if doctor.returncode:
             sys.exit(f"FAILED: hpcue doctor on the GPU\n{doctor.stderr[-3000:]}")
+        sharded_stage1(cli, Path(tmp))
         one = run(cli, Path(tmp) / "one")
         print(f"one GPU: clean {one['clean_test_acc']}, uc {one['unlearnable_test_acc']}")
         if torch.cuda.device_count() >= 2:

@@ -97,6 +97,14 @@ def test_shard_equals_replicate(clustered, tmp_path, launcher):
     assert float((diff <= 1 / 255).float().mean()) > 0.95
     for k, value in a["generators"].items():
         torch.testing.assert_close(b["generators"][k], value, atol=0.05, rtol=0)
+    # the traffic each records: DDP's gradient all-reduce against the deltas both ways (and
+    # the K per-cluster counts, 8 bytes each, in both), the epoch's gather apart
+    params = sum(v.numel() for k, v in a["generators"].items() if k != "noise")
+    counts = 8 * a["deltas"].shape[0]
+    rep, sh = records["replicate"], records["shard"]
+    assert rep["bytes_per_step"] == 4 * params + counts and rep["sync_bytes_per_epoch"] == 0
+    assert sh["bytes_per_step"] == 2 * 4 * a["deltas"].numel() + counts
+    assert sh["sync_bytes_per_epoch"] > 3 * 4 * params
     # the epoch checkpoints are one format: every generator and all its optimizer state
     ca, cb = (torch.load(tmp_path / m / "checkpoints" / "train" / "last.ckpt",
                          weights_only=True) for m in ("replicate", "shard"))
@@ -165,3 +173,21 @@ def test_sharded_checkpoint_resumes_in_one_process(clustered, tmp_path):
     assert record["train_images"] == 8 * record["batch_plan"]["images_per_epoch"]
     deltas = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
     assert deltas.abs().max() <= 16 / 255 + 1e-6 and deltas.abs().max() > 0
+
+
+def test_sharded_in_bf16_mixed_gathers_fp32_deltas(tmp_path):
+    """runtime.precision=bf16-mixed: the generators run under autocast, the deltas are gathered
+    and kept in fp32, and the perturbations file is the same format as in fp32."""
+    sets = tiny_sets(["runtime.precision=bf16-mixed", "runtime.timeout_s=60"])
+    out = tmp_path / "run"
+    hpcue("cluster", "--out", str(out), *sets)
+    _run([*_launch("mpiexec"), "train", "--out", str(out), *sets,
+          "--set", "train.generator_parallel=shard"], _env())
+    record = json.loads((out / "stages" / "train.json").read_text())
+    assert record["generator_parallel"] == "shard" and record["bytes_per_step"] > 0
+    saved = torch.load(out / "perturbations.pt", weights_only=True)
+    deltas = saved["deltas"]
+    assert deltas.dtype == torch.float32 and bool(torch.isfinite(deltas).all())
+    assert 0 < float(deltas.abs().max()) <= saved["epsilon"] + 1e-6
+    assert all(v.dtype == torch.float32 for v in saved["generators"].values()
+               if v.is_floating_point())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -75,6 +77,23 @@ class FiniteLoss(Callback):
             raise NonFiniteError(f"training {self.name!r}: the loss became {float(loss)} at "
                                  f"epoch {trainer.current_epoch}, step {batch_idx}: it diverged; "
                                  f"lower its lr (or raise its warmup) and rerun")
+
+
+class OwnSignals(Callback):
+    """hpcue's SIGTERM handler during training, not Lightning's.
+
+    Lightning's handler broadcasts from inside the signal handler, on whatever rank the signal
+    reaches, in the middle of whatever collective that rank is in: the other ranks then pair it
+    with their own next collective (a sharded step has several) and fail or hang. hpcue's
+    handler stops each rank where it stands, and a run resumes from its last epoch checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.handler = signal.getsignal(signal.SIGTERM)  # set by the CLI before any Trainer
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if callable(self.handler) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.handler)  # Lightning restores its own at the end
 
 
 class LabelledBar(TQDMProgressBar):
@@ -201,7 +220,7 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
                    # every epoch: a run stopped by its wall time resumes from the last one
                    ModelCheckpoint(dirpath=checkpoints, save_last=True,
                                    save_top_k=1, every_n_epochs=1),
-                   FiniteLoss(name),
+                   FiniteLoss(name), OwnSignals(),
                    *(callbacks or [])],
         enable_model_summary=False,
         log_every_n_steps=5,

@@ -130,6 +130,7 @@ class UCModule(UnitBatches, L.LightningModule):
         scale = self._loss_scale()
         grad = collectives.all_reduce_sum(grad / scale)
         self.traffic["step_bytes"] += grad.numel() * grad.element_size()
+        self.traffic["steps"] += 1
         ids, opt = self.owned(), self.optimizers()
         if ids:
             self._own.backward((grad[ids] * scale).to(self._own.dtype))
@@ -138,7 +139,7 @@ class UCModule(UnitBatches, L.LightningModule):
         with warnings.catch_warnings():  # that rank's schedule still counts the step
             warnings.filterwarnings("ignore", message=r".*lr_scheduler\.step\(\)` before.*")
             self.lr_schedulers().step()
-        self._deltas = self._own = None
+        self._deltas = self._own = self._present = None
 
     def _loss_scale(self) -> float:
         """The GradScaler's current scale under 16-mixed; 1 otherwise."""
@@ -148,10 +149,11 @@ class UCModule(UnitBatches, L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         """A generator whose cluster had no image in this step is not stepped: no decay, no
         momentum drift (every rank knows the same global counts)."""
-        self.traffic["steps"] += 1
-        if not self.shard and self._world() > 1:  # DDP all-reduced every generator gradient
-            self.traffic["step_bytes"] += sum(p.numel() * p.element_size()
-                                              for p in self.generators.parameters())
+        if not self.shard:  # (a sharded step counts itself: some ranks step no optimizer)
+            self.traffic["steps"] += 1
+            if self._world() > 1:  # DDP all-reduced every generator gradient
+                self.traffic["step_bytes"] += sum(p.numel() * p.element_size()
+                                                  for p in self.generators.parameters())
         if self._present is not None:
             for k, generator in enumerate(self.generators.generators):
                 if not self._present[k]:
