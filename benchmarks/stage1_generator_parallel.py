@@ -11,7 +11,8 @@ gather and their gradients' all-reduce), with the epoch's gather apart.
     python benchmarks/stage1_generator_parallel.py --gpus 4   # a GPU node: one rank per GPU
 
 The last line, for scripts: ``speedup X bytes Y`` (X: shard over replicate images per second
-at the first per-rank batch; Y: shard over replicate bytes per optimizer step there).
+at the first per-rank batch; Y: shard over replicate bytes per optimizer step there, ``n/a``
+on one rank, where nothing is communicated).
 """
 
 from __future__ import annotations
@@ -88,14 +89,19 @@ def main() -> None:
               f"{r['batch_plan']['optimizer_steps_per_epoch']:>11} "
               f"{mib(r['bytes_per_step']):>12} {mib(r['sync_bytes_per_epoch']):>12}")
     for batch in args.per_rank_batch:
-        rep, sh = records[batch, "replicate"], records[batch, "shard"]
-        print(f"per-rank batch {batch}: shard/replicate images/s "
-              f"{sh['images_per_second'] / rep['images_per_second']:.2f}x, bytes/step "
-              f"{sh['bytes_per_step'] / max(1, rep['bytes_per_step']):.4f}")
-    first = args.per_rank_batch[0]
-    rep, sh = records[first, "replicate"], records[first, "shard"]
-    print(f"speedup {sh['images_per_second'] / rep['images_per_second']:.2f} "
-          f"bytes {sh['bytes_per_step'] / max(1, rep['bytes_per_step']):.4f}")
+        speed, ratio = compare(records[batch, "replicate"], records[batch, "shard"])
+        print(f"per-rank batch {batch}: shard/replicate images/s {speed}x, bytes/step {ratio}")
+    if ranks == 1:
+        print("(one rank: nothing is communicated, and both modes do the same work)")
+    speed, ratio = compare(*(records[args.per_rank_batch[0], m] for m in MODES))
+    print(f"speedup {speed} bytes {ratio}")
+
+
+def compare(replicate: dict, shard: dict) -> tuple[str, str]:
+    """Shard over replicate: images per second, and bytes per step (n/a in one rank)."""
+    speed = f"{shard['images_per_second'] / replicate['images_per_second']:.2f}"
+    sent = replicate["bytes_per_step"]
+    return speed, f"{shard['bytes_per_step'] / sent:.4f}" if sent else "n/a"
 
 
 if __name__ == "__main__":

@@ -191,3 +191,22 @@ def test_sharded_in_bf16_mixed_gathers_fp32_deltas(tmp_path):
     assert 0 < float(deltas.abs().max()) <= saved["epsilon"] + 1e-6
     assert all(v.dtype == torch.float32 for v in saved["generators"].values()
                if v.is_floating_point())
+
+
+def test_more_ranks_than_generators(tmp_path):
+    """K = 2 generators on 3 ranks: ranks 0 and 1 own one each, rank 2 owns none and does data
+    work only (it steps no optimizer, but its schedule and its share of the gradients count)."""
+    sets = [*SETS, "--set", "cluster.num_clusters=2", "--set", "train.global_batch_size=48"]
+    base = tmp_path / "base"
+    hpcue("cluster", "--out", str(base), *sets)
+    three = [str(BIN / "mpiexec"), "-n", "3", str(BIN / "hpcue")]
+    deltas = {}
+    for mode in ("replicate", "shard"):
+        out = tmp_path / mode
+        shutil.copytree(base, out)
+        _run([*three, "train", "--force", "--out", str(out), *sets,
+              "--set", f"train.generator_parallel={mode}"], _env())
+        deltas[mode] = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
+    assert deltas["shard"].shape[0] == 2
+    diff = (deltas["shard"] - deltas["replicate"]).abs()
+    assert float(diff.mean()) < 5e-3 and float((diff <= 1 / 255).float().mean()) > 0.95

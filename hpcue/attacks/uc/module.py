@@ -58,8 +58,13 @@ class UCModule(UnitBatches, L.LightningModule):
         counts = torch.bincount(clusters, minlength=len(self.centers)).double()
         if self._world() > 1:
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-            self.traffic["step_bytes"] += counts.numel() * counts.element_size()
+            self._count(counts)
         return counts
+
+    def _count(self, payload: torch.Tensor) -> None:
+        """Add a collective's payload to this step's traffic (none in one process)."""
+        if self._world() > 1:
+            self.traffic["step_bytes"] += payload.numel() * payload.element_size()
 
     def owned(self) -> list[int]:
         """The generators this rank trains: all of them under replicate."""
@@ -104,7 +109,7 @@ class UCModule(UnitBatches, L.LightningModule):
             ids = self.owned()
             self._own = self.generators(ids)
             self._deltas = sharding.gather_deltas(self._own, ids, self.generators.num_clusters)
-            self.traffic["step_bytes"] += self._deltas.numel() * self._deltas.element_size()
+            self._count(self._deltas)
         loss = self._uc_loss(batch, batch_idx, self._deltas)
         # Lightning's accumulation divides each micro-batch's loss by the same count
         self.manual_backward(loss / self.accumulate)
@@ -129,7 +134,7 @@ class UCModule(UnitBatches, L.LightningModule):
         # scales its share back by its own scale for its own GradScaler to unscale
         scale = self._loss_scale()
         grad = collectives.all_reduce_sum(grad / scale)
-        self.traffic["step_bytes"] += grad.numel() * grad.element_size()
+        self._count(grad)
         self.traffic["steps"] += 1
         ids, opt = self.owned(), self.optimizers()
         if ids:
