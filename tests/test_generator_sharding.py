@@ -196,7 +196,8 @@ def test_sharded_in_bf16_mixed_gathers_fp32_deltas(tmp_path):
 def test_more_ranks_than_generators(tmp_path):
     """K = 2 generators on 3 ranks: ranks 0 and 1 own one each, rank 2 owns none and does data
     work only (it steps no optimizer, but its schedule and its share of the gradients count)."""
-    sets = [*SETS, "--set", "cluster.num_clusters=2", "--set", "train.global_batch_size=48"]
+    sets = [*SETS, "--set", "cluster.num_clusters=2", "--set", "train.global_batch_size=48",
+            "--set", "victim.global_batch_size=48"]
     base = tmp_path / "base"
     hpcue("cluster", "--out", str(base), *sets)
     three = [str(BIN / "mpiexec"), "-n", "3", str(BIN / "hpcue")]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import lightning as L
 import torch
 
@@ -132,24 +130,24 @@ class UCModule(UnitBatches, L.LightningModule):
         # under 16-mixed each rank's gradient carries its own loss scale, and ranks whose
         # generators overflowed halve theirs: the sum is taken unscaled, and each owner
         # scales its share back by its own scale for its own GradScaler to unscale
-        scale = self._loss_scale()
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        scale = float(scaler.get_scale()) if scaler is not None else 1.0
         grad = collectives.all_reduce_sum(grad / scale)
         self._count(grad)
         self.traffic["steps"] += 1
         ids, opt = self.owned(), self.optimizers()
         if ids:
             self._own.backward((grad[ids] * scale).to(self._own.dtype))
-            opt.step()  # (a rank that owns none has nothing to step, nor a GradScaler check)
+        elif scaler is not None:
+            # a rank that owns none still steps (Lightning counts steps by them, and saves
+            # epoch checkpoints, a collective, only after one), and a GradScaler wants one
+            # gradient to check: a zero on a copy the epoch's gather overwrites
+            first = next(self.generators.parameters())
+            first.grad = torch.zeros_like(first)
+        opt.step()
         opt.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():  # that rank's schedule still counts the step
-            warnings.filterwarnings("ignore", message=r".*lr_scheduler\.step\(\)` before.*")
-            self.lr_schedulers().step()
+        self.lr_schedulers().step()
         self._deltas = self._own = self._present = None
-
-    def _loss_scale(self) -> float:
-        """The GradScaler's current scale under 16-mixed; 1 otherwise."""
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        return float(scaler.get_scale()) if scaler is not None else 1.0
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """A generator whose cluster had no image in this step is not stepped: no decay, no
