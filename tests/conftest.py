@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,20 @@ def finished_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     run directory: read it, or copy it before changing anything."""
     out = tmp_path_factory.mktemp("finished") / "run"
     return out, hpcue("run", "--out", str(out), *tiny_sets())
+
+
+def stop_after_first_epoch(proc: subprocess.Popen, last: Path) -> str:
+    """SIGTERM (a job's wall time) to ``proc`` once its epoch checkpoint ``last`` is past the
+    first epoch; returns what it printed on stderr. It must not finish before that."""
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "finished before the stop"
+        if last.is_file():
+            try:
+                if torch.load(last, weights_only=True)["epoch"] >= 1:
+                    break
+            except Exception:  # being written
+                pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=120)[1]

@@ -8,14 +8,13 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from hpcue.attacks.uc.sharding import owners
-from tests.conftest import REPO, hpcue, tiny_sets
+from tests.conftest import REPO, hpcue, stop_after_first_epoch, tiny_sets
 from tests.test_distributed import BIN, _env, _free_port, _run
 
 # two epochs, as the issue asks; crop_flip so that every rank draws its own augmentation;
@@ -124,18 +123,7 @@ def _killed_after_an_epoch(base: Path, out: Path, sets: list[str]) -> Path:
                             cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     last = out / "checkpoints" / "train" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while True:
-        assert proc.poll() is None and time.monotonic() < deadline, "finished before the stop"
-        if last.is_file():
-            try:
-                if torch.load(last, weights_only=True)["epoch"] >= 1:
-                    break
-            except Exception:  # being written
-                pass
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)  # mpiexec passes it to both ranks
-    _, stderr = proc.communicate(timeout=120)
+    stderr = stop_after_first_epoch(proc, last)  # mpiexec passes SIGTERM to both ranks
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert not (out / "perturbations.pt").exists()
     return last

@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import torch
 
-from tests.conftest import REPO, hpcue, tiny_sets
+from tests.conftest import REPO, hpcue, stop_after_first_epoch, tiny_sets
 
 # crop_flip: a resumed run must draw the same augmentation as an uninterrupted one
 SETS = tiny_sets(["train.epochs=40", "data.augment=crop_flip"])
@@ -25,19 +24,8 @@ def test_killed_then_rerun_equals_uninterrupted(tmp_path):
                             cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = cut / "checkpoints" / "train" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while True:  # wait for an epoch checkpoint of stage 1 past its first epoch
-        assert proc.poll() is None and time.monotonic() < deadline
-        if last.is_file():
-            try:
-                if torch.load(last, weights_only=False)["epoch"] >= 1:
-                    break
-            except Exception:  # being written
-                pass
-        time.sleep(0.2)
     # a job's wall time: SIGTERM is a failure that says how to resume, never a success
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
+    stderr = stop_after_first_epoch(proc, last)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == (
         f"hpcue: stopped by SIGTERM; finished stages and epoch checkpoints are kept in {cut}: "
