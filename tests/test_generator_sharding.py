@@ -96,12 +96,14 @@ def test_shard_equals_replicate(clustered, tmp_path, launcher):
     assert float((diff <= 1 / 255).float().mean()) > 0.95
     for k, value in a["generators"].items():
         torch.testing.assert_close(b["generators"][k], value, atol=0.05, rtol=0)
-    # the traffic each records: DDP's gradient all-reduce against the deltas both ways (and
-    # the K per-cluster counts, 8 bytes each, in both), the epoch's gather apart
+    # the traffic each records: DDP's gradient all-reduce (and its broadcast of the noise
+    # buffer every forward) against the deltas both ways; the K per-cluster counts, 8 bytes
+    # each, in both; the epoch's gather apart
     params = sum(v.numel() for k, v in a["generators"].items() if k != "noise")
-    counts = 8 * a["deltas"].shape[0]
+    noise, counts = 4 * a["generators"]["noise"].numel(), 8 * a["deltas"].shape[0]
     rep, sh = records["replicate"], records["shard"]
-    assert rep["bytes_per_step"] == 4 * params + counts and rep["sync_bytes_per_epoch"] == 0
+    assert rep["bytes_per_step"] == 4 * params + noise + counts
+    assert rep["sync_bytes_per_epoch"] == 0
     assert sh["bytes_per_step"] == 2 * 4 * a["deltas"].numel() + counts
     assert sh["sync_bytes_per_epoch"] > 3 * 4 * params
     # the epoch checkpoints are one format: every generator and all its optimizer state

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.overrides.distributed import _sync_module_states
 from lightning.pytorch.strategies import DDPStrategy
 
 from hpcue import console
@@ -168,10 +169,10 @@ def _log_version(checkpoints: Path, logs: Path) -> str:
 class UnwrappedDDP(DDPStrategy):
     """DDP's process group, device placement and collectives without the DDP wrapper: for a
     module that reduces what it needs itself (sharded generators), so no parameter gradient
-    is all-reduced behind its back."""
+    is all-reduced behind its back. Like DDP, it starts every rank from rank 0's weights."""
 
     def configure_ddp(self) -> None:
-        pass
+        _sync_module_states(self.model)
 
 
 def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name: str,

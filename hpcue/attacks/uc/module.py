@@ -75,10 +75,6 @@ class UCModule(UnitBatches, L.LightningModule):
         self.surrogate.to(self.device).eval()
         self.centers = self.centers.to(self.device)
         self.assignments = self.assignments.to(self.device)
-        if self.shard and collectives.active():
-            # DDP would broadcast rank 0's initial weights; nothing wraps a sharded module
-            for p in self.generators.parameters():
-                p.data.copy_(collectives.broadcast_tensor(p.data))
 
     def _uc_loss(self, batch, batch_idx: int, deltas: torch.Tensor) -> torch.Tensor:
         """This micro-batch's loss: generator k's part is the mean KL over cluster k's images
@@ -102,6 +98,7 @@ class UCModule(UnitBatches, L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if not self.shard or self._trainer is None:  # (a micro-batch trial: replicate's cost)
+            self._count(self.generators.noise)  # DDP broadcasts the buffers every forward
             return self._uc_loss(batch, batch_idx, self.generators())
         if self._deltas is None:  # the first micro-batch of an optimizer step
             ids = self.owned()
@@ -127,27 +124,37 @@ class UCModule(UnitBatches, L.LightningModule):
         grad = self._deltas.grad
         if grad is None:
             grad = torch.zeros_like(self._deltas)
-        # under 16-mixed each rank's gradient carries its own loss scale, and ranks whose
-        # generators overflowed halve theirs: the sum is taken unscaled, and each owner
-        # scales its share back by its own scale for its own GradScaler to unscale
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        scale = float(scaler.get_scale()) if scaler is not None else 1.0
-        grad = collectives.all_reduce_sum(grad / scale)
+        grad = collectives.all_reduce_sum(grad)
         self._count(grad)
         self.traffic["steps"] += 1
         ids, opt = self.owned(), self.optimizers()
         if ids:
-            self._own.backward((grad[ids] * scale).to(self._own.dtype))
-        elif scaler is not None:
-            # a rank that owns none still steps (Lightning counts steps by them, and saves
-            # epoch checkpoints, a collective, only after one), and a GradScaler wants one
-            # gradient to check: a zero on a copy the epoch's gather overwrites
-            first = next(self.generators.parameters())
-            first.grad = torch.zeros_like(first)
-        opt.step()
+            self._own.backward(grad[ids].to(self._own.dtype))
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            self._same_overflow_everywhere(grad, ids)
+        opt.step()  # also where this rank owns none: Lightning counts steps by it
         opt.zero_grad(set_to_none=True)
         self.lr_schedulers().step()
         self._deltas = self._own = self._present = None
+
+    def _same_overflow_everywhere(self, grad: torch.Tensor, ids: list[int]) -> None:
+        """16-mixed: every rank's GradScaler sees an overflow when any rank had one, as under
+        DDP, so all skip the step and halve their scales together (equal scales: the summed
+        gradients carry one scale). A GradScaler checks only its own parameters' gradients,
+        so an overflow is written into one of them; a rank that owns no generator gets a
+        zero there to check (a copy the epoch's gather overwrites)."""
+        own = [p.grad for k in ids for p in self.generators.generators[k].parameters()
+               if p.grad is not None]
+        finite = torch.isfinite(grad).all()
+        if own:
+            finite = finite & torch.stack([torch.isfinite(g).all() for g in own]).all()
+        overflow = collectives.any_rank(not bool(finite))
+        self._count(torch.zeros(1))
+        first = next(self.generators.parameters())
+        if overflow:
+            first.grad = torch.full_like(first, float("inf"))
+        elif not ids:
+            first.grad = torch.zeros_like(first)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """A generator whose cluster had no image in this step is not stepped: no decay, no

@@ -29,9 +29,8 @@ def gather_deltas(own: torch.Tensor, ids: list[int], total: int) -> torch.Tensor
     """The K deltas on every rank from each owner's rows, in fp32, as a leaf whose ``.grad``
     collects this rank's gradient on every delta. The sum has one contributor per row, so the
     gathered deltas are exact and identical on every rank."""
-    rows = torch.zeros((total, *own.shape[1:]), dtype=torch.float32, device=own.device)
-    rows[ids] = own.detach().float()
-    return collectives.all_reduce_sum(rows).requires_grad_()
+    owned = torch.tensor(ids, dtype=torch.long)
+    return collectives.assemble(own.detach().float(), owned, total).requires_grad_()
 
 
 def sync_owned_state(generators: torch.nn.ModuleList, owner_of: list[int],
