@@ -40,27 +40,28 @@ def barrier() -> None:
         dist.barrier()
 
 
-def comm_device() -> torch.device:
+def _comm_device() -> torch.device:
     return (torch.device("cuda", torch.cuda.current_device())
             if active() and dist.get_backend() == "nccl" else torch.device("cpu"))
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks (returns a new tensor on t's device)."""
+def _on_comm_device(t: torch.Tensor, op: Callable[[torch.Tensor], object]) -> torch.Tensor:
+    """``op`` on a copy of ``t`` on the process group's device; the result on t's device."""
     if not active():
         return t
-    buf = t.detach().to(comm_device()).clone()
-    dist.all_reduce(buf)
+    buf = t.detach().to(_comm_device()).clone()
+    op(buf)
     return buf.to(t.device)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (returns a new tensor on t's device)."""
+    return _on_comm_device(t, dist.all_reduce)
 
 
 def broadcast_tensor(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     """Rank ``src``'s ``t`` on every rank (returns a new tensor on t's device)."""
-    if not active():
-        return t
-    buf = t.detach().to(comm_device()).clone()
-    dist.broadcast(buf, src=src)
-    return buf.to(t.device)
+    return _on_comm_device(t, lambda buf: dist.broadcast(buf, src=src))
 
 
 def any_rank(flag: bool) -> bool:

@@ -31,7 +31,7 @@ def scheduled(opt: torch.optim.Optimizer, trainer, warmup_epochs: float, min_lr:
     epochs means the same under any world size or accumulation. ``accumulate``: micro-batches a
     module that steps itself (manual optimization) takes per step, where the Trainer takes one.
     """
-    batches = trainer.estimated_stepping_batches
+    batches = trainer.estimated_stepping_batches  # (also sets trainer.num_training_batches)
     if accumulate > 1:
         batches = math.ceil(trainer.num_training_batches / accumulate) * trainer.max_epochs
     steps = max(1, int(batches))

@@ -40,6 +40,9 @@ class UCModule(UnitBatches, L.LightningModule):
         self.traffic = {"step_bytes": 0, "steps": 0, "epoch_sync_bytes": 0}
         self._deltas: torch.Tensor | None = None  # the gathered deltas of this optimizer step
         self._own: torch.Tensor | None = None     # this rank's own deltas, with their graph
+        self._owner_of: list[int] = []             # set at fit start (the world is known then)
+        self._owned: list[int] = []
+        self._grad_bytes = 0
         self.generators = generators
         object.__setattr__(self, "surrogate", surrogate)
         self.centers = centers.float()
@@ -64,17 +67,16 @@ class UCModule(UnitBatches, L.LightningModule):
         if self._world() > 1:
             self.traffic["step_bytes"] += payload.numel() * payload.element_size()
 
-    def owned(self) -> list[int]:
-        """The generators this rank trains: all of them under replicate."""
-        k, world = self.generators.num_clusters, self._world()
-        if not self.shard or world == 1:
-            return list(range(k))
-        return [g for g, r in enumerate(sharding.owners(k, world)) if r == self.global_rank]
-
     def on_fit_start(self) -> None:
         self.surrogate.to(self.device).eval()
         self.centers = self.centers.to(self.device)
         self.assignments = self.assignments.to(self.device)
+        # fixed for the fit: who owns each generator (all this rank's under replicate), and
+        # what DDP all-reduces every step under replicate
+        world, rank = (self._world(), self.global_rank) if self.shard else (1, 0)
+        self._owner_of = sharding.owners(self.generators.num_clusters, world)
+        self._owned = [k for k, r in enumerate(self._owner_of) if r == rank]
+        self._grad_bytes = sum(p.numel() * p.element_size() for p in self.generators.parameters())
 
     def _uc_loss(self, batch, batch_idx: int, deltas: torch.Tensor) -> torch.Tensor:
         """This micro-batch's loss: generator k's part is the mean KL over cluster k's images
@@ -101,9 +103,9 @@ class UCModule(UnitBatches, L.LightningModule):
             self._count(self.generators.noise)  # DDP broadcasts the buffers every forward
             return self._uc_loss(batch, batch_idx, self.generators())
         if self._deltas is None:  # the first micro-batch of an optimizer step
-            ids = self.owned()
-            self._own = self.generators(ids)
-            self._deltas = sharding.gather_deltas(self._own, ids, self.generators.num_clusters)
+            self._own = self.generators(self._owned)
+            self._deltas = sharding.gather_deltas(self._own, self._owned,
+                                                  self.generators.num_clusters)
             self._count(self._deltas)
         loss = self._uc_loss(batch, batch_idx, self._deltas)
         # Lightning's accumulation divides each micro-batch's loss by the same count
@@ -113,8 +115,7 @@ class UCModule(UnitBatches, L.LightningModule):
             self._step_owned()
             if last:  # the epoch checkpoint and the final deltas hold every generator
                 self.traffic["epoch_sync_bytes"] = sharding.sync_owned_state(
-                    self.generators.generators, sharding.owners(
-                        self.generators.num_clusters, self._world()), self.optimizers().optimizer)
+                    self.generators.generators, self._owner_of, self.optimizers().optimizer)
         return loss.detach()
 
     def _step_owned(self) -> None:
@@ -127,7 +128,7 @@ class UCModule(UnitBatches, L.LightningModule):
         grad = collectives.all_reduce_sum(grad)
         self._count(grad)
         self.traffic["steps"] += 1
-        ids, opt = self.owned(), self.optimizers()
+        ids, opt = self._owned, self.optimizers()
         if ids:
             self._own.backward(grad[ids].to(self._own.dtype))
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
@@ -162,8 +163,7 @@ class UCModule(UnitBatches, L.LightningModule):
         if not self.shard:  # (a sharded step counts itself: some ranks step no optimizer)
             self.traffic["steps"] += 1
             if self._world() > 1:  # DDP all-reduced every generator gradient
-                self.traffic["step_bytes"] += sum(p.numel() * p.element_size()
-                                                  for p in self.generators.parameters())
+                self.traffic["step_bytes"] += self._grad_bytes
         if self._present is not None:
             for k, generator in enumerate(self.generators.generators):
                 if not self._present[k]:
