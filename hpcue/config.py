@@ -77,17 +77,27 @@ class DataConfig(_Section):
         return value
 
 
-class SurrogateConfig(_Section):
-    """The frozen feature extractor; small_cnn trains itself when it has no weights.
+#: clip_*: CLIP image towers through open-clip-torch (hpcue/models/clip.py)
+SURROGATE_ARCHS = ("small_cnn", "resnet18", "resnet50", "clip_rn50", "clip_rn101",
+                   "clip_vit_b32", "clip_vit_b16")
 
-    ``pretraining`` says how: ``self_supervised`` (rotation prediction, never reads the labels:
-    UC's label-agnostic threat model) or ``supervised_on_target_labels`` (clusters then follow
-    the classes and UC becomes class-wise noise; for comparison only).
+
+class SurrogateConfig(_Section):
+    """The frozen feature extractor whose clusters UC attacks.
+
+    For the small CNN, ``pretraining`` says where its features come from: ``mnist5k`` (the
+    shipped weights, trained on MNIST-5k with MNIST's labels: other data, as the paper's
+    ImageNet surrogate; never the protected set's labels), ``self_supervised`` (learned from the
+    protected images without labels: rotation prediction or SimCLR, ``pretext``) or
+    ``supervised_on_target_labels`` (clusters then follow the classes and UC becomes class-wise
+    noise; outside UC's threat model, for comparison only). ``weights`` (a file) overrides it.
+    ImageNet ResNets and CLIP towers read their weights from ``weights`` or their library's
+    cache folder.
     """
 
-    arch: Literal["small_cnn", "resnet18", "resnet50"] = "small_cnn"
+    arch: Literal[SURROGATE_ARCHS] = "small_cnn"  # type: ignore[valid-type]
     weights: Path | None = None
-    pretraining: Literal["self_supervised", "supervised_on_target_labels"] = "self_supervised"
+    pretraining: Literal["mnist5k", "self_supervised", "supervised_on_target_labels"] = "mnist5k"
     # the label-free task: rotation prediction, or contrasting two views of each image (SimCLR)
     pretext: Literal["rotation", "simclr"] = "rotation"
     pretrain_epochs: int = Field(15, ge=1)

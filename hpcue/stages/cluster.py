@@ -18,59 +18,17 @@ from tqdm import tqdm
 from hpcue import console
 from hpcue.attacks.uc.kmeans import kmeans
 from hpcue.data.arrays import to_unit
-from hpcue.data.loader import ShardDataset, make_loader
 from hpcue.distributed import collectives
 from hpcue.errors import InputError
 from hpcue.evaluation.metrics import nmi, purity
 from hpcue.io import atomic_write, atomic_write_json, read_json
-from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
-from hpcue.stages.artifacts import Clusters, write_clusters, write_surrogate
+from hpcue.stages import surrogates
+from hpcue.stages.artifacts import Clusters, write_clusters
 from hpcue.stages.context import StageContext
 from hpcue.stages.provenance import file_digests, slice_digest
 from hpcue.stages.rundir import RunDir
-from hpcue.training.classifier import Classifier
 from hpcue.training.precision import autocast
-from hpcue.training.rotation import NUM_ROTATIONS, RotationPretext
-from hpcue.training.simclr import PROJECTION_DIM, SimCLRPretext
-
-
-def surrogate_pretraining(ctx: StageContext) -> str:
-    """Where the surrogate's features come from, as results.json reports it."""
-    s = ctx.cfg.surrogate
-    if s.arch != "small_cnn":
-        return "imagenet"
-    return "given_weights" if s.weights is not None else s.pretraining
-
-
-def pretrain_small_surrogate(ctx: StageContext) -> None:
-    """Debugging mode has no ImageNet weights: train the small CNN on the training images for a
-    few epochs, by default without their labels (rotation prediction).
-
-    Rank 0 trains it alone (seconds on a CPU) and the others wait: the surrogate, and so the
-    clusters, are then the same for any world size.
-    """
-    cfg, data = ctx.cfg, ctx.data
-    supervised = cfg.surrogate.pretraining == "supervised_on_target_labels"
-
-    def pretrain() -> None:
-        torch.manual_seed(cfg.cluster_seed)  # the surrogate's initial weights
-        if supervised:
-            kind, outputs = Classifier, len(data.classes)
-        elif cfg.surrogate.pretext == "simclr":
-            kind, outputs = SimCLRPretext, PROJECTION_DIM
-        else:
-            kind, outputs = RotationPretext, NUM_ROTATIONS
-        model = kind(SmallCNN(outputs), lr=cfg.surrogate.pretrain_lr, momentum=0.9,
-                     weight_decay=5e-4, augment=ctx.augment, seed=cfg.cluster_seed)
-        trainer = ctx.trainer("surrogate", cfg.surrogate.pretrain_epochs, this_rank_only=True,
-                              label=f"surrogate ({cfg.surrogate.pretext} pretraining)")
-        trainer.fit(model, make_loader(ShardDataset(data, "train", cache=cfg.data.cache),
-                                       cfg.surrogate.pretrain_batch_size, shuffle=True,
-                                       seed=cfg.cluster_seed, num_workers=cfg.data.num_workers))
-        write_surrogate(ctx.run, model.model)
-
-    collectives.on_main(pretrain, "pretraining the small surrogate")
 
 
 @torch.no_grad()
@@ -159,8 +117,7 @@ def run(ctx: StageContext) -> dict:
 
 def compute(ctx: StageContext) -> dict:
     cfg, data = ctx.cfg, ctx.data
-    if cfg.surrogate.arch == "small_cnn" and cfg.surrogate.weights is None:
-        pretrain_small_surrogate(ctx)
+    surrogates.provide(ctx)
     feats, ids = extract_features(
         ctx.surrogate(), ctx.loader(data, "train", cfg.cluster.batch_size, train=False),
         torch.device(ctx.topology.device), cfg.runtime.precision)
@@ -172,9 +129,11 @@ def compute(ctx: StageContext) -> dict:
         write_clusters(ctx.run, Clusters(result.centers, assignments))
     labels = torch.from_numpy(data.labels("train"))
     return dict(
-        surrogate_pretraining=surrogate_pretraining(ctx), num_images=total,
+        surrogate_pretraining=surrogates.surrogate_pretraining(ctx), num_images=total,
         surrogate_pretext=(cfg.surrogate.pretext
-                           if surrogate_pretraining(ctx) == "self_supervised" else None),
+                           if surrogates.surrogate_pretraining(ctx) == "self_supervised"
+                           else None),
+        surrogate_origin=surrogates.origin(ctx),
         num_clusters=int(result.centers.shape[0]),
         feature_dim=int(feats.shape[1]), inertia=result.inertia, kmeans_iterations=result.n_iter,
         cluster_purity=round(purity(assignments, labels), 4),

@@ -45,6 +45,11 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "num_nodes": topo.num_nodes,
         "surrogate": cfg.surrogate.arch,
         "surrogate_pretraining": records["cluster"]["surrogate_pretraining"],
+        # what the surrogate was trained on, with which labels, its weights' sha256; UC's
+        # threat model needs saw_protected_labels false (None: a given file, unknown)
+        "surrogate_training": records["cluster"].get("surrogate_origin"),
+        "surrogate_saw_protected_labels": (records["cluster"].get("surrogate_origin") or {})
+        .get("saw_protected_labels"),
         "victim": cfg.victim.arch,
         "cluster_purity": records["cluster"]["cluster_purity"],
         "cluster_nmi": records["cluster"]["cluster_nmi"],
