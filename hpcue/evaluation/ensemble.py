@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpcue.data.arrays import to_unit
+from hpcue.evaluation.training_defenses import TrainingDefense
 from hpcue.training.batches import augment_batch, seeded_generator
 from hpcue.training.lr_schedule import scheduled
 
@@ -33,29 +34,43 @@ class VictimEnsemble(L.LightningModule):
     def __init__(self, members: Sequence[nn.Module], names: Sequence[str],
                  seeds: Sequence[int], transforms: Sequence[BatchTransform], *, lr: float,
                  momentum: float, weight_decay: float, augment: str = "none",
-                 warmup_epochs: float = 0.0) -> None:
+                 warmup_epochs: float = 0.0,
+                 train_defenses: Sequence[TrainingDefense | None] | None = None,
+                 num_test: int = 0) -> None:
         super().__init__()
-        if not len(members) == len(names) == len(seeds) == len(transforms):
-            raise ValueError("one name, seed and transform per member")
+        train_defenses = [None] * len(members) if train_defenses is None else train_defenses
+        if not len(members) == len(names) == len(seeds) == len(transforms) == len(
+                train_defenses):
+            raise ValueError("one name, seed, transform and training defense per member")
         self.members = nn.ModuleList(members)
         self.names, self.seeds, self.transforms = list(names), list(seeds), list(transforms)
+        self.train_defenses = list(train_defenses)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.augment, self.warmup_epochs = augment, warmup_epochs
         self.curves: list[list[float]] = []  # per epoch: each member's clean test accuracy
         self.test_accuracy: list[float] = []
+        # the final test, image by image: members x test images, 1 where a member was right
+        # (the intervals of evaluation/metrics.py resample the test images with it)
+        self.num_test = num_test
+        self.test_correct: torch.Tensor | None = None
 
-    def _train_images(self, m: int, batch, batch_idx: int) -> torch.Tensor:
+    def _train_batch(self, m: int, batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member m's images and targets this step: its arm's transform, the augmentation, then
+        its training defense (if any), each drawn from (seed, epoch, step, rank)."""
         images, labels, ids = batch
         x = to_unit(self.transforms[m](images, labels, ids))
-        if self.augment == "none":
-            return x
         key = [self.seeds[m], self.current_epoch, batch_idx, self.global_rank]
-        return augment_batch(x, self.augment, seeded_generator(key, x.device))
+        if self.augment != "none":
+            x = augment_batch(x, self.augment, seeded_generator(key, x.device))
+        defense = self.train_defenses[m]
+        if defense is None:
+            return x, labels
+        return defense(x, labels, self.members[m], seeded_generator(key + [1], x.device))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        losses = [F.cross_entropy(model(self._train_images(m, batch[name], batch_idx)),
-                                  batch[name][1])
-                  for m, (model, name) in enumerate(zip(self.members, self.names, strict=True))]
+        losses = [F.cross_entropy(model(x), targets)
+                  for m, (model, name) in enumerate(zip(self.members, self.names, strict=True))
+                  for x, targets in [self._train_batch(m, batch[name], batch_idx)]]
         loss = torch.stack(losses).sum()
         self.log("train_loss_mean", loss / len(losses), prog_bar=True, on_step=True,
                  on_epoch=True, batch_size=len(batch[self.names[0]][0]))
@@ -67,12 +82,14 @@ class VictimEnsemble(L.LightningModule):
         self._counts = torch.zeros(len(self.members), 2, dtype=torch.float64,
                                    device=self.device)
 
-    def _count(self, batch) -> None:
+    def _count(self, batch) -> torch.Tensor:
+        """Each member's right answers on the batch (members x batch), counted."""
         images, labels, _ = batch
         x = to_unit(images)
-        for m, model in enumerate(self.members):
-            self._counts[m, 0] += (model(x).argmax(1) == labels).sum()
+        right = torch.stack([model(x).argmax(1) == labels for model in self.members])
+        self._counts[:, 0] += right.sum(1)
         self._counts[:, 1] += len(labels)
+        return right
 
     def _accuracies(self) -> list[float]:
         counts = self.trainer.strategy.reduce(self._counts, reduce_op="sum")
@@ -93,12 +110,18 @@ class VictimEnsemble(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._start_counting()
+        self._correct = torch.zeros(len(self.members), self.num_test, device=self.device)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._count(batch)
+        right = self._count(batch)
+        if self.num_test:
+            self._correct[:, batch[2].to(self.device)] = right.float()
 
     def on_test_epoch_end(self) -> None:
         self.test_accuracy = self._accuracies()
+        if self.num_test:  # every test image is on exactly one rank: the sum assembles them
+            self.test_correct = self.trainer.strategy.reduce(
+                self._correct, reduce_op="sum").round().bool().cpu()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["hpcue_curves"] = self.curves  # a resumed run keeps the epochs before it

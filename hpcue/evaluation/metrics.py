@@ -56,9 +56,37 @@ def psnr_ssim(sums: torch.Tensor) -> tuple[float | None, float]:
     return psnr, ssim_total / images
 
 
-def seed_summary(per_seed: Sequence[float]) -> dict:
-    """Per-seed values, their mean, sample std and a 95% confidence interval for the mean
-    (Student's t; None for a single seed, which says nothing about the spread)."""
+#: how every interval in results.json is made (docs/evaluation.md says why)
+INTERVAL_METHOD = ("95%: mean ± t(n-1) x sqrt(seed variance / n + test variance), where the test "
+                   "variance is that of the seeds' mean over a resampled test set (closed-form "
+                   "bootstrap over test images); n = victim seeds")
+
+
+def test_variance(outcomes: torch.Tensor) -> float:
+    """How much the seeds' mean would move if the test images were drawn again: the variance
+    of the per-image outcome (right = 1, or a paired difference of two arms' outcomes),
+    averaged over seeds, divided by the number of test images. ``outcomes``: seeds x images.
+
+    This is what a bootstrap over test images (seeds held fixed) estimates, in closed form:
+    no random draws, the same figure every time.
+    """
+    per_image = outcomes.double().mean(0)
+    if per_image.numel() < 2:
+        return 0.0
+    return float(per_image.var(unbiased=True)) / per_image.numel()
+
+
+def seed_summary(per_seed: Sequence[float], test_var: float | None = None,
+                 n_test_images: int | None = None,
+                 bounds: tuple[float, float] = (0.0, 1.0)) -> dict:
+    """Per-seed values, their mean, sample std and a 95% interval for the mean.
+
+    The interval counts both sources of error: the victims' seeds (Student's t over n seeds)
+    and the test set's own sampling (``test_var``, from ``test_variance``), so identical
+    per-seed figures never give a zero-width interval when a different test set could have
+    moved them. One seed says nothing about the spread: no interval (None). The interval is
+    clipped to ``bounds`` (an accuracy lies in [0, 1], a difference of two in [-1, 1]).
+    """
     from scipy.stats import t
 
     n = len(per_seed)
@@ -66,7 +94,21 @@ def seed_summary(per_seed: Sequence[float]) -> dict:
     std = sample_std(per_seed)
     ci = None
     if n > 1:
-        half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-        ci = [round(mean - half, 4), round(mean + half, 4)]
-    return {"per_seed": [round(v, 4) for v in per_seed], "mean": round(mean, 4),
-            "std": round(std, 4), "ci95": ci, "n": n}
+        half = float(t.ppf(0.975, n - 1)) * math.sqrt(std ** 2 / n + (test_var or 0.0))
+        ci = [round(max(bounds[0], mean - half), 4), round(min(bounds[1], mean + half), 4)]
+    out = {"per_seed": [round(v, 4) for v in per_seed], "mean": round(mean, 4),
+           "std": round(std, 4), "ci95": ci, "n": n}
+    if test_var is not None:
+        out |= {"test_se": round(math.sqrt(test_var), 5), "n_test_images": n_test_images}
+    return out
+
+
+def pooled_summary(summaries: Sequence[dict], bounds: tuple[float, float] = (0.0, 1.0)) -> dict:
+    """Several runs' summaries of one arm as one (their seeds pooled). The test term is the
+    runs' mean test variance: the bound for test sets that may overlap (the variance of a mean
+    of correlated figures is at most the mean of their variances)."""
+    values = [v for s in summaries for v in s["per_seed"]]
+    test_ses = [s["test_se"] for s in summaries if s.get("test_se") is not None]
+    test_var = statistics.mean(se ** 2 for se in test_ses) if test_ses else None
+    images = sorted({s.get("n_test_images") for s in summaries} - {None})
+    return seed_summary(values, test_var, images[0] if len(images) == 1 else None, bounds)

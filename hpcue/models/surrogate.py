@@ -61,6 +61,10 @@ def require_weights(arch: str, weights: Path | None) -> Path | None:
         if weights is not None and not Path(weights).is_file():
             raise MissingWeightsError(f"small_cnn surrogate weights not found at {weights}")
         return None if weights is None else Path(weights)
+    if arch.startswith("clip_"):  # open_clip's OpenAI image towers (hpcue/models/clip.py)
+        from hpcue.models.clip import require_clip_weights
+
+        return require_clip_weights(arch, weights)
     path = Path(weights) if weights is not None else cached_weights_path(arch)
     if not path.is_file():
         raise MissingWeightsError(
@@ -118,12 +122,17 @@ class Surrogate(nn.Module):
 
 def build_surrogate(arch: str, weights: Path | None) -> Surrogate:
     """Frozen surrogate; for small_cnn ``weights`` must exist (the cluster stage trains it).
+    A ``clip_*`` arch is a CLIP image tower through open_clip (an optional dependency).
 
     The small CNN's shape is read from its weights: a self-supervised one was trained with
     a pretext head (4 rotations), a supervised one with one output per class.
     """
     if arch in ("resnet18", "resnet50"):
         return Surrogate(load_imagenet_resnet(arch, weights), IMAGENET_MEAN, IMAGENET_STD)
+    if arch.startswith("clip_"):  # imported here: clip.py builds on this module
+        from hpcue.models.clip import build_clip_surrogate
+
+        return build_clip_surrogate(arch, weights)
     if arch == "small_cnn":
         from hpcue.models.small_cnn import SmallCNN
 
