@@ -77,9 +77,11 @@ class DataConfig(_Section):
         return value
 
 
-#: clip_*: CLIP image towers through open-clip-torch (hpcue/models/clip.py)
-SURROGATE_ARCHS = ("small_cnn", "resnet18", "resnet50", "clip_rn50", "clip_rn101",
-                   "clip_vit_b32", "clip_vit_b16")
+#: clip_*: CLIP image towers through open-clip-torch with OpenAI's weights (hpcue/models/clip.py
+#: maps each to open_clip's model; listed here so that reading a config needs no torch)
+SURROGATE_ARCHS = ("small_cnn", "resnet18", "resnet50", "clip_rn50", "clip_rn101", "clip_rn50x4",
+                   "clip_rn50x16", "clip_rn50x64", "clip_vit_b32", "clip_vit_b16",
+                   "clip_vit_l14", "clip_vit_l14_336")
 
 
 class SurrogateConfig(_Section):
@@ -150,6 +152,9 @@ class TrainConfig(_Batching):
     # replicate: every rank trains all K generators (DDP); shard: each rank owns K/W of them
     # and only deltas and their gradients travel; auto: shard when there is more than one rank
     generator_parallel: Literal["replicate", "shard", "auto"] = "auto"
+    # which images train generator k: own_cluster (cluster k's, all K in one pass: hpcue's) or
+    # all (every image, each pulled toward k's target: the UC reference's, K x the work)
+    generator_images: Literal["own_cluster", "all"] = "own_cluster"
 
     @field_validator("epsilon")
     @classmethod
@@ -159,6 +164,12 @@ class TrainConfig(_Batching):
         return value
 
 
+#: data defenses (grayscale, JPEG at quality 75 or 10, bit depth) and training ones (Cutout,
+#: MixUp, CutMix, PGD adversarial training): hpcue/evaluation/defenses.py holds each one's values
+DEFENSE_CHOICES = ("grayscale", "jpeg", "jpeg10", "bitdepth", "cutout", "mixup", "cutmix",
+                   "adversarial")
+
+
 class VictimConfig(_Batching):
     """The models trained from scratch on clean data, on the unlearnable set (as is and after
     each defense) and on each baseline's set, ``seeds`` times each; all tested on clean data."""
@@ -166,11 +177,22 @@ class VictimConfig(_Batching):
     arch: Literal["small_cnn", "resnet18"] = "small_cnn"
     seeds: int = Field(3, ge=1)
     baselines: list[Literal["random", "classwise"]] = ["random", "classwise"]
-    defenses: list[Literal["grayscale", "jpeg"]] = ["grayscale", "jpeg"]
+    # the countermeasures evaluated beside UC (hpcue/evaluation/defenses.py: their parameters
+    # and whose they are); the worst case over them is reported
+    defenses: list[Literal[DEFENSE_CHOICES]] = [  # type: ignore[valid-type]
+        "grayscale", "jpeg10", "bitdepth", "cutout"]
     epochs: int = Field(8, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
+
+    @field_validator("defenses", "baselines")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        twice = sorted({v for v in value if value.count(v) > 1})
+        if twice:
+            raise ValueError(f"listed more than once: {', '.join(twice)}")
+        return value
 
 
 class RuntimeConfig(_Section):

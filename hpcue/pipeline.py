@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -249,12 +250,18 @@ def summary_table(results: dict) -> str:
         ("cluster NMI", f"{results['cluster_nmi']:.3f}"),
         ("PSNR / SSIM", f"{'-' if psnr is None else f'{psnr:.1f} dB'} / {results['ssim']:.3f}"),
     ]
-    rows += [(f"test acc: {arm}", _acc(summary)) for arm, summary in victims.items()]
+    rows += [(f"test acc: {arm}", _acc(summary) + ("  (= uc: not trained)"
+                                                  if summary.get("same_as") else ""))
+             for arm, summary in victims.items()]
     rows.append(("worst case (UC, defenses)",
                  f"{results['worst_case_unlearnable_test_acc']:.4f} "
                  f"({results['worst_case_defense']})"))
     if results.get("uc_advantage_over_random"):
         rows.append(("UC below random by", _acc(results["uc_advantage_over_random"])))
+    if results.get("surrogate_training"):
+        t = results["surrogate_training"]
+        rows.append(("surrogate trained on", f"{t['trained_on']}; labels: {t['labels_used']}; "
+                     f"saw the protected labels: {t['saw_protected_labels']}"))
     rows.append(("stage-1 images/s", f"{results['stage1_images_per_second']:.1f}"))
     rows += [(f"seconds: {k}", f"{v:.1f}") for k, v in results["seconds"].items()]
     width = max(len(k) for k, _ in rows)
@@ -266,3 +273,5 @@ def print_summary(results_path: Path) -> None:
         return
     results = read_json(results_path)
     print(f"\nhpcue results ({results_path}):\n{summary_table(results)}", flush=True)
+    if results.get("verdict"):
+        print("\n" + textwrap.fill(" ".join(results["verdict"]["text"]), width=100), flush=True)

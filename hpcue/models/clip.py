@@ -279,10 +279,11 @@ class ClipImageTower(nn.Module):
     embedding (``encode_image``, not L2-normalised, as the UC reference takes it) out.
 
     Images of another size are resized here, bicubic with antialiasing as CLIP's own
-    preprocessing, to the tower's ``image_size`` (224 for all but ViT-L-14-336): the ResNets'
-    attention pool and the ViTs' positional embedding only take that size. The resize is
-    differentiable, so UC's gradients reach the perturbation at the data's own size. A
-    non-square image is squashed (CLIP's preprocessing would crop its centre).
+    preprocessing, to the tower's ``image_size`` (224; 288 to 448 for RN50x4/x16/x64 and
+    ViT-L-14-336): the ResNets' attention pool and the ViTs' positional embedding take only
+    that size. The resize is differentiable, so UC's gradients reach the perturbation at the
+    data's own size. A non-square image is squashed (CLIP's preprocessing would crop its
+    centre).
     ``fc`` is an Identity so ``Surrogate`` can take it like a ResNet.
     """
 

@@ -22,7 +22,9 @@ from hpcue.data.shards import ShardSet, open_shards
 from hpcue.distributed import collectives
 from hpcue.evaluation.defenses import DEFENSES
 from hpcue.evaluation.ensemble import BatchTransform, VictimEnsemble, identity
-from hpcue.evaluation.metrics import seed_summary
+from hpcue.evaluation.metrics import INTERVAL_METHOD, seed_summary, test_variance
+from hpcue.evaluation.training_defenses import TrainingDefense
+from hpcue.evaluation.training_defenses import build as build_training_defense
 from hpcue.io import atomic_write
 from hpcue.models.victims import build_victim
 from hpcue.stages.artifacts import read_clusters
@@ -34,10 +36,26 @@ class Arm:
     name: str
     shards: ShardSet
     transform: BatchTransform
+    train_defense: TrainingDefense | None = None
 
 
 def _defended(defense, images, labels, ids):
     return defense(images)
+
+
+def changes_nothing(ctx: StageContext, defense: str) -> bool:
+    """Grayscale on a gray data set with one-channel perturbations: the unlearnable images
+    are gray already, so its victims would be the ``uc`` victims again, bit for bit."""
+    return (defense == "grayscale" and ctx.data.grayscale
+            and ctx.perturbation_channels == 1)
+
+
+def defended_arm(ctx: StageContext, unlearnable: ShardSet, name: str) -> Arm:
+    defense = DEFENSES[name]
+    if defense.kind == "data":
+        return Arm(f"uc+{name}", unlearnable, partial(_defended, defense.data_transform()))
+    return Arm(f"uc+{name}", unlearnable, identity,
+               build_training_defense(defense, len(ctx.data.classes)))
 
 
 @dataclass
@@ -61,8 +79,8 @@ def arms(ctx: StageContext) -> list[Arm]:
     cfg, clean = ctx.cfg, ctx.data
     unlearnable = open_shards(ctx.run.require(ctx.run.unlearnable, "generate"))
     out = [Arm("clean", clean, identity), Arm("uc", unlearnable, identity)]
-    out += [Arm(f"uc+{d}", unlearnable, partial(_defended, DEFENSES[d]))
-            for d in cfg.victim.defenses]
+    out += [defended_arm(ctx, unlearnable, d) for d in cfg.victim.defenses
+            if not changes_nothing(ctx, d)]
     for name in cfg.victim.baselines:
         if name == "random":  # UC's own clusters and eps, nothing learned
             clusters = read_clusters(ctx.run)
@@ -106,6 +124,29 @@ def write_curves(path, curves: dict[str, list[list[float]]], epochs: int) -> Non
     plt.close(fig)
 
 
+def summaries(names: list[str], per_arm: dict[str, list[float]],
+              correct: torch.Tensor | None) -> dict[str, dict]:
+    """Every arm's accuracy summary; ``correct`` (members x test images, arm by arm) adds the
+    test set's sampling error to each interval."""
+    n = len(next(iter(per_arm.values())))
+    out = {}
+    for k, arm in enumerate(names):
+        rows = None if correct is None else correct[k * n:(k + 1) * n]
+        out[arm] = seed_summary(per_arm[arm], None if rows is None else test_variance(rows),
+                                None if rows is None else rows.shape[1])
+    return out
+
+
+def paired(per_arm: dict[str, list[float]], rows: dict[str, torch.Tensor] | None,
+           better: str, worse: str) -> dict:
+    """How far ``worse`` is below ``better``, paired by seed (and by test image)."""
+    diffs = [b - w for b, w in zip(per_arm[better], per_arm[worse], strict=True)]
+    if rows is None:
+        return seed_summary(diffs, bounds=(-1.0, 1.0))
+    outcome = rows[better].float() - rows[worse].float()
+    return seed_summary(diffs, test_variance(outcome), outcome.shape[1], bounds=(-1.0, 1.0))
+
+
 def run(ctx: StageContext) -> dict:
     cfg, plan, v = ctx.cfg, ctx.plans["victim"], ctx.cfg.victim
     seeds = victim_seeds(cfg.seed, v.seeds)
@@ -120,7 +161,9 @@ def run(ctx: StageContext) -> dict:
     module = VictimEnsemble(members, names, [s for _, _, s in pairs],
                             [arm.transform for arm, _, _ in pairs], lr=plan.effective_lr,
                             momentum=v.momentum, weight_decay=v.weight_decay,
-                            augment=ctx.augment, warmup_epochs=v.warmup_epochs)
+                            augment=ctx.augment, warmup_epochs=v.warmup_epochs,
+                            train_defenses=[arm.train_defense for arm, _, _ in pairs],
+                            num_test=ctx.data.size("test"))
     plan = ctx.probed_plan("victim", module,
                            lambda m: {name: ctx.trial_batch(m) for name in names})
     train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
@@ -133,27 +176,43 @@ def run(ctx: StageContext) -> dict:
     trainer.test(module, test, verbose=False)
 
     n = len(seeds)
-    per_arm = {a.name: module.test_accuracy[k * n:(k + 1) * n] for k, a in enumerate(sets)}
+    arm_names = [a.name for a in sets]
+    per_arm = {a: module.test_accuracy[k * n:(k + 1) * n] for k, a in enumerate(arm_names)}
     by_member = list(zip(*module.curves, strict=True))  # per member: accuracy after each epoch
-    curves = {a.name: [[round(acc, 4) for acc in by_member[k * n + i]] for i in range(n)]
-              for k, a in enumerate(sets)}
+    curves = {a: [[round(acc, 4) for acc in by_member[k * n + i]] for i in range(n)]
+              for k, a in enumerate(arm_names)}
+    correct = module.test_correct
+    rows = None if correct is None else {a: correct[k * n:(k + 1) * n]
+                                         for k, a in enumerate(arm_names)}
+    victims = summaries(arm_names, per_arm, correct)
+    same_as_uc = [d for d in v.defenses if changes_nothing(ctx, d)]
+    for d in same_as_uc:  # not trained: the same victims as uc
+        victims[f"uc+{d}"] = victims["uc"] | {"same_as": "uc"}
+        curves[f"uc+{d}"] = curves["uc"]
     if collectives.is_main():
         write_curves(ctx.run.victim_curves, curves, v.epochs)
-    victims = {arm: seed_summary(values) for arm, values in per_arm.items()}
     uc_arms = ["uc", *(f"uc+{d}" for d in v.defenses)]
+    worst = max(uc_arms, key=lambda a: victims[a]["mean"])
     record = {
         "victim_seeds": seeds,
         "augment": ctx.augment,
         "victims": victims,
+        "interval_method": INTERVAL_METHOD,
+        "defenses": {d: DEFENSES[d].as_record() for d in v.defenses},
+        "defenses_not_trained": {f"uc+{d}": "the unlearnable images are gray: grayscale "
+                                 "leaves them as they are (victims of uc)" for d in same_as_uc},
         "clean_test_acc": victims["clean"]["mean"],
         "unlearnable_test_acc": victims["uc"]["mean"],
-        "worst_case_unlearnable_test_acc": max(victims[a]["mean"] for a in uc_arms),
-        "worst_case_defense": max(uc_arms, key=lambda a: victims[a]["mean"]),
+        "worst_case_unlearnable_test_acc": victims[worst]["mean"],
+        "worst_case_defense": worst,
         "baselines": {b: victims[b] for b in v.baselines},
         "victim_curves": curves,
         "batch_plan": ctx.batch_record("victim", next(iter(train.values()))),
+        "uc_below_clean": paired(per_arm, rows, "clean", "uc"),
     }
     if "random" in v.baselines:  # paired by seed: how far UC is below its trivial twin
-        diffs = [r - u for r, u in zip(per_arm["random"], per_arm["uc"], strict=True)]
-        record["uc_advantage_over_random"] = seed_summary(diffs)
+        record["uc_advantage_over_random"] = paired(per_arm, rows, "random", "uc")
+        record["worst_case_advantage_over_random"] = (
+            paired(per_arm, rows, "random", "uc") if worst in same_as_uc + ["uc"]
+            else paired(per_arm, rows, "random", worst))
     return record

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpcue.evaluation.verdict import verdict
 from hpcue.stages.context import StageContext
 from hpcue.stages.rundir import STAGES
 
@@ -25,7 +26,7 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
     provenance["started"] = records["cluster"].get("provenance", {}).get(
         "started", provenance.get("started"))
     provenance["data_meta_sha256"] = evaluate.get("inputs", {}).get("data")
-    return {
+    out = {
         "name": cfg.name,
         "dataset": cfg.data.dataset,
         "seed": cfg.seed,
@@ -61,6 +62,11 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "worst_case_defense": evaluate["worst_case_defense"],
         "baselines": evaluate["baselines"],
         "uc_advantage_over_random": evaluate.get("uc_advantage_over_random"),
+        "uc_below_clean": evaluate.get("uc_below_clean"),
+        "worst_case_advantage_over_random": evaluate.get("worst_case_advantage_over_random"),
+        "defenses": evaluate.get("defenses", {}),
+        "defenses_not_trained": evaluate.get("defenses_not_trained", {}),
+        "interval_method": evaluate.get("interval_method"),
         "victim_seeds": evaluate["victim_seeds"],
         "victims": evaluate["victims"],
         "victim_curves": evaluate["victim_curves"],
@@ -73,3 +79,5 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "victim_batch": evaluate["batch_plan"],
         "provenance": provenance,
     }
+    out["verdict"] = verdict(out)
+    return out

@@ -33,7 +33,8 @@ def uc_attack(cfg: RunConfig, lr: float, augment: str, world_size: int) -> Unlea
                                target_offset=t.target_offset, lr=lr, weight_decay=t.weight_decay,
                                min_lr=t.min_lr, augment=augment,
                                warmup_epochs=t.warmup_epochs,
-                               shard=sharded(t.generator_parallel, world_size))
+                               shard=sharded(t.generator_parallel, world_size),
+                               generator_images=t.generator_images)
 
 
 def run(ctx: StageContext) -> dict:
@@ -74,6 +75,7 @@ def run(ctx: StageContext) -> dict:
     metrics = trainers[-1].callback_metrics
     return dict(batch_plan=ctx.batch_record("train", used[-1]), augment=ctx.augment,
                 generator_parallel="shard" if attack.shard else "replicate",
+                generator_images=attack.generator_images,
                 **communicated(result.record["traffic"]),
                 epsilon=cfg.train.epsilon,
                 perturbation_channels=ctx.perturbation_channels,

@@ -1,4 +1,5 @@
-"""UC as an ``Attack``: K generators trained in one pass, each from its own cluster's images."""
+"""UC as an ``Attack``: K generators trained in one pass, each from its own cluster's images
+(or, ``generator_images="all"``, each from every image, as the UC reference trains them)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ class UnlearnableClusters(Attack):
     augment: str = "none"
     warmup_epochs: float = 0.0
     shard: bool = False  # each rank trains the generators it owns (sharding.py)
+    # own_cluster: generator k learns from cluster k's images (one pass trains all K); all: from
+    # every image, each pulled toward k's target (the UC reference's scheme, K x the work)
+    generator_images: str = "own_cluster"
 
     def make(self, inputs: AttackInputs) -> AttackResult:
         if inputs.centers is None or inputs.surrogate is None or inputs.fit is None:
@@ -39,7 +43,8 @@ class UnlearnableClusters(Attack):
         module = UCModule(generators, inputs.surrogate, inputs.centers, inputs.groups,
                           offset=self.target_offset, lr=self.lr, weight_decay=self.weight_decay,
                           min_lr=self.min_lr, augment=self.augment,
-                          warmup_epochs=self.warmup_epochs, seed=inputs.seed, shard=self.shard)
+                          warmup_epochs=self.warmup_epochs, seed=inputs.seed, shard=self.shard,
+                          generator_images=self.generator_images)
         inputs.fit(module, inputs.loader)
         module.generators.eval()
         with torch.no_grad():

@@ -31,8 +31,12 @@ class UCModule(UnitBatches, L.LightningModule):
                  centers: torch.Tensor, assignments: torch.Tensor, *, offset: int, lr: float,
                  weight_decay: float, min_lr: float, augment: str = "none",
                  warmup_epochs: float = 0.0, seed: int = 0, shard: bool = False,
-                 accumulate: int = 1) -> None:
+                 accumulate: int = 1, generator_images: str = "own_cluster") -> None:
         super().__init__()
+        if generator_images not in ("own_cluster", "all"):
+            raise ValueError(f"generator_images must be own_cluster or all, got "
+                             f"{generator_images!r}")
+        self.generator_images = generator_images
         self.shard, self.accumulate = shard, accumulate
         self.automatic_optimization = not shard
         # payload bytes of the collectives this rank joins: every optimizer step, and once an
@@ -80,10 +84,15 @@ class UCModule(UnitBatches, L.LightningModule):
 
     def _uc_loss(self, batch, batch_idx: int, deltas: torch.Tensor) -> torch.Tensor:
         """This micro-batch's loss: generator k's part is the mean KL over cluster k's images
-        of the whole (every rank's) micro-batch."""
+        of the whole (every rank's) micro-batch; with ``generator_images="all"``, over every
+        image, each pulled toward generator k's target (the UC reference's scheme)."""
         images, _labels, index = batch
         images = self.augmented(images, batch_idx)
         clusters = self.assignments[index]
+        if self.generator_images == "all":  # every image once per generator: K x the batch
+            k = len(self.centers)
+            images = images.repeat(k, 1, 1, 1)
+            clusters = torch.arange(k, device=images.device).repeat_interleave(len(index))
         features = self.surrogate(perturb(images, deltas, clusters))
         targets = target_clusters(clusters, self.offset, len(self.centers))
         kl = kl_to_targets(features, self.centers, targets)

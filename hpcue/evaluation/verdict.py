@@ -1,0 +1,84 @@
+"""The run's answer to a data owner's question: is my data set protected, by how much, and
+what undoes it? Words derived from results.json's figures by fixed rules, never by hand.
+
+Protected: a victim trained on the unlearnable set is at least ``MARGIN`` (10 points) below one
+trained on random noise of the same strength on the same clusters, with the 95% interval of
+that paired difference above zero. Noise that is merely there is not protection: beating clean
+data alone is not enough.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MARGIN = 0.10
+
+
+def _pts(value: float) -> str:
+    return f"{100 * value:.0f} points"
+
+
+def _interval(summary: dict) -> str:
+    ci = summary.get("ci95")
+    return "" if not ci else f", 95% interval {_pts(ci[0])} to {_pts(ci[1])}"
+
+
+def level(results: dict[str, Any]) -> str:
+    """``protected``, ``weak`` (below random, but by less than MARGIN or not surely),
+    ``not protected``, or ``undecided`` (one victim seed, or no random baseline)."""
+    adv = results.get("uc_advantage_over_random")
+    if not adv or not adv.get("ci95"):
+        return "undecided"
+    if adv["ci95"][0] > 0 and adv["mean"] >= MARGIN:
+        return "protected"
+    if adv["ci95"][0] > 0:
+        return "weak"
+    return "not protected"
+
+
+def _defense_line(results: dict[str, Any]) -> str | None:
+    worst, defenses = results.get("worst_case_defense"), results.get("defenses") or {}
+    if not worst or worst == "uc":
+        return None
+    name = worst.removeprefix("uc+")
+    what = (defenses.get(name) or {}).get("what") or name
+    acc, plain = results["victims"][worst]["mean"], results["unlearnable_test_acc"]
+    line = (f"The countermeasure that undoes the most of it: {what}. A model trained on the "
+            f"protected images after it scores {acc:.2f} (without it {plain:.2f}).")
+    after = results.get("worst_case_advantage_over_random")
+    if after and after.get("ci95") and after["ci95"][0] <= 0:
+        line += (f" After {what} the protection is no better than random noise: do not count "
+                 f"on it against someone who tries {what}.")
+    elif after and after.get("ci95"):
+        line += (f" Even then it stays {_pts(after['mean'])} below random noise"
+                 f"{_interval(after)}.")
+    return line
+
+
+def verdict(results: dict[str, Any]) -> dict[str, Any]:
+    """``{"level": ..., "text": [lines]}`` for results.json and the run's closing lines."""
+    lvl = level(results)
+    uc, clean = results["unlearnable_test_acc"], results["clean_test_acc"]
+    adv = results.get("uc_advantage_over_random")
+    rand = (results.get("baselines") or {}).get("random", {}).get("mean")
+    opening = {
+        "protected": "PROTECTED.",
+        "weak": f"WEAKLY PROTECTED: below random noise, but by less than {_pts(MARGIN)} or not "
+                f"surely.",
+        "not protected": "NOT PROTECTED: a model learns from these images about as well as "
+                         "from images with random noise of the same strength.",
+        "undecided": "NO VERDICT: it needs the random-noise baseline and at least two victim "
+                     "seeds (victim.baselines, victim.seeds).",
+    }[lvl]
+    lines = [f"Verdict: {opening}",
+             f"A model trained on the protected images scores {uc:.2f} on real test images, "
+             f"against {clean:.2f} when trained on the originals ({_pts(clean - uc)} lower"
+             f"{_interval(results.get('uc_below_clean') or {})})."]
+    if adv is not None and rand is not None:
+        lines.append(f"Random noise of the same strength on the same clusters leaves it at "
+                     f"{rand:.2f}: the protection is {_pts(adv['mean'])} better than noise"
+                     f"{_interval(adv)}.")
+    defense = _defense_line(results)
+    if defense:
+        lines.append(defense)
+    return {"level": lvl, "margin": MARGIN, "text": lines}
