@@ -1,11 +1,14 @@
-"""Does UC protect digits better than random noise on the same clusters? A study over seeds.
+"""Does UC protect the embedded digits better than random noise on the same clusters? A study
+over seeds, one variant a row.
 
 Runs ``hpcue run`` once per (variant, run seed) into ``--out`` (a finished run is reused, so the
-study can be resumed or extended), then prints one markdown table per variant: every arm's clean
-test accuracy as mean +- std over all its victims (run seeds x victim seeds), and UC's paired
-advantage over ``random``. No figure here is a speed claim.
+study can be resumed or extended), then prints per variant: cluster purity and NMI, every arm's
+clean test accuracy as mean ± std over all its victims (run seeds x victim seeds) with a 95%
+interval that includes the test set's sampling error (hpcue/evaluation/metrics.py), the per-seed
+values, UC's paired advantage over ``random``, and the seconds each stage took. No figure here
+is a speed claim beyond those seconds.
 
-    python benchmarks/digits_protection_study.py [--seeds 0 1] [--variants default no-augment]
+    python benchmarks/digits_protection_study.py [--seeds 0 1] [--variants mnist5k rotation]
 """
 
 from __future__ import annotations
@@ -16,31 +19,47 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hpcue.evaluation.metrics import seed_summary
+from hpcue.evaluation.metrics import pooled_summary
 
-#: name -> --set overrides on top of the embedded default
+ALL_DEFENSES = ("victim.defenses=[grayscale, jpeg, jpeg10, bitdepth, cutout, mixup, cutmix, "
+                "adversarial]")
+#: name -> --set overrides on top of the embedded default (``{subset}``: the 0-4 surrogate)
 VARIANTS: dict[str, list[str]] = {
-    "default": [],
-    "no-augment": ["data.augment=none"],
-    "32px": ["data.image_size=32"],
-    "supervised-surrogate": ["surrogate.pretraining=supervised_on_target_labels"],
-    "simclr": ["surrogate.pretext=simclr"],
-    "generator-60-epochs": ["train.epochs=60"],
-    "victim-16-epochs": ["victim.epochs=16"],
-    "k4": ["cluster.num_clusters=4"],
-    "three-channels": ["train.perturbation_channels=3"],
+    # the default, with every defense as an arm (an arm never changes another: the default's
+    # own arms are these runs' arms)
+    "mnist5k": [ALL_DEFENSES],
+    "mnist5k-digits-0-4": ["surrogate.weights={subset}"],
+    "rotation": ["surrogate.pretraining=self_supervised"],
+    "simclr": ["surrogate.pretraining=self_supervised", "surrogate.pretext=simclr"],
+    "all-images-30-epochs": ["train.generator_images=all"],
+    "all-images-3-epochs": ["train.generator_images=all", "train.epochs=3"],
+    "labels-of-the-protected-set": ["surrogate.pretraining=supervised_on_target_labels"],
 }
+
+
+def hpcue_command() -> str:
+    return str(Path(sys.executable).parent / "hpcue")  # the console script beside this python
+
+
+def subset_surrogate(out: Path) -> Path:
+    """The study's 0-4 surrogate: the shipped recipe on MNIST digits 0 to 4 only."""
+    path = out / "surrogates" / "small_cnn-mnist5k-0-4.pt"
+    if not path.is_file():
+        subprocess.run([hpcue_command(), "surrogate", "mnist5k", "--out", str(path),
+                        "--digits", "0,1,2,3,4"], check=True)
+    return path
 
 
 def run(out: Path, variant: str, seed: int) -> dict:
     run_dir = out / variant / f"seed{seed}"
     results = run_dir / "results.json"
     if not results.is_file():
-        sets = [f"--set={s}" for s in [*VARIANTS[variant], f"seed={seed}"]]
+        sets = [s.format(subset=subset_surrogate(out)) if "{subset}" in s else s
+                for s in VARIANTS[variant]]
         print(f"running {variant} seed {seed} -> {run_dir}", file=sys.stderr, flush=True)
-        hpcue = Path(sys.executable).parent / "hpcue"  # the console script beside this python
-        subprocess.run([str(hpcue), "run", "--out", str(run_dir), *sets],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([hpcue_command(), "run", "-q", "--out", str(run_dir),
+                        *[f"--set={s}" for s in [*sets, f"seed={seed}"]]],
+                       check=True, stdout=subprocess.DEVNULL)
     return json.loads(results.read_text())
 
 
@@ -52,15 +71,25 @@ def fmt(summary: dict) -> str:
 
 def table(variant: str, runs: list[dict]) -> str:
     arms = list(runs[0]["victims"])
+    seconds = {stage: [round(r["seconds"][stage]) for r in runs] for stage in runs[0]["seconds"]}
     lines = [f"### {variant} ({', '.join(VARIANTS[variant]) or 'as shipped'})", "",
              f"purity {', '.join(str(r['cluster_purity']) for r in runs)}; "
-             f"seconds {', '.join(str(round(sum(r['seconds'].values()))) for r in runs)}", "",
-             "| arm | mean ± std (all victims) | 95% interval | n |", "|---|---|---|---|"]
+             f"NMI {', '.join(str(r['cluster_nmi']) for r in runs)}; seconds {seconds}", "",
+             "| arm | mean ± std (all victims) | 95% interval | n | per seed |",
+             "|---|---|---|---|---|"]
     for arm in arms:
-        values = [v for r in runs for v in r["victims"][arm]["per_seed"]]
-        lines.append(f"| {arm} | {fmt(seed_summary(values))} |")
-    diffs = [d for r in runs for d in r["uc_advantage_over_random"]["per_seed"]]
-    lines.append(f"| UC below random (paired) | {fmt(seed_summary(diffs))} |")
+        pooled = pooled_summary([r["victims"][arm] for r in runs])
+        per_seed = ", ".join(f"{v:.3f}" for v in pooled["per_seed"])
+        lines.append(f"| {arm} | {fmt(pooled)} | {per_seed} |")
+    for key, label in (("uc_advantage_over_random", "UC below random (paired)"),
+                       ("worst_case_advantage_over_random", "worst case below random")):
+        if all(r.get(key) for r in runs):
+            pooled = pooled_summary([r[key] for r in runs], bounds=(-1.0, 1.0))
+            per_seed = ", ".join(f"{v:.3f}" for v in pooled["per_seed"])
+            lines.append(f"| {label} | {fmt(pooled)} | {per_seed} |")
+    lines.append("")
+    lines.append(f"worst case: {', '.join(r['worst_case_defense'] for r in runs)}; verdicts: "
+                 f"{', '.join(r.get('verdict', {}).get('level', '-') for r in runs)}")
     return "\n".join(lines)
 
 

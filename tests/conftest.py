@@ -21,9 +21,12 @@ TINY = [
     "train.epochs=2", "train.generator_width=4", "train.generator_blocks=1",
     "victim.epochs=2", "victim.seeds=1", "victim.baselines=[]", "victim.defenses=[]",
 ]
-# the whole evaluation protocol: seeds, both baselines, both defenses
+# the whole evaluation protocol: seeds, both baselines, and a defense of each path (grayscale:
+# not trained on gray digits; jpeg10, bitdepth: data; cutmix: class probabilities; adversarial:
+# PGD inside the training step)
 FULL_PROTOCOL = ["victim.seeds=2", "victim.baselines=[random, classwise]",
-                 "victim.defenses=[grayscale, jpeg]"]
+                 "victim.defenses=[grayscale, jpeg10, bitdepth, cutmix, adversarial]"]
+DEFENDED = ("uc+grayscale", "uc+jpeg10", "uc+bitdepth", "uc+cutmix", "uc+adversarial")
 
 torch.set_num_threads(1)
 

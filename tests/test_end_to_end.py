@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from hpcue.data.shards import open_shards, verify
-from tests.conftest import FULL_PROTOCOL, hpcue, tiny_sets
+from hpcue.models.shipped import SHIPPED
+from tests.conftest import DEFENDED, FULL_PROTOCOL, hpcue, tiny_sets
 
 FIELDS = ("dataset", "num_clusters", "epsilon", "global_batch_size", "cluster_purity",
           "cluster_nmi", "clean_test_acc", "unlearnable_test_acc", "seconds",
@@ -40,8 +41,14 @@ def test_results_json_fields(tiny_run):
     assert results["stage1_images_per_second"] > 0
     assert set(results["seconds"]) == {"cluster", "train", "generate", "evaluate"}
     assert results["max_abs_pixel_change_255"] <= 16
-    # the debug surrogate never saw the labels; the perturbation's cost to the images is reported
-    assert results["surrogate_pretraining"] == "self_supervised"
+    # the shipped surrogate: trained on MNIST-5k with MNIST's labels, never the protected ones
+    assert results["surrogate_pretraining"] == "mnist5k"
+    training = results["surrogate_training"]
+    assert results["surrogate_saw_protected_labels"] is False
+    assert training["saw_protected_labels"] is False and "MNIST-5k" in training["trained_on"]
+    assert training["weights_sha256"] == SHIPPED["mnist5k"].sha256
+    assert (out / "surrogate.pt").read_bytes() == SHIPPED["mnist5k"].path.read_bytes()
+    # the perturbation's cost to the images is reported
     # what auto resolved to for digits: crops without flips, one-channel perturbations
     assert results["augment"] == "crop" and results["perturbation_channels"] == 1
     assert 20 < results["psnr_db"] < 60 and 0 < results["ssim"] < 1
@@ -54,21 +61,31 @@ def test_results_json_fields(tiny_run):
 
 
 def test_results_hold_every_victim_over_seeds_with_baselines_and_defenses(tiny_run):
-    out, _ = tiny_run
+    out, proc = tiny_run
     results = json.loads((out / "results.json").read_text())
     victims = results["victims"]
-    assert set(victims) == {"clean", "uc", "uc+grayscale", "uc+jpeg", "random", "classwise"}
+    assert set(victims) == {"clean", "uc", *DEFENDED, "random", "classwise"}
     assert len(set(results["victim_seeds"])) == 2
     for summary in victims.values():
         assert summary["n"] == 2 and len(summary["per_seed"]) == 2
+        assert summary["n_test_images"] == 450 and summary["test_se"] >= 0
         assert summary["mean"] == pytest.approx(np.mean(summary["per_seed"]), abs=1e-4)
         low, high = summary["ci95"]
-        assert low <= summary["mean"] <= high
+        assert 0 <= low <= summary["mean"] <= high <= 1
+    # digits are gray and so is their unlearnable set: grayscale changes nothing, no victims
+    assert victims["uc+grayscale"] == victims["uc"] | {"same_as": "uc"}
+    assert "uc+grayscale" in results["defenses_not_trained"]
+    assert set(results["defenses"]) == {d.removeprefix("uc+") for d in DEFENDED}
+    assert results["defenses"]["jpeg10"]["params"] == {"quality": 10}
     assert results["clean_test_acc"] == victims["clean"]["mean"]
     assert results["unlearnable_test_acc"] == victims["uc"]["mean"]
     assert results["baselines"]["random"] == victims["random"]
-    worst = max(victims[a]["mean"] for a in ("uc", "uc+grayscale", "uc+jpeg"))
-    assert results["worst_case_unlearnable_test_acc"] == worst
+    worst = max(("uc", *DEFENDED), key=lambda a: victims[a]["mean"])
+    assert results["worst_case_unlearnable_test_acc"] == victims[worst]["mean"]
+    assert results["worst_case_defense"] == worst
+    assert results["verdict"]["level"] in ("protected", "weak", "not protected")
+    assert results["verdict"]["text"][0].startswith("Verdict: ")
+    assert "Verdict: " in proc.stdout
     advantage = results["uc_advantage_over_random"]
     paired = [r - u for r, u in zip(victims["random"]["per_seed"], victims["uc"]["per_seed"],
                                     strict=True)]
@@ -97,7 +114,7 @@ def test_run_directory_contents(tiny_run):
     assert verify(out / "unlearnable") == {"train": 1347}
     assert verify(out / "data") == {"train": 1347, "test": 450}
     assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for stage in ("surrogate", "train", "victims"):
+    for stage in ("train", "victims"):
         rows = list(csv.DictReader((out / "logs" / stage / "metrics.csv").open()))
         assert rows, stage
 
@@ -178,10 +195,13 @@ def test_shared_clusters_are_refused_for_shards_prepared_again_at_their_path(tmp
 
 def test_cluster_stage_with_a_contrastive_surrogate(tmp_path):
     out = tmp_path / "run"
-    hpcue("cluster", "--out", str(out), *tiny_sets(["surrogate.pretext=simclr"]))
+    hpcue("cluster", "--out", str(out), *tiny_sets(["surrogate.pretraining=self_supervised",
+                                                    "surrogate.pretext=simclr"]))
     record = json.loads((out / "stages" / "cluster.json").read_text())
     assert record["surrogate_pretraining"] == "self_supervised"
     assert record["surrogate_pretext"] == "simclr" and record["config"]["surrogate.pretext"]
+    origin = record["surrogate_origin"]
+    assert origin["saw_protected_labels"] is False and "without labels" in origin["trained_on"]
     head = torch.load(out / "surrogate.pt", weights_only=True)["fc.weight"]
     assert head.shape[0] == 64  # the projection, not one output per class
     assert 0 < record["cluster_purity"] <= 1

@@ -1,5 +1,7 @@
-"""The one-pass trainer: each generator learns only from its own cluster's images."""
+"""The one-pass trainer: each generator learns only from its own cluster's images (hpcue's
+scheme), or from every image (``generator_images="all"``, the UC reference's scheme)."""
 
+import pytest
 import torch
 
 from hpcue.attacks.base import perturb
@@ -10,13 +12,13 @@ from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import Surrogate
 
 
-def _module(assignments):
+def _module(assignments, generator_images="own_cluster"):
     torch.manual_seed(0)
     surrogate = Surrogate(SmallCNN(10, width=8))
     gens = ClusterGenerators(4, 16, 16 / 255, width=4, blocks=1, bound="scale", seed=0)
     centers = torch.randn(4, 32)
     return UCModule(gens, surrogate, centers, assignments, offset=1, lr=1e-3,
-                    weight_decay=0.0, min_lr=0.0)
+                    weight_decay=0.0, min_lr=0.0, generator_images=generator_images)
 
 
 def _grads(module, images, index):
@@ -38,8 +40,8 @@ def test_generators_get_gradients_only_from_their_own_cluster(monkeypatch):
     assert torch.count_nonzero(grads[1]) == 0 and torch.count_nonzero(grads[3]) == 0
 
 
-def _reference_grads(module, images, assignments, k):
-    """The K-pass reference for generator k: the mean UC loss over cluster k's images alone."""
+def _own_cluster_grads(module, images, assignments, k):
+    """Generator k trained alone on its own cluster: the mean UC loss over cluster k's images."""
     own = (assignments == k).nonzero().flatten()
     module.zero_grad()
     perturbed = perturb(images[own], module.generators(), assignments[own])
@@ -49,7 +51,7 @@ def _reference_grads(module, images, assignments, k):
     return torch.cat([p.grad.flatten() for p in g.parameters()])
 
 
-def test_mixed_batch_gradient_equals_the_k_pass_reference(monkeypatch):
+def test_mixed_batch_gradient_equals_each_generator_alone_on_its_cluster(monkeypatch):
     """G_k's gradient on a mixed batch = its gradient on cluster k's images alone (each
     generator's loss is the mean over its own cluster, whatever the cluster's share)."""
     assignments = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
@@ -58,7 +60,7 @@ def test_mixed_batch_gradient_equals_the_k_pass_reference(monkeypatch):
     images = torch.rand(10, 3, 16, 16)
     mixed = _grads(module, images, torch.arange(10))
     for k in range(4):
-        reference = _reference_grads(module, images, assignments, k)
+        reference = _own_cluster_grads(module, images, assignments, k)
         torch.testing.assert_close(mixed[k], reference, rtol=1e-4, atol=1e-7)
 
 
@@ -86,3 +88,25 @@ def test_surrogate_is_frozen_and_outside_the_module_tree():
     module.train()
     assert module.surrogate.training is False
     assert all(not p.requires_grad for p in module.surrogate.parameters())
+
+
+def test_all_images_scheme_trains_every_generator_on_every_image(monkeypatch):
+    """generator_images="all" (the UC reference): G_k's gradient in the one pass = the mean UC
+    loss over every image of the batch, each perturbed by delta_k and pulled toward k's target,
+    as the reference's k-th pass computes it; absent clusters do not matter."""
+    assignments = torch.tensor([0, 0, 2, 2, 0, 2])  # clusters 1 and 3 hold no image
+    module = _module(assignments, "all")
+    monkeypatch.setattr(UCModule, "log", lambda *a, **k: None)
+    images = torch.rand(6, 3, 16, 16)
+    together = _grads(module, images, torch.arange(6))
+    for k in range(4):
+        module.zero_grad()
+        mine = torch.full((6,), k)
+        perturbed = perturb(images, module.generators(), mine)
+        targets = target_clusters(mine, 1, len(module.centers))
+        uc_loss(module.surrogate(perturbed), module.centers, targets).backward()
+        alone = torch.cat([p.grad.flatten() for p in module.generators.generators[k].parameters()])
+        assert alone.abs().sum() > 0
+        torch.testing.assert_close(together[k], alone, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="own_cluster or all"):
+        _module(assignments, "some")

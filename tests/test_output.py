@@ -14,7 +14,7 @@ from hpcue.data.shards import sha256
 from hpcue.stages.rundir import STAGES
 from tests.conftest import hpcue
 
-BARS = ("surrogate (rotation pretraining)", "stage 1 generators (K=10)",
+BARS = ("stage 1 generators (K=10)",
         "victims (2 training sets x 1 seeds)")
 NOISE = ("GPU available", "TPU available", "Tip:", "litlogger", "srun", "deprecated",
          "Trainer.fit", "Loading `train_dataloader`", "Validation", "Testing")
@@ -38,7 +38,11 @@ def test_the_terminal_holds_hpcue_lines_and_one_labelled_bar_per_training(finish
     # hpcue's own lines, then the closing summary table
     summary = own.index(next(line for line in own if line.startswith("hpcue results")))
     assert all(line.startswith("[hpcue]") for line in own[:summary]), own[:summary]
-    assert all(line.startswith("  ") for line in own[summary + 1:])
+    table = own[summary + 1:]
+    verdict = table.index(next(line for line in table if line.startswith("Verdict: ")))
+    assert all(line.startswith("  ") for line in table[:verdict])
+    # one victim seed, no baselines: the run says it cannot judge, and what it needs
+    assert table[verdict].startswith("Verdict: NO VERDICT")
     assert "± n/a (n=1)" in proc.stdout and "± 0.0000" not in proc.stdout
     # what the terminal no longer shows is kept in the run's log file
     log = (out / "logs" / "lightning.log").read_text()

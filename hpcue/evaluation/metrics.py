@@ -62,7 +62,7 @@ INTERVAL_METHOD = ("95%: mean ± t(n-1) x sqrt(seed variance / n + test variance
                    "bootstrap over test images); n = victim seeds")
 
 
-def test_variance(outcomes: torch.Tensor) -> float:
+def sampling_variance(outcomes: torch.Tensor) -> float:
     """How much the seeds' mean would move if the test images were drawn again: the variance
     of the per-image outcome (right = 1, or a paired difference of two arms' outcomes),
     averaged over seeds, divided by the number of test images. ``outcomes``: seeds x images.
@@ -82,7 +82,7 @@ def seed_summary(per_seed: Sequence[float], test_var: float | None = None,
     """Per-seed values, their mean, sample std and a 95% interval for the mean.
 
     The interval counts both sources of error: the victims' seeds (Student's t over n seeds)
-    and the test set's own sampling (``test_var``, from ``test_variance``), so identical
+    and the test set's own sampling (``test_var``, from ``sampling_variance``), so identical
     per-seed figures never give a zero-width interval when a different test set could have
     moved them. One seed says nothing about the spread: no interval (None). The interval is
     clipped to ``bounds`` (an accuracy lies in [0, 1], a difference of two in [-1, 1]).

@@ -24,16 +24,16 @@ def _interval(summary: dict) -> str:
 
 
 def level(results: dict[str, Any]) -> str:
-    """``protected``, ``weak`` (below random, but by less than MARGIN or not surely),
-    ``not protected``, or ``undecided`` (one victim seed, or no random baseline)."""
+    """``protected``; ``weak`` (surely below random, but by less than MARGIN); ``uncertain``
+    (MARGIN below random on average, but the interval reaches zero); ``not protected``; or
+    ``undecided`` (one victim seed, or no random baseline)."""
     adv = results.get("uc_advantage_over_random")
     if not adv or not adv.get("ci95"):
         return "undecided"
-    if adv["ci95"][0] > 0 and adv["mean"] >= MARGIN:
-        return "protected"
-    if adv["ci95"][0] > 0:
-        return "weak"
-    return "not protected"
+    sure = adv["ci95"][0] > 0
+    if adv["mean"] >= MARGIN:
+        return "protected" if sure else "uncertain"
+    return "weak" if sure else "not protected"
 
 
 def _defense_line(results: dict[str, Any]) -> str | None:
@@ -63,8 +63,10 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     rand = (results.get("baselines") or {}).get("random", {}).get("mean")
     opening = {
         "protected": "PROTECTED.",
-        "weak": f"WEAKLY PROTECTED: below random noise, but by less than {_pts(MARGIN)} or not "
-                f"surely.",
+        "weak": f"WEAKLY PROTECTED: surely below random noise, but by less than "
+                f"{_pts(MARGIN)}.",
+        "uncertain": "UNCERTAIN: on average well below random noise, but the victims disagree "
+                     "too much to be sure; train more victims (victim.seeds) or runs (seed).",
         "not protected": "NOT PROTECTED: a model learns from these images about as well as "
                          "from images with random noise of the same strength.",
         "undecided": "NO VERDICT: it needs the random-noise baseline and at least two victim "

@@ -22,7 +22,7 @@ from hpcue.data.shards import ShardSet, open_shards
 from hpcue.distributed import collectives
 from hpcue.evaluation.defenses import DEFENSES
 from hpcue.evaluation.ensemble import BatchTransform, VictimEnsemble, identity
-from hpcue.evaluation.metrics import INTERVAL_METHOD, seed_summary, test_variance
+from hpcue.evaluation.metrics import INTERVAL_METHOD, sampling_variance, seed_summary
 from hpcue.evaluation.training_defenses import TrainingDefense
 from hpcue.evaluation.training_defenses import build as build_training_defense
 from hpcue.io import atomic_write
@@ -132,7 +132,7 @@ def summaries(names: list[str], per_arm: dict[str, list[float]],
     out = {}
     for k, arm in enumerate(names):
         rows = None if correct is None else correct[k * n:(k + 1) * n]
-        out[arm] = seed_summary(per_arm[arm], None if rows is None else test_variance(rows),
+        out[arm] = seed_summary(per_arm[arm], None if rows is None else sampling_variance(rows),
                                 None if rows is None else rows.shape[1])
     return out
 
@@ -144,7 +144,7 @@ def paired(per_arm: dict[str, list[float]], rows: dict[str, torch.Tensor] | None
     if rows is None:
         return seed_summary(diffs, bounds=(-1.0, 1.0))
     outcome = rows[better].float() - rows[worse].float()
-    return seed_summary(diffs, test_variance(outcome), outcome.shape[1], bounds=(-1.0, 1.0))
+    return seed_summary(diffs, sampling_variance(outcome), outcome.shape[1], bounds=(-1.0, 1.0))
 
 
 def run(ctx: StageContext) -> dict:
