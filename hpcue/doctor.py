@@ -28,6 +28,7 @@ from hpcue.stages.rundir import STAGES
 #: every stage once, in seconds: the smoke run's sizes (the data set is always the digits)
 SMOKE = ["data.dataset=digits", "data.image_size=16", "data.num_shards=2",
          "surrogate.arch=small_cnn", "surrogate.weights=null", "surrogate.pretrain_epochs=1",
+         "surrogate.pretraining=self_supervised",
          "cluster.n_init=1", "cluster.shared=null", "train.epochs=1",
          "train.generator_width=4", "train.generator_blocks=1", "victim.epochs=1",
          "victim.seeds=1", "victim.baselines=[random]", "victim.defenses=[]"]

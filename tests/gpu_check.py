@@ -6,7 +6,8 @@ Runs the whole pipeline at tiny sizes with runtime.accelerator=gpu, full victim 
 (seeds, baselines, defenses: the ensemble, the per-cluster all-reduce of stage 1 and the
 accuracy reductions over NCCL), and checks what the run says about itself, after `hpcue doctor`
 on the GPU in bf16 (versions, the GPUs, every stage once in mixed precision) and stage 1's
-sharded generators in 16-mixed and bf16-mixed. Exits non-zero with the reason on any failure.
+sharded generators in 16-mixed and bf16-mixed, and a CLIP RN50 surrogate (random weights)
+through clustering and stage 1 in bf16. Exits non-zero with the reason on any failure.
 """
 
 from __future__ import annotations
@@ -59,6 +60,30 @@ def sharded_stage1(cli: list[str], tmp: Path) -> None:
               f"{record['images_per_second']} images/s")
 
 
+def clip_stages(cli: list[str], tmp: Path) -> None:
+    """A CLIP surrogate (RN50, random weights in open_clip's own file format) through the
+    cluster stage and stage 1 on the GPU in bf16: the resize inside the tower, the input
+    gradient through the attention pool."""
+    import open_clip
+
+    weights = tmp / "clip-rn50.bin"
+    torch.save(open_clip.create_model("RN50-quickgelu", pretrained=None).state_dict(), weights)
+    out = tmp / "clip"
+    sets = tiny_sets(["runtime.accelerator=gpu", "runtime.precision=bf16-mixed",
+                      "surrogate.arch=clip_rn50", f"surrogate.weights={weights}",
+                      "train.epochs=1"])
+    for stage in ("cluster", "train"):
+        proc = subprocess.run([*cli, stage, "--out", str(out), *sets], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode:
+            sys.exit(f"FAILED: {stage} with a CLIP surrogate\n{proc.stderr[-3000:]}")
+    record = json.loads((out / "stages" / "cluster.json").read_text())
+    assert record["feature_dim"] == 1024 and record["surrogate_pretraining"] == "clip", record
+    deltas = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
+    assert bool(torch.isfinite(deltas).all()) and float(deltas.abs().max()) > 0
+    print(f"CLIP RN50 surrogate: {record['feature_dim']}-d features, stage 1 ran")
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("no CUDA device visible: run this on a GPU node")
@@ -72,6 +97,7 @@ def main() -> None:
         if doctor.returncode:
             sys.exit(f"FAILED: hpcue doctor on the GPU\n{doctor.stderr[-3000:]}")
         sharded_stage1(cli, Path(tmp))
+        clip_stages(cli, Path(tmp))
         one = run(cli, Path(tmp) / "one")
         print(f"one GPU: clean {one['clean_test_acc']}, uc {one['unlearnable_test_acc']}")
         if torch.cuda.device_count() >= 2:

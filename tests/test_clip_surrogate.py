@@ -264,3 +264,10 @@ def test_every_arch_is_an_openai_tower_open_clip_knows(arch):
     cfg = get_pretrained_cfg(spec.model, spec.tag)
     assert cfg["hf_hub"] and cfg["url"] and cfg["quick_gelu"] is True
     assert cfg["mean"] == OPENAI_DATASET_MEAN and cfg["std"] == OPENAI_DATASET_STD
+
+
+def test_the_config_accepts_exactly_the_clip_towers_of_the_table():
+    from hpcue.config import SURROGATE_ARCHS, load_config
+
+    assert {a for a in SURROGATE_ARCHS if a.startswith("clip_")} == set(CLIP_ARCHS)
+    assert load_config(None, ["surrogate.arch=clip_vit_b16"]).surrogate.arch == "clip_vit_b16"

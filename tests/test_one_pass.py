@@ -60,8 +60,8 @@ def test_mixed_batch_gradient_equals_each_generator_alone_on_its_cluster(monkeyp
     images = torch.rand(10, 3, 16, 16)
     mixed = _grads(module, images, torch.arange(10))
     for k in range(4):
-        reference = _own_cluster_grads(module, images, assignments, k)
-        torch.testing.assert_close(mixed[k], reference, rtol=1e-4, atol=1e-7)
+        alone = _own_cluster_grads(module, images, assignments, k)
+        torch.testing.assert_close(mixed[k], alone, rtol=1e-4, atol=1e-7)
 
 
 def test_a_generator_whose_cluster_is_absent_is_not_stepped(monkeypatch):

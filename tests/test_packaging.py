@@ -100,6 +100,10 @@ def test_the_wheel_holds_every_module_template_profile_spec_and_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(REPO).as_posix() for p in (REPO / "hpcue").rglob("*.py")}
     assert modules <= names, sorted(modules - names)  # the package list misses none
+    weights = {p.relative_to(REPO).as_posix() for p in (REPO / "hpcue" / "models" / "weights")
+               .iterdir()}
+    assert {"hpcue/models/weights/small_cnn-mnist5k.pt",
+            "hpcue/models/weights/small_cnn-mnist5k.json"} <= weights <= names
     for template in TEMPLATES.values():
         assert f"hpcue/_jobs/{template}" in names
     for profile in PROFILES:
