@@ -131,7 +131,7 @@ def test_a_rerun_with_another_config_names_the_keys_that_differ(tmp_path):
         check_same_config(load_config(None, ["train.epochs=6", "victim.seeds=2"]), run)
     text = str(found.value)
     assert "holds a run with another config" in text
-    assert "train.epochs: 5 there, 6 now" in text and "victim.seeds: 3 there, 2 now" in text
+    assert "train.epochs: 5 there, 6 now" in text and "victim.seeds: 6 there, 2 now" in text
     check_same_config(load_config(None, ["train.epochs=5"]), run)  # the same config resumes
 
 

@@ -215,7 +215,7 @@ def test_run_on_prepared_medmnist_shards(tmp_path):
     hpcue("data", "prepare", "medmnist:bloodmnist", "--root", str(tmp_path / "raw"),
           "--out", str(shards), "--image-size", "28", "--shards", "3")
     out = tmp_path / "run"
-    hpcue("run", "--out", str(out), *tiny_sets(["data.image_size=28",
+    proc = hpcue("run", "--out", str(out), *tiny_sets(["data.image_size=28",
                                                 "data.dataset=medmnist:bloodmnist",
                                                 f"data.shards={shards}", "cluster.num_clusters=3",
                                                 "train.global_batch_size=8",
@@ -226,6 +226,25 @@ def test_run_on_prepared_medmnist_shards(tmp_path):
     assert not (out / "data").exists()  # read in place, not copied
     assert verify(out / "unlearnable") == {"train": 24}
     assert len(open_shards(out / "unlearnable").paths("train")) == 3
+    # the default surrogate learned digits: said once, for images that are not digits
+    assert proc.stdout.count("the surrogate is the small CNN trained on MNIST digits") == 1
+
+
+def test_the_reference_scheme_trains_every_generator_from_every_image(tmp_path):
+    """train.generator_images=all reaches stage 1 and is recorded; its perturbations differ
+    from the own-cluster scheme's on the same clusters."""
+    own, every = tmp_path / "own", tmp_path / "all"
+    hpcue("cluster", "--out", str(own), *tiny_sets())
+    shutil.copytree(own, every)
+    hpcue("train", "--out", str(own), *tiny_sets())
+    hpcue("train", "--out", str(every), *tiny_sets(["train.generator_images=all"]))
+    records = {p: json.loads((p / "stages" / "train.json").read_text()) for p in (own, every)}
+    assert records[own]["generator_images"] == "own_cluster"
+    assert records[every]["generator_images"] == "all"
+    assert records[every]["config"]["train.generator_images"] == "all"
+    deltas = {p: torch.load(p / "perturbations.pt", weights_only=True)["deltas"]
+              for p in (own, every)}
+    assert not torch.equal(deltas[own], deltas[every])
 
 
 def test_shards_of_another_data_set_are_refused(tmp_path):

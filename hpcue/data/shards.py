@@ -32,6 +32,7 @@ import numpy as np
 from hpcue.data.meta import FORMAT_VERSION, meta_problems
 from hpcue.errors import HpcueError
 from hpcue.io import atomic_write, atomic_write_json
+from hpcue.io import file_sha256 as sha256  # noqa: F401  (hpcue.data.shards.sha256 for callers)
 
 META = "meta.json"
 #: the source names of every sample (``ImageArrays.names``), beside meta.json; a directory
@@ -50,14 +51,6 @@ class ShardError(HpcueError, ValueError):
 
 def shard_name(split: str, i: int, n: int) -> str:
     return f"{split}-{i:05d}-of-{n:05d}.h5"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def open_h5(path: Path) -> h5py.File:

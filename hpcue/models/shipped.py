@@ -8,12 +8,12 @@ labels, never the protected set's); ``hpcue surrogate mnist5k`` rebuilds it from
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpcue.errors import InputError
+from hpcue.io import file_sha256
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -34,14 +34,6 @@ SHIPPED: dict[str, ShippedWeights] = {
         "small_cnn-mnist5k.pt",
         "61bd93ee3cb7e45bcc94ec46b4438aeff8ad16fc76babb18ddc75c195e6557f8"),
 }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shipped_weights(name: str) -> Path:

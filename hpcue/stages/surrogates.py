@@ -16,8 +16,8 @@ import torch
 from hpcue import console
 from hpcue.data.loader import ShardDataset, make_loader
 from hpcue.distributed import collectives
-from hpcue.io import atomic_write
-from hpcue.models.shipped import SHIPPED, file_sha256, shipped_weights, weights_record
+from hpcue.io import atomic_write, file_sha256
+from hpcue.models.shipped import SHIPPED, shipped_weights, weights_record
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.surrogate import require_weights
 from hpcue.stages.artifacts import write_surrogate
