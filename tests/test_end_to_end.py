@@ -83,7 +83,7 @@ def test_results_hold_every_victim_over_seeds_with_baselines_and_defenses(tiny_r
     worst = max(("uc", *DEFENDED), key=lambda a: victims[a]["mean"])
     assert results["worst_case_unlearnable_test_acc"] == victims[worst]["mean"]
     assert results["worst_case_defense"] == worst
-    assert results["verdict"]["level"] in ("protected", "weak", "not protected")
+    assert results["verdict"]["level"] in ("protected", "weak", "uncertain", "not protected")
     assert results["verdict"]["text"][0].startswith("Verdict: ")
     assert "Verdict: " in proc.stdout
     advantage = results["uc_advantage_over_random"]

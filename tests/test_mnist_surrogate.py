@@ -13,7 +13,7 @@ from hpcue.errors import InputError
 from hpcue.models import shipped
 from hpcue.models.surrogate import build_surrogate
 from hpcue.training.mnist_surrogate import MnistRecipe, state_bytes, train_mnist_surrogate
-from tests.conftest import hpcue
+from tests.conftest import hpcue, tiny_sets
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,13 @@ def test_surrogate_command_writes_weights_a_subset_and_refuses_to_overwrite(tmp_
     assert record["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert build_surrogate("small_cnn", out).backbone.body is not None
     assert torch.load(out, weights_only=True)["fc.weight"].shape[0] == 5
+    # a given weights file: the run says what its record says it saw
+    run = tmp_path / "run"
+    hpcue("cluster", "--out", str(run), *tiny_sets([f"surrogate.weights={out}"]))
+    origin = json.loads((run / "stages" / "cluster.json").read_text())["surrogate_origin"]
+    assert origin["pretraining"] == "given_weights" and origin["saw_protected_labels"] is False
+    assert origin["weights_sha256"] == record["sha256"] and "MNIST-5k" in origin["trained_on"]
+    assert not (run / "surrogate.pt").exists()
     again = hpcue("surrogate", "mnist5k", "--out", str(out), check=False)
     assert again.returncode == 2 and "exists" in again.stderr
     bad = hpcue("surrogate", "mnist5k", "--out", str(tmp_path / "x.pt"), "--digits", "1,1",

@@ -52,8 +52,10 @@ def origin(ctx: StageContext) -> dict:
     """What the surrogate was trained on, which labels it used, whether it saw the protected
     set's labels (None: unknown, a given file without a record) and its weights' sha256."""
     kind, s = surrogate_pretraining(ctx), ctx.cfg.surrogate
-    small = s.arch == "small_cnn"
-    path = ctx.run.surrogate if small else require_weights(s.arch, s.weights)
+    if s.arch != "small_cnn":
+        path = require_weights(s.arch, s.weights)
+    else:  # a given file, or the one the cluster stage put into the run
+        path = Path(s.weights) if s.weights is not None else ctx.run.surrogate
     out = {"pretraining": kind, "weights_sha256": file_sha256(path) if path else None}
     if kind in _ORIGINS:
         trained_on, labels, saw = _ORIGINS[kind]
