@@ -234,10 +234,11 @@ def test_the_reference_scheme_trains_every_generator_from_every_image(tmp_path):
     """train.generator_images=all reaches stage 1 and is recorded; its perturbations differ
     from the own-cluster scheme's on the same clusters."""
     own, every = tmp_path / "own", tmp_path / "all"
-    hpcue("cluster", "--out", str(own), *tiny_sets())
+    one = ["train.epochs=1"]
+    hpcue("cluster", "--out", str(own), *tiny_sets(one))
     shutil.copytree(own, every)
-    hpcue("train", "--out", str(own), *tiny_sets())
-    hpcue("train", "--out", str(every), *tiny_sets(["train.generator_images=all"]))
+    hpcue("train", "--out", str(own), *tiny_sets(one))
+    hpcue("train", "--out", str(every), *tiny_sets([*one, "train.generator_images=all"]))
     records = {p: json.loads((p / "stages" / "train.json").read_text()) for p in (own, every)}
     assert records[own]["generator_images"] == "own_cluster"
     assert records[every]["generator_images"] == "all"
