@@ -185,12 +185,12 @@ def run(ctx: StageContext) -> dict:
     rows = None if correct is None else {a: correct[k * n:(k + 1) * n]
                                          for k, a in enumerate(arm_names)}
     victims = summaries(arm_names, per_arm, correct)
+    if collectives.is_main():  # the arms that were trained (a copy would hide uc's line)
+        write_curves(ctx.run.victim_curves, curves, v.epochs)
     same_as_uc = [d for d in v.defenses if changes_nothing(ctx, d)]
     for d in same_as_uc:  # not trained: the same victims as uc
         victims[f"uc+{d}"] = victims["uc"] | {"same_as": "uc"}
         curves[f"uc+{d}"] = curves["uc"]
-    if collectives.is_main():
-        write_curves(ctx.run.victim_curves, curves, v.epochs)
     uc_arms = ["uc", *(f"uc+{d}" for d in v.defenses)]
     worst = max(uc_arms, key=lambda a: victims[a]["mean"])
     record = {
