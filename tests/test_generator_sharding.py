@@ -20,6 +20,9 @@ from tests.test_distributed import BIN, _env, _free_port, _run
 # two epochs, as the issue asks; crop_flip so that every rank draws its own augmentation;
 # 1344 training images (of digits' 1797), so that one global batch can be the whole set
 SETS = tiny_sets(["train.epochs=2", "data.augment=crop_flip", "runtime.timeout_s=60",
+                  # the rotation surrogate: with the MNIST-5k one, 2 epochs are chaotic enough that
+                  # float order alone moves the deltas by 0.04 (replicate on 3 vs 2 ranks)
+                  "surrogate.pretraining=self_supervised",
                   "data.test_fraction=0.252"])
 
 
