@@ -212,7 +212,6 @@ def run(ctx: StageContext) -> dict:
     }
     if "random" in v.baselines:  # paired by seed: how far UC is below its trivial twin
         record["uc_advantage_over_random"] = paired(per_arm, rows, "random", "uc")
-        record["worst_case_advantage_over_random"] = (
-            paired(per_arm, rows, "random", "uc") if worst in same_as_uc + ["uc"]
-            else paired(per_arm, rows, "random", worst))
+        trained = "uc" if worst.removeprefix("uc+") in same_as_uc else worst
+        record["worst_case_advantage_over_random"] = paired(per_arm, rows, "random", trained)
     return record
