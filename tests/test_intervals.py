@@ -64,7 +64,9 @@ def test_verdict_levels_follow_the_paired_interval_against_random():
     assert level(_results([0.35, 0.4, 0.38])) == "protected"
     assert level(_results([MARGIN / 2, MARGIN / 2 + 0.01, MARGIN / 2 - 0.01])) == "weak"
     assert level(_results([0.4, -0.2, 0.2])) == "uncertain"
-    assert level(_results([0.05, -0.05, 0.02])) == "not protected"
+    # a mean under the margin but an interval reaching past it: not decided either way
+    assert level(_results([0.0, 0.25, -0.05, 0.30, 0.0, 0.05])) == "uncertain"
+    assert level(_results([0.01, -0.01, 0.0])) == "not protected"
     one_seed = _results([0.4])
     assert level(one_seed) == "undecided"
     no_random = _results([0.4, 0.4, 0.4])
@@ -76,6 +78,11 @@ def test_verdict_words_name_the_figures_and_the_defense_that_undoes_most():
     text = " ".join(verdict(_results([0.35, 0.4, 0.38]))["text"])
     assert text.startswith("Verdict: PROTECTED.")
     assert "scores 0.55" in text and "0.98" in text and "0.90" in text
-    assert "JPEG at quality 10" in text and "stays 30 points below random" in text
-    undone = " ".join(verdict(_results([0.35, 0.4, 0.38], worst_adv=(0.1, -0.1, 0.0)))["text"])
-    assert "no better than random noise" in undone
+    assert "JPEG at quality 10" in text and "scores 0.60 (without it 0.55)" in text
+    # random noise without the countermeasure against UC with it: never "still protected"
+    assert "below random" not in text and "do not count" not in text
+    undone = " ".join(verdict(_results([0.35, 0.4, 0.38], worst_adv=(-0.05, -0.04, -0.06)))
+                      ["text"])
+    assert "as well as from images with random noise: do not count" in undone
+    worse = " ".join(verdict(_results([-0.05, -0.04, -0.06]))["text"])
+    assert "5 points worse than noise" in worse and "NOT PROTECTED" in worse

@@ -95,6 +95,7 @@ def test_surrogate_command_writes_weights_a_subset_and_refuses_to_overwrite(tmp_
     assert "held-out MNIST accuracy" in proc.stdout
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["trained_on"] == "mnist5k digits 0,1,2,3,4"
+    assert "only the classes 0,1,2,3,4" in record["data"]
     assert record["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert build_surrogate("small_cnn", out).backbone.body is not None
     assert torch.load(out, weights_only=True)["fc.weight"].shape[0] == 5
@@ -110,3 +111,33 @@ def test_surrogate_command_writes_weights_a_subset_and_refuses_to_overwrite(tmp_
     bad = hpcue("surrogate", "mnist5k", "--out", str(tmp_path / "x.pt"), "--digits", "1,1",
                 check=False)
     assert bad.returncode == 2 and "distinct" in bad.stderr and not (tmp_path / "x.pt").exists()
+
+
+def test_what_a_given_weights_file_saw_comes_from_its_own_record_or_is_unknown(tmp_path):
+    from hpcue.stages.surrogates import _from_record, _stock
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    assert _from_record(weights, digest)["saw_protected_labels"] is None  # no record
+    record = {"data": "MNIST-5k; only the classes 0,1", "labels_used": "MNIST's",
+              "saw_protected_labels": False, "sha256": digest}
+    weights.with_suffix(".json").write_text(json.dumps(record))
+    said = _from_record(weights, digest)
+    assert said["saw_protected_labels"] is False and said["trained_on"] == record["data"]
+    stale = _from_record(weights, "0" * 64)  # the record of another file
+    assert stale["saw_protected_labels"] is None and "record of another file" in stale["trained_on"]
+    # torchvision's file names carry their sha256's first 8 digits: a fine-tuned file is not
+    # reported as ImageNet's
+    assert _stock("resnet50", None, "ab")
+    assert _stock("resnet50", weights, "0676ba61" + "0" * 56)
+    assert not _stock("resnet50", weights, digest) and not _stock("clip_rn50", weights, digest)
+
+
+def test_surrogate_command_never_overwrites_a_record(tmp_path):
+    (tmp_path / "w.json").write_text("{}")
+    proc = hpcue("surrogate", "mnist5k", "--out", str(tmp_path / "w.pt"), check=False)
+    assert proc.returncode == 2 and "w.json exists" in proc.stderr
+    proc = hpcue("surrogate", "mnist5k", "--out", str(tmp_path / "x.json"), check=False)
+    assert proc.returncode == 2 and "another name than .json" in proc.stderr
+    assert not (tmp_path / "w.pt").exists() and not (tmp_path / "x.json").exists()

