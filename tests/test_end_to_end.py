@@ -83,6 +83,10 @@ def test_results_hold_every_victim_over_seeds_with_baselines_and_defenses(tiny_r
     worst = max(("uc", *DEFENDED), key=lambda a: victims[a]["mean"])
     assert results["worst_case_unlearnable_test_acc"] == victims[worst]["mean"]
     assert results["worst_case_defense"] == worst
+    below = results["worst_case_below_clean"]
+    assert below["per_seed"] == pytest.approx(
+        [c - w for c, w in zip(victims["clean"]["per_seed"], victims[worst]["per_seed"],
+                               strict=True)], abs=1e-3)
     assert results["verdict"]["level"] in ("protected", "weak", "uncertain", "not protected")
     assert results["verdict"]["text"][0].startswith("Verdict: ")
     assert "Verdict: " in proc.stdout

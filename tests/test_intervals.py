@@ -83,6 +83,11 @@ def test_verdict_words_name_the_figures_and_the_defense_that_undoes_most():
     assert "below random" not in text and "do not count" not in text
     undone = " ".join(verdict(_results([0.35, 0.4, 0.38], worst_adv=(-0.05, -0.04, -0.06)))
                       ["text"])
-    assert "as well as from images with random noise: do not count" in undone
+    assert "as well as from random noise (surely within 10 points): do not count" in undone
+    near_clean = _results([0.35, 0.4, 0.38])
+    near_clean["worst_case_below_clean"] = seed_summary([0.02, 0.03, 0.01], 0.0001, 450,
+                                                        bounds=(-1, 1))
+    text = " ".join(verdict(near_clean)["text"])
+    assert "as well as from the originals (surely within 10 points): do not count" in text
     worse = " ".join(verdict(_results([-0.05, -0.04, -0.06]))["text"])
     assert "5 points worse than noise" in worse and "NOT PROTECTED" in worse

@@ -46,13 +46,16 @@ def _defense_line(results: dict[str, Any]) -> str | None:
     acc, plain = results["victims"][worst]["mean"], results["unlearnable_test_acc"]
     line = (f"The countermeasure that undoes the most of it: {what}. A model trained on the "
             f"protected images after it scores {acc:.2f} (without it {plain:.2f}).")
-    # UC under the countermeasure against random noise without it: the countermeasure's own
-    # cost counts on UC's side, so only "undone" can be read from it, never "still protected"
-    after = results.get("worst_case_advantage_over_random")
-    if after and after.get("ci95") and after["ci95"][1] < MARGIN:
+    # UC under the countermeasure against clean data or random noise without it: the
+    # countermeasure's own cost counts on UC's side, so only "undone" can be read from these,
+    # never "still protected"
+    near = [label for key, label in (("worst_case_below_clean", "the originals"),
+                                     ("worst_case_advantage_over_random", "random noise"))
+            if (results.get(key) or {}).get("ci95") and results[key]["ci95"][1] < MARGIN]
+    if near:
         line += (f" After {what}, a model learns from the protected images about as well as "
-                 f"from images with random noise: do not count on the protection against "
-                 f"someone who tries {what}.")
+                 f"from {' or from '.join(near)} (surely within {_pts(MARGIN)}): do not count "
+                 f"on the protection against someone who tries {what}.")
     return line
 
 

@@ -193,6 +193,7 @@ def run(ctx: StageContext) -> dict:
         curves[f"uc+{d}"] = curves["uc"]
     uc_arms = ["uc", *(f"uc+{d}" for d in v.defenses)]
     worst = max(uc_arms, key=lambda a: victims[a]["mean"])
+    trained = "uc" if worst.removeprefix("uc+") in same_as_uc else worst  # whose victims it has
     record = {
         "victim_seeds": seeds,
         "augment": ctx.augment,
@@ -209,9 +210,9 @@ def run(ctx: StageContext) -> dict:
         "victim_curves": curves,
         "batch_plan": ctx.batch_record("victim", next(iter(train.values()))),
         "uc_below_clean": paired(per_arm, rows, "clean", "uc"),
+        "worst_case_below_clean": paired(per_arm, rows, "clean", trained),
     }
     if "random" in v.baselines:  # paired by seed: how far UC is below its trivial twin
         record["uc_advantage_over_random"] = paired(per_arm, rows, "random", "uc")
-        trained = "uc" if worst.removeprefix("uc+") in same_as_uc else worst
         record["worst_case_advantage_over_random"] = paired(per_arm, rows, "random", trained)
     return record
