@@ -39,6 +39,15 @@ def run(prefix: list[str], out: Path) -> dict:
     return results
 
 
+def stages(cli: list[str], out: Path, sets: list[str], what: str) -> None:
+    """The cluster stage and stage 1 into ``out``; exits naming ``what`` on a failure."""
+    for stage in ("cluster", "train"):
+        proc = subprocess.run([*cli, stage, "--out", str(out), *sets], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode:
+            sys.exit(f"FAILED: {stage} {what}\n{proc.stderr[-3000:]}")
+
+
 def sharded_stage1(cli: list[str], tmp: Path) -> None:
     """Stage 1's sharded path (manual optimization, deltas gathered in fp32, each owner's loss
     scale) in both mixed precisions: 16-mixed is the one GradScaler path, which CPUs lack."""
@@ -46,11 +55,7 @@ def sharded_stage1(cli: list[str], tmp: Path) -> None:
         out = tmp / f"shard-{precision}"
         sets = tiny_sets(["runtime.accelerator=gpu", f"runtime.precision={precision}",
                           "train.generator_parallel=shard", "train.epochs=3"])
-        for stage in ("cluster", "train"):
-            proc = subprocess.run([*cli, stage, "--out", str(out), *sets], cwd=REPO,
-                                  capture_output=True, text=True, timeout=600)
-            if proc.returncode:
-                sys.exit(f"FAILED: {stage} sharded in {precision}\n{proc.stderr[-3000:]}")
+        stages(cli, out, sets, f"sharded in {precision}")
         record = json.loads((out / "stages" / "train.json").read_text())
         deltas = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
         assert record["generator_parallel"] == "shard", record
@@ -72,11 +77,7 @@ def clip_stages(cli: list[str], tmp: Path) -> None:
     sets = tiny_sets(["runtime.accelerator=gpu", "runtime.precision=bf16-mixed",
                       "surrogate.arch=clip_rn50", f"surrogate.weights={weights}",
                       "train.epochs=1"])
-    for stage in ("cluster", "train"):
-        proc = subprocess.run([*cli, stage, "--out", str(out), *sets], cwd=REPO,
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode:
-            sys.exit(f"FAILED: {stage} with a CLIP surrogate\n{proc.stderr[-3000:]}")
+    stages(cli, out, sets, "with a CLIP surrogate")
     record = json.loads((out / "stages" / "cluster.json").read_text())
     assert record["feature_dim"] == 1024 and record["surrogate_pretraining"] == "clip", record
     deltas = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]

@@ -133,7 +133,8 @@ def compute(ctx: StageContext) -> dict:
         surrogate_pretext=(cfg.surrogate.pretext
                            if surrogates.surrogate_pretraining(ctx) == "self_supervised"
                            else None),
-        surrogate_origin=surrogates.origin(ctx),
+        surrogate_origin=collectives.on_main(lambda: surrogates.origin(ctx),
+                                             "describing the surrogate"),
         num_clusters=int(result.centers.shape[0]),
         feature_dim=int(feats.shape[1]), inertia=result.inertia, kmeans_iterations=result.n_iter,
         cluster_purity=round(purity(assignments, labels), 4),

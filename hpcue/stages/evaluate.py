@@ -124,17 +124,14 @@ def write_curves(path, curves: dict[str, list[list[float]]], epochs: int) -> Non
     plt.close(fig)
 
 
-def summaries(names: list[str], per_arm: dict[str, list[float]],
-              correct: torch.Tensor | None) -> dict[str, dict]:
-    """Every arm's accuracy summary; ``correct`` (members x test images, arm by arm) adds the
-    test set's sampling error to each interval."""
-    n = len(next(iter(per_arm.values())))
-    out = {}
-    for k, arm in enumerate(names):
-        rows = None if correct is None else correct[k * n:(k + 1) * n]
-        out[arm] = seed_summary(per_arm[arm], None if rows is None else sampling_variance(rows),
-                                None if rows is None else rows.shape[1])
-    return out
+def summaries(per_arm: dict[str, list[float]],
+              rows: dict[str, torch.Tensor] | None) -> dict[str, dict]:
+    """Every arm's accuracy summary; ``rows`` (each arm's seeds x test images outcomes) adds
+    the test set's sampling error to each interval."""
+    if rows is None:
+        return {arm: seed_summary(values) for arm, values in per_arm.items()}
+    return {arm: seed_summary(values, sampling_variance(rows[arm]), rows[arm].shape[1])
+            for arm, values in per_arm.items()}
 
 
 def paired(per_arm: dict[str, list[float]], rows: dict[str, torch.Tensor] | None,
@@ -184,7 +181,7 @@ def run(ctx: StageContext) -> dict:
     correct = module.test_correct
     rows = None if correct is None else {a: correct[k * n:(k + 1) * n]
                                          for k, a in enumerate(arm_names)}
-    victims = summaries(arm_names, per_arm, correct)
+    victims = summaries(per_arm, rows)
     if collectives.is_main():  # the arms that were trained (a copy would hide uc's line)
         write_curves(ctx.run.victim_curves, curves, v.epochs)
     same_as_uc = [d for d in v.defenses if changes_nothing(ctx, d)]

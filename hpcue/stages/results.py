@@ -26,6 +26,7 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
     provenance["started"] = records["cluster"].get("provenance", {}).get(
         "started", provenance.get("started"))
     provenance["data_meta_sha256"] = evaluate.get("inputs", {}).get("data")
+    origin = records["cluster"].get("surrogate_origin")  # older records have none
     out = {
         "name": cfg.name,
         "dataset": cfg.data.dataset,
@@ -48,9 +49,8 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "surrogate_pretraining": records["cluster"]["surrogate_pretraining"],
         # what the surrogate was trained on, with which labels, its weights' sha256; UC's
         # threat model needs saw_protected_labels false (None: a given file, unknown)
-        "surrogate_training": records["cluster"].get("surrogate_origin"),
-        "surrogate_saw_protected_labels": (records["cluster"].get("surrogate_origin") or {})
-        .get("saw_protected_labels"),
+        "surrogate_training": origin,
+        "surrogate_saw_protected_labels": (origin or {}).get("saw_protected_labels"),
         "victim": cfg.victim.arch,
         "cluster_purity": records["cluster"]["cluster_purity"],
         "cluster_nmi": records["cluster"]["cluster_nmi"],
