@@ -234,6 +234,8 @@ def _surrogate_command(args: argparse.Namespace) -> int:
         digits = tuple(int(d) for d in args.digits.split(","))
     except ValueError:
         raise InputError(f"--digits {args.digits!r}: expected digits like 0,1,2,3,4") from None
+    if args.epochs < 1:
+        raise InputError(f"--epochs must be at least 1, got {args.epochs}")
     if args.out.suffix == ".json":
         raise InputError(f"--out {args.out}: the weights need another name than .json (their "
                          f"record is written beside them as <name>.json)")
@@ -241,8 +243,6 @@ def _surrogate_command(args: argparse.Namespace) -> int:
         if path.exists():
             raise InputError(f"{path} exists: choose another --out (weights and their record "
                              f"are never overwritten)")
-    if args.epochs < 1:
-        raise InputError(f"--epochs must be at least 1, got {args.epochs}")
     console.say(f"training the small CNN on MNIST-5k (digits {args.digits}, {args.epochs} "
                 f"epochs, seed {args.seed})")
     record = write_mnist_surrogate(args.out, MnistRecipe(seed=args.seed, epochs=args.epochs,

@@ -140,4 +140,8 @@ def test_surrogate_command_never_overwrites_a_record(tmp_path):
     assert proc.returncode == 2 and "w.json exists" in proc.stderr
     proc = hpcue("surrogate", "mnist5k", "--out", str(tmp_path / "x.json"), check=False)
     assert proc.returncode == 2 and "another name than .json" in proc.stderr
+    for args, message in ((["--digits", "a,b"], "expected digits like 0,1,2,3,4"),
+                          (["--epochs", "0"], "--epochs must be at least 1")):
+        proc = hpcue("surrogate", "mnist5k", "--out", str(tmp_path / "w.pt"), *args, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "w.pt").exists() and not (tmp_path / "x.json").exists()
