@@ -4,18 +4,25 @@ An attack makes G bounded perturbations (deltas) and says which one each trainin
 (its group: a cluster for UC, a class for class-wise noise, the image itself for sample-wise
 attacks). The generate stage applies them the same way for every attack, so the unlearnable set,
 its preview and its evaluation never depend on which attack made the deltas.
+
+An attack that trains does so through the run's Trainer, and the two sides meet only in the
+types below: the stage gives ``AttackInputs.fit`` (a ``Fit``) and the world size; the attack
+gives ``fit`` a ``BuildModule``, which makes its ``AttackModule`` for the number of
+micro-batches one optimizer step takes. Nothing else passes between them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import lightning as L
 import torch
 from torch import nn
+
+from hpcue.config import RunConfig
 
 
 def perturb(images: torch.Tensor, deltas: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -24,13 +31,37 @@ def perturb(images: torch.Tensor, deltas: torch.Tensor, groups: torch.Tensor) ->
     return (images + deltas[groups]).clamp(0.0, 1.0)
 
 
+class AttackModule(L.LightningModule):
+    """The LightningModule of an attack that trains, as the stage's Trainer runs it."""
+
+    @property
+    def steps_itself(self) -> bool:
+        """True: the module steps its own optimizers (manual optimization, its own gradient
+        reduction, one step every ``accumulate`` micro-batches it was built for), so the
+        Trainer accumulates nothing and does not wrap it in DDP. False: Lightning's automatic
+        optimization, accumulation and DDP do it all."""
+        return False
+
+
+class BuildModule(Protocol):
+    """The attack's side: its module for ``accumulate`` micro-batches per optimizer step (the
+    stage may build twice: once at the planned micro batch, again if the micro-batch probe
+    settles on a smaller one)."""
+
+    def __call__(self, accumulate: int) -> AttackModule: ...
+
+
+class Fit(Protocol):
+    """The stage's side: builds the module at the run's batch plan, trains it on ``batches``
+    (or smaller ones the probe chose) with the run's Trainer (topology, precision,
+    checkpoints, resume), and returns the trained module."""
+
+    def __call__(self, build: BuildModule, batches: Iterable) -> AttackModule: ...
+
+
 @dataclass
 class AttackInputs:
-    """What an attack may use; each takes what it needs and leaves the rest unset.
-
-    ``fit`` runs a LightningModule through the run's Trainer (topology, checkpoints, resume), so
-    an attack that trains knows nothing of launchers or run directories.
-    """
+    """What an attack may use; each takes what it needs and leaves the rest unset."""
 
     groups: torch.Tensor                  # N: the group of every training image, by global id
     num_groups: int
@@ -40,8 +71,9 @@ class AttackInputs:
     channels: int = 3                     # of each delta: 3, or 1 for a gray data set
     centers: torch.Tensor | None = None   # cluster centers in the surrogate's feature space
     surrogate: nn.Module | None = None    # frozen, [0, 1] images in, features out
-    loader: Any = None                    # this rank's training batches (uint8, labels, ids)
-    fit: Callable[[L.LightningModule, Any], None] | None = None
+    loader: Iterable | None = None        # this rank's training batches (uint8, labels, ids)
+    fit: Fit | None = None                # the run's Trainer, for an attack that trains
+    world_size: int = 1                   # ranks that run ``fit`` together
 
 
 @dataclass
@@ -52,11 +84,18 @@ class AttackResult:
 
 
 class Attack(ABC):
-    """One way to make data unlearnable."""
+    """One way to make data unlearnable; registered by ``name`` in attacks/registry.py."""
 
     name: ClassVar[str]
     #: the threat model: whether the attack sees the protected set's labels
     uses_labels: ClassVar[bool]
+
+    @classmethod
+    def configured(cls, cfg: RunConfig, *, lr: float | None = None,
+                   augment: str = "none") -> Attack:
+        """This attack as the run's config sets it; an attack that trains also takes the batch
+        plan's (scaled) ``lr`` and the resolved ``augment``."""
+        return cls()
 
     @abstractmethod
     def make(self, inputs: AttackInputs) -> AttackResult:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from hpcue.attacks.base import AttackInputs, perturb
-from hpcue.attacks.noise import ClassWise, RandomNoise
+from hpcue.attacks.registry import attack_class
 from hpcue.data.arrays import to_unit
 from hpcue.data.shards import ShardSet, open_shards
 from hpcue.distributed import collectives
@@ -82,12 +82,12 @@ def arms(ctx: StageContext) -> list[Arm]:
     out += [defended_arm(ctx, unlearnable, d) for d in cfg.victim.defenses
             if not changes_nothing(ctx, d)]
     for name in cfg.victim.baselines:
-        if name == "random":  # UC's own clusters and eps, nothing learned
+        attack = attack_class(name).configured(cfg)
+        if attack.uses_labels:  # class-wise: one group per class
+            groups, count = torch.from_numpy(clean.labels("train")), len(clean.classes)
+        else:  # random: UC's own clusters and eps, nothing learned
             clusters = read_clusters(ctx.run)
-            attack, groups, count = RandomNoise(), clusters.assignments, clusters.num_clusters
-        else:  # class-wise: reads the labels
-            attack, groups = ClassWise(), torch.from_numpy(clean.labels("train"))
-            count = len(clean.classes)
+            groups, count = clusters.assignments, clusters.num_clusters
         deltas = attack.make(AttackInputs(groups=groups, num_groups=count,
                                           image_size=cfg.data.image_size,
                                           epsilon=cfg.train.epsilon, seed=cfg.seed,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 
-from hpcue.attacks.base import perturb
+from hpcue.attacks.base import AttackModule, perturb
 from hpcue.attacks.uc import sharding
 from hpcue.attacks.uc.objective import kl_to_targets, per_cluster_weights, target_clusters
 from hpcue.distributed import collectives
@@ -15,7 +14,7 @@ from hpcue.training.batches import UnitBatches
 from hpcue.training.lr_schedule import scheduled
 
 
-class UCModule(UnitBatches, L.LightningModule):
+class UCModule(UnitBatches, AttackModule):
     """Generators are the only parameters; the surrogate is held outside the module tree.
 
     Keeping the surrogate out of ``children()`` means DDP neither wraps nor all-reduces it and
@@ -37,7 +36,7 @@ class UCModule(UnitBatches, L.LightningModule):
             raise ValueError(f"generator_images must be own_cluster or all, got "
                              f"{generator_images!r}")
         self.generator_images = generator_images
-        self.shard, self.accumulate = shard, accumulate
+        self.shard, self.accumulate = shard, accumulate  # fixed at build: never set later
         self.automatic_optimization = not shard
         # payload bytes of the collectives this rank joins: every optimizer step, and once an
         # epoch (shard's gather of every generator for the checkpoint); the stage records them
@@ -54,6 +53,10 @@ class UCModule(UnitBatches, L.LightningModule):
         self.offset, self.lr, self.weight_decay, self.min_lr = offset, lr, weight_decay, min_lr
         self.augment, self.augment_seed, self.warmup_epochs = augment, seed, warmup_epochs
         self._present: torch.Tensor | None = None  # clusters seen since the last step
+
+    @property
+    def steps_itself(self) -> bool:
+        return self.shard
 
     def _world(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
