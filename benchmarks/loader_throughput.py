@@ -37,7 +37,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from hpcue.data.loader import ShardDataset
 from hpcue.data.prepare import PrepareOptions, prepare
-from hpcue.data.shards import open_shards
+from hpcue.data.shard_set import open_shards
 
 SIZE = 224
 CLASSES = 8

@@ -175,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sweep_command(args: argparse.Namespace) -> int:
     from hpcue.sweep import submit as sweeps
+    from hpcue.sweep.points import load_sweep
     from hpcue.sweep.render import render
-    from hpcue.sweep.spec import load_sweep
 
     sweep = load_sweep(args.spec, args.machines)
     for note in sweep.notes:
@@ -202,7 +202,8 @@ def _sweep_command(args: argparse.Namespace) -> int:
 def _data_command(args: argparse.Namespace) -> None:
     import json
 
-    from hpcue.data.shards import open_shards, verify
+    from hpcue.data.shard_set import open_shards
+    from hpcue.data.verify import verify
 
     if args.data_command == "prepare":
         from hpcue.data.options import PrepareOptions

@@ -26,8 +26,11 @@ from hpcue.data.importers.base import Importer
 from hpcue.data.loader import ShardDataset
 from hpcue.data.prepare import PrepareOptions, prepare
 from hpcue.data.registry import IMPORTERS, importer
-from hpcue.data.shards import ShardError, open_shards, sha256, shard_bytes, verify, write_shard
+from hpcue.data.shard_set import open_shards
+from hpcue.data.shards import ShardError, shard_bytes, write_shard
+from hpcue.data.verify import verify
 from hpcue.errors import InputError
+from hpcue.io import file_sha256
 from tests import fabricate
 from tests.conftest import REPO, hpcue
 from tests.fabricate import edit_meta, rewrite_shard
@@ -317,7 +320,7 @@ def test_in_memory_shards_are_what_hdf5_writes_to_disk(tmp_path, compression):
         f.create_dataset("index", data=index.astype(np.int64))
     assert blob == (tmp_path / "disk.h5").read_bytes()
     digest = write_shard(tmp_path / "s.h5", images, labels, index, compression)
-    assert digest == hashlib.sha256(blob).hexdigest() == sha256(tmp_path / "s.h5")
+    assert digest == hashlib.sha256(blob).hexdigest() == file_sha256(tmp_path / "s.h5")
     with h5py.File(tmp_path / "s.h5", "r") as f:
         assert f["images"].chunks == (1, 8, 8, 3) and f["images"].compression == comp
         assert np.array_equal(f["images"][:], images) and f["labels"].dtype == np.int64

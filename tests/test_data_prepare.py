@@ -9,7 +9,9 @@ from PIL import Image
 
 from hpcue.data.prepare import PrepareOptions, prepare
 from hpcue.data.registry import importer
-from hpcue.data.shards import ShardError, open_shards, verify
+from hpcue.data.shard_set import open_shards
+from hpcue.data.shards import ShardError
+from hpcue.data.verify import verify
 from hpcue.errors import InputError
 from tests import fabricate
 from tests.conftest import hpcue
@@ -207,9 +209,9 @@ def test_bad_shards_are_caught_by_verify(tmp_path):
         verify(out)
     shard.write_bytes(bytes(data[:200]))  # truncated
     meta = json.loads((out / "meta.json").read_text())
-    from hpcue.data.shards import sha256
+    from hpcue.io import file_sha256
 
-    meta["splits"]["train"]["shards"][1]["sha256"] = sha256(shard)
+    meta["splits"]["train"]["shards"][1]["sha256"] = file_sha256(shard)
     (out / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ShardError, match="train-00001-of-00002.h5: not a readable HDF5 shard"):
         verify(out)

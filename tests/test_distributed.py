@@ -61,7 +61,7 @@ def assert_matches_one_process(out: Path, single: Path, launcher: str) -> None:
     for key in ("clean_test_acc", "unlearnable_test_acc"):
         assert abs(results[key] - ref[key]) < 0.1, (key, results[key], ref[key])
     assert (out / "unlearnable" / "meta.json").is_file()
-    from hpcue.data.shards import verify
+    from hpcue.data.verify import verify
 
     assert verify(out / "unlearnable") == {"train": 1347}
 
@@ -174,8 +174,8 @@ def test_lsf_script_jsrun_line_runs_under_emulated_jsrun(tmp_path, monkeypatch):
 
     import yaml
 
+    from hpcue.sweep.points import load_sweep
     from hpcue.sweep.render import render_point
-    from hpcue.sweep.spec import load_sweep
 
     machines = tmp_path / "machines"
     machines.mkdir()

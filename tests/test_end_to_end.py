@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from hpcue.data.shards import open_shards, verify
+from hpcue.data.shard_set import open_shards
+from hpcue.data.verify import verify
 from hpcue.models.shipped import SHIPPED
 from tests.conftest import DEFENDED, FULL_PROTOCOL, hpcue, tiny_sets
 

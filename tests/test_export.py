@@ -20,18 +20,12 @@ from PIL import Image
 
 from hpcue.data.images import decode
 from hpcue.data.importers.medmnist_npz import load_medmnist_split, npz_path
+from hpcue.data.meta_io import SOURCES, write_meta
 from hpcue.data.options import PrepareOptions
 from hpcue.data.prepare import prepare
-from hpcue.data.shards import (
-    SOURCES,
-    ShardError,
-    ShardInfo,
-    open_shards,
-    reading,
-    verify,
-    write_meta,
-    write_shard,
-)
+from hpcue.data.shard_set import open_shards
+from hpcue.data.shards import ShardError, ShardInfo, reading, write_shard
+from hpcue.data.verify import verify
 from hpcue.errors import BusyError, HpcueError, InputError, MissingInputError
 from hpcue.export import MANIFEST, NPZ, README, ExportError, export_run
 from hpcue.io import atomic_write_json, exclusive

@@ -10,7 +10,7 @@ from hpcue.attacks.noise import RandomNoise
 from hpcue.config import RunConfig
 from hpcue.data.arrays import is_gray
 from hpcue.data.prepare import PrepareOptions, prepare
-from hpcue.data.shards import ShardSet, open_shards
+from hpcue.data.shard_set import ShardSet, open_shards
 from hpcue.evaluation.defenses import grayscale
 from hpcue.models.generator import ClusterGenerators
 from hpcue.stages.context import StageContext

@@ -6,7 +6,8 @@ import torch
 
 from hpcue.data.loader import RankSampler, ShardDataset, make_loader, rank_indices
 from hpcue.data.prepare import PrepareOptions, prepare
-from hpcue.data.shards import open_shards, shard_bounds
+from hpcue.data.shard_set import open_shards
+from hpcue.data.shards import shard_bounds
 from tests import fabricate
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpcue.data.shards import ShardError, ShardSet, open_shards
+from hpcue.data.shard_set import ShardSet, open_shards
+from hpcue.data.shards import ShardError
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

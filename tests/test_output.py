@@ -10,7 +10,7 @@ import re
 import socket
 
 from hpcue import __version__
-from hpcue.data.shards import sha256
+from hpcue.io import file_sha256
 from hpcue.stages.rundir import STAGES
 from tests.conftest import hpcue
 
@@ -60,7 +60,7 @@ def test_every_record_and_results_json_say_what_made_them(finished_run):
     for key in ("python", "torch", "lightning", "launcher", "num_nodes"):
         assert prov[key], key
     assert prov["started"] <= prov["finished"]  # ISO 8601, UTC: ordered as text
-    assert prov["data_meta_sha256"] == sha256(out / "data" / "meta.json")
+    assert prov["data_meta_sha256"] == file_sha256(out / "data" / "meta.json")
     assert re.fullmatch(r"[0-9a-f]{64}", prov["config_sha256"])
     records = {s: json.loads((out / "stages" / f"{s}.json").read_text()) for s in STAGES}
     assert prov["started"] == records["cluster"]["provenance"]["started"]

@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hpcue.data.shards import open_shards, write_meta, write_split
+from hpcue.data.meta_io import write_meta
+from hpcue.data.shard_set import open_shards
+from hpcue.data.shards import write_split
 from hpcue.stages import generate
 from hpcue.stages.artifacts import Clusters
 from hpcue.stages.generate import PREVIEW_MAX_ROWS, draw_preview, read_images, write_preview

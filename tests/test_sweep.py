@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from hpcue.config import ConfigError
+from hpcue.sweep.machines import MachineProfile
+from hpcue.sweep.points import effective_settings, load_sweep
 from hpcue.sweep.render import cluster_jobs, render, render_cluster_job, render_point
 from hpcue.sweep.shipped import configs_dir, machines_dir, sweeps_dir
-from hpcue.sweep.spec import MachineProfile, effective_settings, load_sweep, parse_walltime
+from hpcue.sweep.spec import parse_walltime
 from hpcue.sweep.submit import claim_sweep_dir, status, submit
 from tests.conftest import REPO, hpcue
 
@@ -97,7 +99,7 @@ def test_the_clusters_job_matches_its_reviewed_golden_file():
 def test_seeds_share_clusters_when_the_cluster_seed_is_fixed():
     sweep = load_sweep(SWEEPS / "digits-local.yaml")
     spec = sweep.spec.model_copy(update={"seeds": [0, 1, 2]})
-    from hpcue.sweep.spec import Point, Sweep
+    from hpcue.sweep.points import Point, Sweep
 
     points = [Point(f"s{s}", p.config, p.overrides, 1, 1,
                     p.run_config.model_copy(update={"seed": s})) for p in sweep.points

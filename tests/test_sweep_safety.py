@@ -16,10 +16,10 @@ import yaml
 
 from hpcue.errors import ConfigError, InputError
 from hpcue.sweep import submit as submit_module
+from hpcue.sweep.points import Point, Sweep, load_sweep
 from hpcue.sweep.render import FIELDS, TEMPLATES, cluster_jobs, render, script_name
 from hpcue.sweep.report import report
 from hpcue.sweep.shipped import jobs_dir
-from hpcue.sweep.spec import Point, Sweep, load_sweep
 from hpcue.sweep.submit import run_local
 from tests.conftest import REPO, hpcue
 

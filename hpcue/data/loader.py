@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from hpcue.data.shards import ShardError, ShardSet, open_h5
+from hpcue.data.shard_set import ShardSet
+from hpcue.data.shards import ShardError, open_h5
 
 
 class IndexedImages(Dataset):

@@ -11,19 +11,11 @@ from tqdm import tqdm
 
 from hpcue import console
 from hpcue.data.arrays import ImageArrays, is_gray
+from hpcue.data.meta_io import META, RUN_SPLITS, SOURCES, write_meta, write_sources
 from hpcue.data.options import PrepareOptions
 from hpcue.data.registry import importer
-from hpcue.data.shards import (
-    COMPRESSIONS,
-    META,
-    RUN_SPLITS,
-    SOURCES,
-    ShardError,
-    open_shards,
-    write_meta,
-    write_sources,
-    write_split,
-)
+from hpcue.data.shard_set import open_shards
+from hpcue.data.shards import COMPRESSIONS, ShardError, write_split
 from hpcue.errors import InputError
 from hpcue.io import atomic_write_json, read_json
 

@@ -19,10 +19,11 @@ import numpy as np
 
 from hpcue.data.arrays import gray_to_rgb, is_gray
 from hpcue.data.importers.medmnist_npz import PREFIX as MEDMNIST_PREFIX
-from hpcue.data.shards import ShardError, ShardSet, sha256
+from hpcue.data.shard_set import ShardSet
+from hpcue.data.shards import ShardError
 from hpcue.errors import HpcueError, InputError
 from hpcue.export.sources import SPLIT, read_shards
-from hpcue.io import atomic_write
+from hpcue.io import atomic_write, file_sha256
 
 #: the file of ``--format npz`` (``same-as-source`` keeps the MedMNIST file's own name)
 NPZ = "unlearnable.npz"
@@ -148,7 +149,7 @@ class Npz:
     def check(self, shards: ShardSet, root: Path, samples: list[Sample],
               files: dict[str, str]) -> None:
         path = root / self.file
-        if sha256(path) != files[self.file]:
+        if file_sha256(path) != files[self.file]:
             raise _mismatch(path, "the file")
         with np.load(path, allow_pickle=False) as npz:
             images, labels = npz[f"{SPLIT}_images"], npz[f"{SPLIT}_labels"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from hpcue import __version__
-from hpcue.data.shards import ShardSet
+from hpcue.data.shard_set import ShardSet
 from hpcue.export.layouts import Files, Layout, Npz, Sample, class_folders
 from hpcue.export.sources import METHOD, SPLIT
 

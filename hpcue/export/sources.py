@@ -13,15 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from hpcue.data.shards import (
-    META,
-    ShardError,
-    ShardSet,
-    open_shards,
-    read_labels,
-    reading,
-    verify,
-)
+from hpcue.data.meta_io import META
+from hpcue.data.shard_set import ShardSet, open_shards
+from hpcue.data.shards import ShardError, read_labels, reading
+from hpcue.data.verify import verify
 from hpcue.errors import InputError, MissingInputError
 from hpcue.io import read_json
 from hpcue.stages.rundir import RunDir, StageInputError

@@ -17,7 +17,7 @@ from hpcue import console
 from hpcue.config import RunConfig
 from hpcue.data.loader import ShardDataset, make_loader
 from hpcue.data.registry import importer
-from hpcue.data.shards import ShardSet
+from hpcue.data.shard_set import ShardSet
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import Topology, current
 from hpcue.models.surrogate import Surrogate, build_surrogate

@@ -17,20 +17,13 @@ import torch
 
 from hpcue.attacks.base import perturb
 from hpcue.data.arrays import to_float, to_uint8
-from hpcue.data.shards import (
-    ShardError,
-    ShardInfo,
-    ShardSet,
-    open_shards,
-    reading,
-    sha256,
-    write_meta,
-    write_shard,
-)
+from hpcue.data.meta_io import write_meta
+from hpcue.data.shard_set import ShardSet, open_shards
+from hpcue.data.shards import ShardError, ShardInfo, reading, write_shard
 from hpcue.distributed import collectives
 from hpcue.errors import InputError
 from hpcue.evaluation.metrics import psnr_ssim, quality_sums
-from hpcue.io import atomic_write
+from hpcue.io import atomic_write, file_sha256
 from hpcue.stages.artifacts import Clusters, read_clusters, read_perturbations
 from hpcue.stages.context import StageContext
 
@@ -87,7 +80,7 @@ def write_unlearnable(data: ShardSet, out: Path, deltas: torch.Tensor,
     psnr, ssim = psnr_ssim(collectives.all_reduce_sum(quality))
     collectives.barrier()
     if collectives.is_main():
-        infos = [ShardInfo(i.file, i.num_samples, sha256(tmp / i.file))
+        infos = [ShardInfo(i.file, i.num_samples, file_sha256(tmp / i.file))
                  for i in data.shards("train")]
         write_meta(tmp, f"{data.meta['dataset']}+uc", data.classes, data.image_shape,
                    {"train": infos}, {"source": str(data.root)})

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hpcue.config import RunConfig, check_consistency
 from hpcue.data.options import PrepareOptions
 from hpcue.data.prepare import is_prepared, prepare
-from hpcue.data.shards import ShardError, ShardSet, open_h5, open_shards
+from hpcue.data.shard_set import ShardSet, open_shards
+from hpcue.data.shards import ShardError, open_h5
 from hpcue.distributed import collectives
 from hpcue.models.surrogate import require_weights
 from hpcue.stages.rundir import RunDir

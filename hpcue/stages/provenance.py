@@ -26,9 +26,10 @@ import torch
 
 import hpcue
 from hpcue.config import ConfigError, RunConfig, flatten
-from hpcue.data.shards import META, sha256
+from hpcue.data.meta_io import META
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import Topology
+from hpcue.io import file_sha256
 from hpcue.stages.rundir import STAGES, RunDir
 
 #: the config keys each stage's outputs depend on (a section name stands for all its keys)
@@ -74,7 +75,7 @@ def file_digests(paths: dict[str, Path]) -> dict[str, str]:
     for label, path in paths.items():
         target = path / META if path.is_dir() else path
         if target.is_file():
-            out[label] = sha256(target)
+            out[label] = file_sha256(target)
     return out
 
 

@@ -57,9 +57,9 @@ from hpcue.errors import InputError, MissingInputError
 from hpcue.evaluation.metrics import sample_std
 from hpcue.io import atomic_write, atomic_write_text, read_json
 from hpcue.stages.rundir import STAGES, RunDir
+from hpcue.sweep.machines import CONTROL
 from hpcue.sweep.report_plots import plot
 from hpcue.sweep.report_tables import COLUMNS, latex, markdown
-from hpcue.sweep.spec import CONTROL
 
 #: config keys that never change a result, or that are columns of their own
 NOT_A_SETTING = {"name", "seed", "runtime.launcher", "runtime.accelerator", "runtime.timeout_s",
@@ -186,7 +186,7 @@ def classes_from_data(run_dir: Path, setting: dict) -> int | None:
     """The number of classes in the run's shards (their meta.json), for results.json written
     before it held ``num_classes``; None when no meta.json says (never an error: it only
     decides whether a chance line is drawn)."""
-    from hpcue.data.shards import META
+    from hpcue.data.meta_io import META
 
     run = RunDir(Path(run_dir))
     places = [run.unlearnable, run.data]

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hpcue.io import atomic_write
+from hpcue.sweep.points import slug
 from hpcue.sweep.report_tables import eps_255
-from hpcue.sweep.spec import slug
 
 #: what, beside the settings, a line keeps fixed: row key -> how a label names its value
 LINE_FACTS = {"lr_scaling": lambda v: f"lr {v}", "epsilon": lambda v: f"eps {eps_255(v)}",

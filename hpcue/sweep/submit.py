@@ -17,6 +17,7 @@ from pathlib import Path
 from hpcue.errors import ConfigError, HpcueError
 from hpcue.io import atomic_write_json, read_json
 from hpcue.stages.rundir import RunDir
+from hpcue.sweep.points import Point, Sweep
 from hpcue.sweep.render import (
     cluster_digest,
     cluster_jobs,
@@ -26,7 +27,6 @@ from hpcue.sweep.render import (
     run_command,
     sweep_dir,
 )
-from hpcue.sweep.spec import Point, Sweep
 
 SUBMIT = {"slurm": "sbatch", "lsf": "bsub"}
 QUEUE = {"slurm": ["squeue", "-h", "-o", "%i"], "lsf": ["bjobs", "-noheader", "-o", "jobid"]}
