@@ -8,38 +8,33 @@ barrier that ends a stage. A stage only does its work: ``run(ctx) -> record``.
 from __future__ import annotations
 
 import errno
-import shutil
 import textwrap
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
 
 from hpcue import console
-from hpcue.config import ConfigError, RunConfig, load_config, save_config
+from hpcue.config import RunConfig
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import Topology, activate, detect, init_process_group
-from hpcue.errors import DiskFullError, HpcueError
-from hpcue.io import exclusive, read_json
+from hpcue.errors import DiskFullError
+from hpcue.io import read_json
 from hpcue.stages import cluster, evaluate, generate, train
 from hpcue.stages.artifacts import write_results
 from hpcue.stages.context import StageContext
-from hpcue.stages.inputs import preflight
+from hpcue.stages.guard import guarded, holding, remaining
 from hpcue.stages.provenance import (
-    changed_keys,
-    check_earlier_stages,
     config_sha256,
     config_slice,
     environment,
     file_digests,
-    flat_config,
     now,
 )
 from hpcue.stages.results import collect_results
-from hpcue.stages.rundir import STAGES, RunDir, StageInputError
+from hpcue.stages.rundir import STAGES, RunDir
 
 STAGE_RUNNERS: dict[str, Callable[[StageContext], dict]] = dict(zip(
     STAGES, (cluster.run, train.run, generate.run, evaluate.run), strict=True))
@@ -60,12 +55,6 @@ def start(cfg: RunConfig, say: bool = True) -> Topology:
     return topo
 
 
-# bad input (config, data, missing files or weights, a diverged loss) found by a stage: a run
-# directory it just created goes again. Any failure but a signal gives an existing directory
-# back what the stage replaced; a signal (a job's wall time) keeps it as it is, to resume.
-INPUT_ERRORS = (HpcueError, FileNotFoundError)
-
-
 def execute(stage: str, ctx: StageContext) -> None:
     """Seed, run and time one stage; rank 0 writes its record, then every rank waits for it."""
     t0, started = time.perf_counter(), now()
@@ -81,98 +70,24 @@ def execute(stage: str, ctx: StageContext) -> None:
             # results.json first: a run killed between the two reruns evaluate, never skips it
             write_results(ctx.run, collect_results(ctx, record))
         ctx.run.write_record(stage, record)
-        ctx.run.drop_replaced()
     collectives.barrier()
-
-
-@contextmanager
-def holding(run: RunDir, stage: str) -> Iterator[bool]:
-    """Rank 0 holds the run directory's lock while the command runs, so two commands never
-    work in one directory; yields whether this command created the directory (on every rank).
-
-    Only the cluster stage (or ``hpcue run``) starts a run directory.
-    """
-    locks = ExitStack()
-
-    def take() -> bool:
-        created = not run.root.exists()
-        if created and stage != STAGES[0]:
-            raise StageInputError(f"run directory {run.root} does not exist: start with "
-                                  f"`hpcue cluster --out {run.root}` or `hpcue run`")
-        run.root.mkdir(parents=True, exist_ok=True)
-        locks.enter_context(exclusive(run.lock, f"run directory {run.root}"))
-        return created
-
-    with locks:
-        yield collectives.on_main(take, f"locking {run.root}")
-
-
-def finished_from(run: RunDir, stage: str) -> list[str]:
-    """The stages from ``stage`` on whose results are finished (have a record) in ``run``."""
-    return [s for s in STAGES[STAGES.index(stage):] if run.stage_record(s).is_file()]
-
-
-def refuse_replacing(run: RunDir, stage: str) -> None:
-    """``hpcue <stage>`` without ``--force`` never replaces finished results: it names them."""
-    finished = finished_from(run, stage)
-    if not finished:
-        return
-    paths = [path for s in finished for path in (*run.stage_outputs(s), run.stage_record(s))]
-    # results.json first: the file a user would miss most
-    paths.sort(key=lambda path: path != run.results)
-    files = [str(path.relative_to(run.root)) for path in paths if path.exists()]
-    raise StageInputError(f"{run.root}: `hpcue {stage}` would replace the finished results of "
-                          f"{', '.join(finished)} ({', '.join(files)}); add --force to replace "
-                          f"them, or give another --out")
 
 
 def _stage(stage: str, cfg: RunConfig, ctx: StageContext, created: bool,
            force: bool = True) -> Path:
-    """Run one stage in a locked run directory; rank 0 decides what is kept, the others follow.
-
-    A stage that runs again invalidates itself and every later stage (records, outputs and
-    epoch checkpoints), so nothing derived from its old outputs is skipped or resumed later.
-    Everything the stage needs is checked before anything is cleared, and what it clears is
-    set aside until it succeeds: a failure while it runs (bad input, a full disk, a crash; not
-    a signal) puts it all back, and bad input in a directory this command created removes it.
-    Without ``force`` (a stage command without --force) finished results are never replaced.
-    """
-    run = ctx.run
-
-    def claim() -> None:
-        if run.config.is_file():  # an hpcue run directory: nothing earlier from other settings
-            check_earlier_stages(cfg, run, stage)
-            if not force:
-                refuse_replacing(run, stage)
-        run.drop_replaced()  # left by a command that crashed or was stopped: superseded now
-        if run.config.is_file():
-            run.set_aside(run.config, copy=True)
-            if changed_keys(flat_config(load_config(run.config)), flat_config(cfg)):
-                # other settings: nothing earlier may be resumed, by this stage or later ones
-                run.set_aside(run.checkpoints)
-            cleared = run.clear_from(stage)
-            if cleared:
-                console.say(f"replacing earlier results of: {', '.join(cleared)}")
-        save_config(cfg, run.config)
-
-    claimed = False
+    """Run one stage under the rerun guard (stages/guard.py): it decides what may run and
+    what is replaced, and puts it back if the stage fails."""
     try:
-        preflight(cfg, run, stage)
-        collectives.on_main(claim, f"setting up {run.root}")
-        claimed = True
-        execute(stage, ctx)
-    except Exception as exc:
-        if collectives.is_main():
-            if created and isinstance(exc, INPUT_ERRORS):
-                shutil.rmtree(run.root, ignore_errors=True)
-            elif claimed and run.restore_replaced():  # only what this command set aside
-                console.say(f"{stage} failed: restored what it replaced in {run.root}")
-        if (isinstance(exc, OSError) and not isinstance(exc, DiskFullError)
+        with guarded(cfg, ctx.run, stage, created=created, force=force):
+            execute(stage, ctx)
+    except OSError as exc:
+        if (not isinstance(exc, DiskFullError)
                 and exc.errno in (errno.ENOSPC, errno.EDQUOT)):  # Lightning's own writes
-            raise DiskFullError(exc.errno, f"no space left on the file system of {run.root} "
-                                           f"({exc}); free space and rerun") from None
+            raise DiskFullError(exc.errno, f"no space left on the file system of "
+                                           f"{ctx.run.root} ({exc}); free space and "
+                                           f"rerun") from None
         raise
-    return run.stage_outputs(stage)[0]  # the file or folder the next stage reads
+    return ctx.run.stage_outputs(stage)[0]  # the file or folder the next stage reads
 
 
 def run_stage(stage: str, cfg: RunConfig, out: Path, force: bool = False) -> Path:
@@ -182,22 +97,6 @@ def run_stage(stage: str, cfg: RunConfig, out: Path, force: bool = False) -> Pat
     ctx = StageContext.build(cfg, run)
     with holding(run, stage) as created:
         return _stage(stage, cfg, ctx, created, force)
-
-
-def check_same_config(cfg: RunConfig, run: RunDir) -> None:
-    """Resuming is only sound into a run directory written with the same config.
-
-    A directory whose stages never finished holds nothing worth protecting: it is reused.
-    """
-    if not run.config.is_file() or not any(run.stage_record(s).is_file() for s in STAGES):
-        return
-    there, now = flat_config(load_config(run.config)), flat_config(cfg)
-    keys = changed_keys(there, now)
-    if keys:
-        shown = ", ".join(f"{k}: {there.get(k)!r} there, {now.get(k)!r} now" for k in keys[:5])
-        more = f" (and {len(keys) - 5} more)" if len(keys) > 5 else ""
-        raise ConfigError(f"{run.root} holds a run with another config ({run.config}): "
-                          f"{shown}{more}; use another --out, or the same config to resume it")
 
 
 def run_pipeline(cfg: RunConfig, out: Path) -> Path:
@@ -210,17 +109,8 @@ def run_pipeline(cfg: RunConfig, out: Path) -> Path:
     run = RunDir(Path(out))
     ctx = StageContext.build(cfg, run)
 
-    def plan() -> list[str]:
-        check_same_config(cfg, run)
-        # everything from the first unfinished stage on runs (again)
-        first = next((i for i, s in enumerate(STAGES) if not run.stage_record(s).is_file()),
-                     len(STAGES))
-        for stage in STAGES[:first]:
-            console.say(f"stage {stage}: done earlier ({run.stage_record(stage)})")
-        return list(STAGES[first:])
-
     with holding(run, STAGES[0]) as created:
-        for stage in collectives.on_main(plan, f"reading {run.root}"):
+        for stage in collectives.on_main(lambda: remaining(cfg, run), f"reading {run.root}"):
             if collectives.is_main():
                 console.say(f"stage {stage} -> {run.root}")
             _stage(stage, cfg, ctx, created)

@@ -17,7 +17,7 @@ import hpcue
 from hpcue.cli import build_parser, main
 from hpcue.config import ConfigError, load_config, save_config
 from hpcue.distributed.launchers import TopologyError, read_launcher
-from hpcue.pipeline import check_same_config, refuse_replacing
+from hpcue.stages.guard import check_same_config, refuse_replacing
 from hpcue.stages.rundir import RunDir, StageInputError
 
 

@@ -23,6 +23,7 @@ import torch
 from hpcue.errors import BusyError, InputError, NonFiniteError
 from hpcue.io import atomic_write_json, exclusive, read_json
 from hpcue.stages.artifacts import read_clusters, read_perturbations
+from hpcue.stages.guard import restore_replaced
 from hpcue.stages.rundir import RunDir, StageInputError
 from hpcue.training.trainer import check_checkpoint
 from tests.conftest import REPO, hpcue, tiny_sets
@@ -146,7 +147,7 @@ def test_a_crafted_set_aside_manifest_is_never_followed(tmp_path):
     (run.replaced / "moved.json").write_text(json.dumps(["../victim.txt"]))
     with pytest.raises(StageInputError, match=r"moved.json: names \['../victim.txt'\], not "
                                               r"files of a run directory"):
-        run.restore_replaced()
+        restore_replaced(run)
     assert victim.read_text() == "mine"
 
 

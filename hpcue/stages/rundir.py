@@ -7,8 +7,6 @@ interrupted stage never leaves a file the next one would trust. Sweeps and repor
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -80,7 +78,8 @@ class RunDir:
 
     @property
     def replaced(self) -> Path:
-        """What a stage replaces waits here until it succeeds (restored on bad input)."""
+        """What a stage replaces waits here until it succeeds (restored on failure; the rerun
+        guard, stages/guard.py, moves things in and out)."""
         return self.root / ".replaced"
 
     @property
@@ -117,68 +116,6 @@ class RunDir:
         """The stage that writes ``path``."""
         return next(s for s in STAGES if path in self.stage_outputs(s))
 
-    def set_aside(self, path: Path, copy: bool = False) -> None:
-        """Move (or copy) ``path`` into ``replaced``, so a stage that fails on bad input can
-        put it back (``restore_replaced``) and one that succeeds drops it."""
-        if not path.exists():
-            return
-        manifest = self.replaced / "moved.json"
-        moved = read_json(manifest) if manifest.is_file() else []
-        self.replaced.mkdir(exist_ok=True)
-        kept = self.replaced / str(len(moved))
-        if copy:
-            shutil.copy2(path, kept)
-        else:
-            os.replace(path, kept)
-        atomic_write_json(manifest, [*moved, str(path.relative_to(self.root))])
-
-    def restore_replaced(self) -> list[str]:
-        """Put back what the failed stage's claim set aside, over what the stage wrote since."""
-        manifest = self.replaced / "moved.json"
-        if not manifest.is_file():
-            return []
-        moved = read_json(manifest)
-        known = {str(p.relative_to(self.root)) for s in STAGES
-                 for p in (self.stage_record(s), *self.stage_outputs(s))}
-        known |= {str(self.config.relative_to(self.root)),
-                  str(self.checkpoints.relative_to(self.root))}
-        strange = [rel for rel in moved if rel not in known] if isinstance(moved, list) else [moved]
-        if strange:  # only hpcue writes moved.json: never follow one that names other paths
-            raise StageInputError(f"{manifest}: names {strange[:3]}, not files of a run "
-                                  f"directory; nothing was restored (remove {self.replaced})")
-        for i, rel in enumerate(moved):
-            target = self.root / rel
-            _remove(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.replaced / str(i), target)
-        shutil.rmtree(self.replaced)
-        return moved
-
-    def drop_replaced(self) -> None:
-        shutil.rmtree(self.replaced, ignore_errors=True)
-
-    def clear_from(self, stage: str) -> list[str]:
-        """Called (rank 0) before ``stage`` runs: set aside what must not survive it.
-
-        Later stages' files were derived from this stage's old outputs: their records,
-        outputs and epoch checkpoints go. The stage itself keeps its epoch checkpoints (a
-        stopped training resumes) unless it had finished, in which case it starts afresh.
-        What goes is moved to ``replaced``, not deleted, until the stage has succeeded.
-        Returns the stages whose finished results were cleared.
-        """
-        cleared: list[str] = []
-        if not self.config.is_file():  # not an hpcue run directory: touch nothing
-            return cleared
-        for name in STAGES[STAGES.index(stage):]:
-            record = self.stage_record(name)
-            if name == stage and not record.exists():
-                continue
-            if record.exists():
-                cleared.append(name)
-            for path in (record, *self.stage_outputs(name)):
-                self.set_aside(path)
-        return cleared
-
     def stage_record(self, stage: str) -> Path:
         return self.root / "stages" / f"{stage}.json"
 
@@ -198,9 +135,3 @@ class RunDir:
         path = self.require(self.stage_record(stage), stage)
         return read_json(path)
 
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
