@@ -11,7 +11,7 @@ from hpcue.attacks.registry import attack_class
 from hpcue.distributed import collectives
 from hpcue.stages.artifacts import Perturbations, read_clusters, write_perturbations
 from hpcue.stages.context import StageContext
-from hpcue.training.trainer import Throughput
+from hpcue.training.callbacks import Throughput
 
 #: the attack this stage trains (the noise baselines are drawn by evaluate)
 ATTACK = "uc"

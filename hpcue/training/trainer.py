@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-import time
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,8 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.overrides.distributed import _sync_module_states
 from lightning.pytorch.strategies import DDPStrategy
@@ -23,106 +19,15 @@ from hpcue import console
 from hpcue.distributed import collectives
 from hpcue.distributed.lightning_env import trainer_environment
 from hpcue.distributed.topology import current
-from hpcue.errors import InputError, NonFiniteError
+from hpcue.errors import InputError
+from hpcue.training.callbacks import FiniteLoss, OwnSignals
+from hpcue.training.progress_bar import LabelledBar
 
 # Lightning's advice on worker counts and small logging intervals is noise for tiny debug runs.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*training batches.*smaller than the logging.*")
 # epoch metrics are progress display only; results are all-reduced explicitly where they count
 warnings.filterwarnings("ignore", message=r".*recommended to use `self.log\(.*sync_dist=True.*")
-
-
-class Throughput(Callback):
-    """Images per second over training epochs only (no setup, no validation)."""
-
-    def __init__(self) -> None:
-        self.images = 0
-        self.seconds = 0.0
-        self._t0 = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.images += len(batch[0]) * trainer.world_size
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds += time.perf_counter() - self._t0
-
-    # kept in epoch checkpoints, so a resumed training reports the whole training's rate
-    def state_dict(self) -> dict:
-        return {"images": self.images, "seconds": self.seconds}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.images, self.seconds = state["images"], state["seconds"]
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
-
-
-class FiniteLoss(Callback):
-    """Stop a training whose loss is NaN or infinite, naming it, the epoch and the step.
-
-    A diverged stage 1 would otherwise publish black images and a diverged victim would score
-    chance: both read as excellent protection. Parameters are the same on every rank after an
-    all-reduced step, so a diverged model stops every rank at the same step.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
-            raise NonFiniteError(f"training {self.name!r}: the loss became {float(loss)} at "
-                                 f"epoch {trainer.current_epoch}, step {batch_idx}: it diverged; "
-                                 f"lower its lr (or raise its warmup) and rerun")
-
-
-class OwnSignals(Callback):
-    """hpcue's SIGTERM handler during training, not Lightning's.
-
-    Lightning's handler broadcasts from inside the signal handler, on whatever rank the signal
-    reaches, in the middle of whatever collective that rank is in: the other ranks then pair it
-    with their own next collective (a sharded step has several) and fail or hang. hpcue's
-    handler stops each rank where it stands, and a run resumes from its last epoch checkpoint.
-    """
-
-    def __init__(self) -> None:
-        self.handler = signal.getsignal(signal.SIGTERM)  # set by the CLI before any Trainer
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if callable(self.handler) and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.handler)  # Lightning restores its own at the end
-
-
-class LabelledBar(TQDMProgressBar):
-    """One bar per training, named for what it trains (``surrogate: epoch 3/15``): a run has
-    up to four trainings and Lightning's own bar says only ``Epoch 3``. Validation and test
-    passes (the victims' accuracy every epoch) get no bar of their own."""
-
-    def __init__(self, label: str, refresh_rate: int) -> None:
-        super().__init__(refresh_rate=refresh_rate)
-        self.label = label
-
-    @property
-    def train_description(self) -> str:
-        return self.label
-
-    def on_train_epoch_start(self, trainer, *args) -> None:
-        # Lightning's own, but for the description (its "Epoch N" would be printed first)
-        bar = self.train_progress_bar
-        bar.set_description(f"{self.label}: epoch {trainer.current_epoch + 1}/"
-                            f"{trainer.max_epochs}", refresh=False)
-        bar.reset(convert_inf(self.total_train_batches))
-        bar.initial = 0
-
-    def init_validation_tqdm(self) -> Tqdm:
-        return Tqdm(disable=True)
-
-    def init_test_tqdm(self) -> Tqdm:
-        return Tqdm(disable=True)
 
 
 @dataclass(frozen=True)
