@@ -18,16 +18,17 @@ import pytest
 import torch
 from PIL import Image
 
-from hpcue.data import arrays as arrays_module
 from hpcue.data import images as images_module
 from hpcue.data import shards as shards_module
-from hpcue.data.arrays import ImageArrays, resize_uint8
+from hpcue.data import tensors as arrays_module
+from hpcue.data.arrays import ImageArrays
 from hpcue.data.importers.base import Importer
 from hpcue.data.loader import ShardDataset
 from hpcue.data.prepare import PrepareOptions, prepare
 from hpcue.data.registry import IMPORTERS, importer
 from hpcue.data.shard_set import open_shards
 from hpcue.data.shards import ShardError, shard_bytes, write_shard
+from hpcue.data.tensors import resize_uint8
 from hpcue.data.verify import verify
 from hpcue.errors import InputError
 from hpcue.io import file_sha256

@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from hpcue.data.arrays import to_float
+from hpcue.data.tensors import to_float
 from hpcue.evaluation.metrics import psnr_ssim, quality_sums
 from hpcue.stages.generate import shard_quality
 

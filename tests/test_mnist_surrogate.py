@@ -71,8 +71,8 @@ def test_the_shipped_recipe_rebuilds_a_surrogate_that_clusters_the_digits():
     """The full recipe (20 epochs, about 25 s): MNIST accuracy as recorded, and the digits'
     clusters follow their classes though it never saw their labels."""
     from hpcue.attacks.uc.kmeans import kmeans
-    from hpcue.data.arrays import to_float
     from hpcue.data.importers.digits import load_digits_splits
+    from hpcue.data.tensors import to_float
     from hpcue.evaluation.metrics import purity
     from hpcue.models.surrogate import Surrogate
 

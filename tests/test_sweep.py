@@ -60,7 +60,7 @@ def test_a_point_that_repeats_another_is_dropped_and_named():
 
 def test_sqrt_and_none_points_get_different_learning_rates():
     points = {p.name: p for p in load_sweep(SWEEPS / "paper-frontier.yaml").points}
-    from hpcue.stages.context import batch_plan
+    from hpcue.stages.plans import batch_plan
 
     for batch, factor in ((64, 0.5), (1024, 2.0)):
         none, sqrt = (batch_plan(points[f"medmnist-pathmnist-b{batch}-s0-lr{rule}"].run_config,
@@ -192,7 +192,7 @@ def test_the_machines_micro_batch_reaches_every_point_unless_the_spec_sets_one(t
     points = load_sweep(path).points
     assert {p.run_config.runtime.max_micro_batch for p in points} == {16}
     # batch 1536 on 12 ranks: 128 a rank, 16 a device, 8 micro-batches accumulated
-    from hpcue.stages.context import batch_plan
+    from hpcue.stages.plans import batch_plan
 
     big = next(p for p in points if p.name.startswith("medmnist-pathmnist-b1536-s0"))
     assert batch_plan(big.run_config, "train", 12).accumulate_grad_batches == 8

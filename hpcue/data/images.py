@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from hpcue import console
-from hpcue.data.arrays import resize_uint8
 from hpcue.errors import InputError, MissingInputError
 
 #: the most pixels an image file may declare (PIL's own default bound): decoding a larger one,
@@ -27,6 +26,8 @@ def decode(path: Path, image_size: int) -> np.ndarray:
     The declared size is checked against MAX_PIXELS before any pixel is decoded.
     """
     from PIL import Image, UnidentifiedImageError
+
+    from hpcue.data.tensors import resize_uint8  # torch on decoding only: importers import this
 
     try:
         with warnings.catch_warnings():

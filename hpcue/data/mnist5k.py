@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hpcue.data.arrays import ImageArrays, gray_to_rgb, resize_uint8
+from hpcue.data.arrays import ImageArrays, gray_to_rgb
+from hpcue.data.tensors import resize_uint8
 from hpcue.errors import MissingInputError
 
 NUM_IMAGES = 5000

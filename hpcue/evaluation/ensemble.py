@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpcue.data.arrays import to_unit
+from hpcue.data.tensors import to_unit
 from hpcue.evaluation.training_defenses import TrainingDefense
 from hpcue.training.batches import augment_batch, seeded_generator
 from hpcue.training.lr_schedule import scheduled

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from hpcue import console
 from hpcue.attacks.uc.kmeans import kmeans
-from hpcue.data.arrays import to_unit
+from hpcue.data.tensors import to_unit
 from hpcue.distributed import collectives
 from hpcue.errors import InputError
 from hpcue.evaluation.metrics import nmi, purity
@@ -26,8 +26,9 @@ from hpcue.models.surrogate import Surrogate
 from hpcue.stages import surrogates
 from hpcue.stages.artifacts import Clusters, write_clusters
 from hpcue.stages.context import StageContext
-from hpcue.stages.provenance import file_digests, slice_digest
+from hpcue.stages.provenance import file_digests
 from hpcue.stages.rundir import RunDir
+from hpcue.stages.slices import slice_digest
 from hpcue.training.precision import autocast
 
 

@@ -22,23 +22,12 @@ from hpcue.distributed import collectives
 from hpcue.distributed.topology import Topology, current
 from hpcue.models.surrogate import Surrogate, build_surrogate
 from hpcue.stages.inputs import load_data
+from hpcue.stages.plans import BATCHED, batch_plan
 from hpcue.stages.rundir import RunDir
-from hpcue.training.batch_plan import BatchPlan, epoch_shape, plan_batches
+from hpcue.training.batch_plan import BatchPlan, epoch_shape
 from hpcue.training.micro_batch import probe_micro_batch, random_batch, step_trial
 from hpcue.training.precision import resolve_deterministic
 from hpcue.training.trainer import TrainerSettings, make_trainer, resume_path
-
-#: the config sections that train with a global batch: stage 1 and the victim
-BATCHED = ("train", "victim")
-
-
-def batch_plan(cfg: RunConfig, section: str, world_size: int) -> BatchPlan:
-    """Per-rank batch, accumulation and effective lr of ``train`` or ``victim``."""
-    s = getattr(cfg, section)
-    limit = cfg.runtime.max_micro_batch
-    return plan_batches(section, s.global_batch_size, world_size,
-                        None if limit == "auto" else limit,
-                        s.lr, s.lr_scaling, s.base_batch_size, s.warmup_epochs)
 
 
 @dataclass

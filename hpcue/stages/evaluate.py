@@ -17,8 +17,8 @@ import torch
 
 from hpcue.attacks.base import AttackInputs, perturb
 from hpcue.attacks.registry import attack_class
-from hpcue.data.arrays import to_unit
 from hpcue.data.shard_set import ShardSet, open_shards
+from hpcue.data.tensors import to_unit
 from hpcue.distributed import collectives
 from hpcue.evaluation.defenses import DEFENSES
 from hpcue.evaluation.ensemble import BatchTransform, VictimEnsemble, identity

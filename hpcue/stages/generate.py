@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from hpcue.attacks.base import perturb
-from hpcue.data.arrays import to_float, to_uint8
 from hpcue.data.meta_io import write_meta
 from hpcue.data.shard_set import ShardSet, open_shards
 from hpcue.data.shards import ShardError, ShardInfo, reading, write_shard
+from hpcue.data.tensors import to_float, to_uint8
 from hpcue.distributed import collectives
 from hpcue.errors import InputError
 from hpcue.evaluation.metrics import psnr_ssim, quality_sums

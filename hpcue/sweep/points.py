@@ -21,6 +21,7 @@ from hpcue.data.importers import digits
 from hpcue.data.meta_io import META
 from hpcue.data.registry import importer
 from hpcue.data.shard_set import open_shards
+from hpcue.stages.plans import batch_plan
 from hpcue.sweep.machines import (
     WARNING_MINUTES,
     MachineProfile,
@@ -69,8 +70,6 @@ class Sweep:
 def effective_settings(point: Point) -> str:
     """What a point really runs: its config without the lr rules' labels, the effective
     learning rates those rules give at its world size, and the world size."""
-    from hpcue.stages.context import batch_plan
-
     cfg = point.run_config.model_dump(mode="json")
     lrs = []
     for section in ("train", "victim"):

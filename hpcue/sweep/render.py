@@ -17,8 +17,8 @@ from string import Template
 from hpcue.config import plain_name
 from hpcue.errors import ConfigError, InputError
 from hpcue.io import atomic_write_text
-from hpcue.stages.provenance import slice_digest
 from hpcue.stages.rundir import RunDir
+from hpcue.stages.slices import slice_digest
 from hpcue.sweep.machines import one_line, scheduler_word, scheduler_words
 from hpcue.sweep.points import Point, Sweep
 from hpcue.sweep.shipped import jobs_dir

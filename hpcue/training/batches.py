@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hpcue.data.arrays import to_unit
+from hpcue.data.tensors import to_unit
 
 
 def seeded_generator(key: list[int], device: torch.device) -> torch.Generator:

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hpcue.data.arrays import ImageArrays, to_float
+from hpcue.data.arrays import ImageArrays
 from hpcue.data.mnist5k import NUM_IMAGES, mnist5k_arrays
+from hpcue.data.tensors import to_float
 from hpcue.errors import InputError
 from hpcue.io import atomic_write, atomic_write_json
 from hpcue.models.small_cnn import SmallCNN

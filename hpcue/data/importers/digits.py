@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcue.data.arrays import ImageArrays, gray_to_rgb, resize_uint8
+from hpcue.data.arrays import ImageArrays, gray_to_rgb
 from hpcue.data.importers.base import Importer
 from hpcue.data.options import PrepareOptions
 from hpcue.errors import InputError
@@ -20,6 +20,9 @@ def load_digits_splits(image_size: int, test_fraction: float, seed: int) -> dict
     """8 x 8 digits (values 0..16) -> 8-bit RGB at image_size, stratified train/test split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
+    # torch on loading only: the registry reads this module torch-free
+    from hpcue.data.tensors import resize_uint8
 
     bunch = load_digits()
     images = gray_to_rgb(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8))

@@ -6,13 +6,16 @@ only when asked, and only through medmnist's own downloader.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import zipfile
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from hpcue.data.arrays import ImageArrays, gray_to_rgb, resize_uint8
+from hpcue.data.arrays import ImageArrays, gray_to_rgb
 from hpcue.data.importers.base import Importer
 from hpcue.data.options import PrepareOptions
 from hpcue.errors import InputError, MissingInputError, did_you_mean
@@ -22,11 +25,26 @@ SPLITS = ("train", "val", "test")
 SIZES = (28, 64, 128, 224)
 
 
+@cache
+def _info() -> dict[str, dict[str, Any]]:
+    """medmnist's table of data sets (``medmnist.info.INFO``), read from its own file: ``import
+    medmnist`` loads its torch Dataset classes as well, and a flag is checked by config
+    validation and ``hpcue sweep render``, which load no torch."""
+    package = importlib.util.find_spec("medmnist")
+    if "medmnist" in sys.modules or package is None or not package.submodule_search_locations:
+        from medmnist import INFO  # loaded already, or not installed: its own error
+
+        return INFO
+    path = Path(package.submodule_search_locations[0]) / "info.py"
+    spec = importlib.util.spec_from_file_location("_hpcue_medmnist_info", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.INFO
+
+
 def medmnist_flags() -> list[str]:
     """Every 2D flag medmnist knows (3D volumes are not images)."""
-    from medmnist import INFO
-
-    return sorted(flag for flag in INFO if not flag.endswith("3d"))
+    return sorted(flag for flag in _info() if not flag.endswith("3d"))
 
 
 def npz_path(root: Path, flag: str, size: int = 28) -> Path:
@@ -93,6 +111,9 @@ def load_medmnist_split(path: Path, flag: str, split: str, image_size: int) -> I
     if labels.min() < 0 or labels.max() >= len(classes):
         raise InputError(f"{path}: {split}_labels outside 0..{len(classes) - 1} "
                          f"(min {labels.min()}, max {labels.max()})")
+    # torch on loading only: the registry reads this module torch-free
+    from hpcue.data.tensors import resize_uint8
+
     images = resize_uint8(gray_to_rgb(images.astype(np.uint8)), image_size)
     return ImageArrays(images, labels, classes, row_names(path.name, split, len(images)))
 
