@@ -13,9 +13,10 @@ from PIL import Image
 from hpcue.data.meta_io import write_meta
 from hpcue.data.shard_set import open_shards
 from hpcue.data.shards import write_split
+from hpcue.figures.preview import PREVIEW_MAX_ROWS, draw_preview
 from hpcue.stages import generate
 from hpcue.stages.artifacts import Clusters
-from hpcue.stages.generate import PREVIEW_MAX_ROWS, draw_preview, read_images, write_preview
+from hpcue.stages.generate import read_images, write_preview
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

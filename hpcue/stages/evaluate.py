@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from hpcue.evaluation.ensemble import BatchTransform, VictimEnsemble, identity
 from hpcue.evaluation.metrics import INTERVAL_METHOD, sampling_variance, seed_summary
 from hpcue.evaluation.training_defenses import TrainingDefense
 from hpcue.evaluation.training_defenses import build as build_training_defense
+from hpcue.figures.curves import draw_curves
 from hpcue.io import atomic_write
 from hpcue.models.victims import build_victim
 from hpcue.stages.artifacts import read_clusters
@@ -101,27 +103,10 @@ def victim_seeds(seed: int, n: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence([seed, 1]).generate_state(n) % (2 ** 31)]
 
 
-def write_curves(path, curves: dict[str, list[list[float]]], epochs: int) -> None:
-    """Mean clean test accuracy per epoch of every arm, the seeds' range shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = range(1, epochs + 1)
-    for arm, runs in curves.items():
-        values = np.array(runs)
-        line = ax.plot(xs[:values.shape[1]], values.mean(0), marker="o", ms=3, label=arm)
-        ax.fill_between(xs[:values.shape[1]], values.min(0), values.max(0), alpha=0.15,
-                        color=line[0].get_color())
-    ax.set_xlabel("victim epoch")
-    ax.set_ylabel("accuracy on the clean test set")
-    ax.set_title("Victims over epochs (mean over seeds, range shaded)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+def write_curves(path: Path, curves: dict[str, list[list[float]]], epochs: int) -> None:
+    """victim_curves.png (drawn by figures/curves.py): every arm's victims over the epochs."""
+    png = draw_curves(curves, epochs)
+    atomic_write(path, lambda tmp: tmp.write_bytes(png))
 
 
 def summaries(per_arm: dict[str, list[float]],
