@@ -26,15 +26,10 @@ from hpcue.stages import cluster, evaluate, generate, train
 from hpcue.stages.artifacts import write_results
 from hpcue.stages.context import StageContext
 from hpcue.stages.guard import guarded, holding, remaining
-from hpcue.stages.provenance import (
-    config_sha256,
-    config_slice,
-    environment,
-    file_digests,
-    now,
-)
+from hpcue.stages.provenance import config_sha256, environment, file_digests, now
 from hpcue.stages.results import collect_results
 from hpcue.stages.rundir import STAGES, RunDir
+from hpcue.stages.slices import config_slice
 
 STAGE_RUNNERS: dict[str, Callable[[StageContext], dict]] = dict(zip(
     STAGES, (cluster.run, train.run, generate.run, evaluate.run), strict=True))

@@ -26,8 +26,8 @@ from hpcue.distributed import collectives
 from hpcue.errors import HpcueError
 from hpcue.io import atomic_write_json, exclusive, read_json
 from hpcue.stages.inputs import preflight
-from hpcue.stages.provenance import config_slice, flat_config
 from hpcue.stages.rundir import STAGES, RunDir, StageInputError
+from hpcue.stages.slices import config_slice, flat_config
 
 # bad input (config, data, missing files or weights, a diverged loss) found by a stage: a run
 # directory it just created goes again. Any failure but a signal gives an existing directory

@@ -25,15 +25,11 @@ import lightning
 import torch
 
 import hpcue
-from hpcue.config import ConfigError, RunConfig, flatten
+from hpcue.config import RunConfig
 from hpcue.data.meta_io import META
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import Topology
 from hpcue.io import file_sha256
-from hpcue.stages.rundir import STAGES, RunDir
-
-# the slices live in slices.py (no torch: a sweep hashes them); still importable from here
-from hpcue.stages.slices import SLICES, config_slice, slice_digest  # noqa: F401
 
 
 def file_digests(paths: dict[str, Path]) -> dict[str, str]:
@@ -45,11 +41,6 @@ def file_digests(paths: dict[str, Path]) -> dict[str, str]:
         if target.is_file():
             out[label] = file_sha256(target)
     return out
-
-
-def flat_config(cfg: RunConfig) -> dict[str, Any]:
-    """The whole config as ``{dotted key: value}``, JSON-ready."""
-    return flatten(cfg.model_dump(mode="json"))
 
 
 def config_sha256(cfg: RunConfig) -> str:
@@ -102,30 +93,3 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-# how the work is spread, not what it computes: a run resumes under the other value
-EXECUTION_ONLY = frozenset({"train.generator_parallel"})
-
-
-def changed_keys(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """The dotted keys whose values differ, but those that only say how the work is spread."""
-    return sorted(k for k in recorded.keys() | now.keys()
-                  if recorded.get(k) != now.get(k) and k not in EXECUTION_ONLY)
-
-
-def check_earlier_stages(cfg: RunConfig, run: RunDir, stage: str) -> None:
-    """Refuse to run ``stage`` on top of an earlier stage made under other settings, naming the
-    keys that differ and the stage to rerun (the earliest such stage)."""
-    for earlier in STAGES[:STAGES.index(stage)]:
-        path = run.stage_record(earlier)
-        if not path.is_file():
-            continue
-        recorded = run.read_record(earlier).get("config")
-        if recorded is None:  # written before records kept their slice: nothing to compare
-            continue
-        keys = changed_keys(recorded, config_slice(cfg, earlier))
-        if keys:
-            shown = ", ".join(f"{k} ({recorded.get(k)!r} -> {config_slice(cfg, earlier).get(k)!r})"
-                              for k in keys[:4])
-            raise ConfigError(f"{run.root}: stage {earlier} was made with other settings than "
-                              f"`hpcue {stage}` would build on: {shown}; rerun `hpcue {earlier} "
-                              f"--out {run.root}` with them first (it clears the later stages)")

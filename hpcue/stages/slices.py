@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from hpcue.config import RunConfig
+from hpcue.config import RunConfig, flatten
 
 #: the config keys each stage's outputs depend on (a section name stands for all its keys)
 SLICES: dict[str, tuple[str, ...]] = {
@@ -47,3 +47,8 @@ def slice_digest(cfg: RunConfig, stage: str) -> str:
     """A short hash of ``stage``'s slice: equal digests, same outputs (up to float order)."""
     blob = json.dumps(config_slice(cfg, stage), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def flat_config(cfg: RunConfig) -> dict[str, Any]:
+    """The whole config as ``{dotted key: value}``, JSON-ready."""
+    return flatten(cfg.model_dump(mode="json"))
