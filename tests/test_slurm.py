@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,32 @@ from tests.conftest import REPO
 from tests.test_distributed import DIST, _env, assert_matches_one_process, one_process  # noqa: F401
 
 BIN = Path(sys.executable).parent
+
+
+# a job's states once it has ended (its output written): scontrol keeps them for MinJobAge
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+         "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+
+
+def sbatch_wait(args: list[str], env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``sbatch --wait`` without its back-off (it asks the queue at 2, 4, 8 ... 32 s): submit,
+    then ask twice a second; the return code is the job's exit code, as --wait's is."""
+    sub = subprocess.run(["sbatch", "--parsable", *args], env=env, capture_output=True,
+                         text=True, timeout=120)
+    if sub.returncode != 0:
+        return sub
+    job = sub.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + timeout
+    while True:
+        info = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True,
+                              text=True).stdout
+        state = re.search(r"JobState=(\S+)", info)
+        if state and state.group(1) in ENDED:
+            break
+        assert time.monotonic() < deadline, f"job {job} did not end: {info}"
+        time.sleep(0.5)
+    code = int(re.search(r"ExitCode=(\d+):", info).group(1))
+    return subprocess.CompletedProcess(sub.args, code, sub.stdout, sub.stderr + info)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +70,7 @@ def test_sbatch_srun_two_tasks(slurm, one_process, tmp_path):  # noqa: F811
         f"srun {BIN / 'hpcue'} run --out {out} " + " ".join(DIST),
         "",
     ]))
-    proc = subprocess.run([slurm, "--wait", "--chdir", str(REPO), str(script)],
-                          env=_env(), capture_output=True, text=True, timeout=900)
+    proc = sbatch_wait(["--chdir", str(REPO), str(script)], _env())
     logs = "".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{logs[-4000:]}"
     assert "launcher=slurm world_size=2 nodes=1 ranks_per_node=2 backend=gloo" in logs
@@ -98,9 +124,11 @@ def test_sweep_submitted_to_slurm_then_reported(slurm, tmp_path):
     again = subprocess.run([str(BIN / "hpcue"), "sweep", "submit", spec, "--runs", str(runs)],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert again.stdout.count("finished, skipped") == 2
-    # a queue that cannot be read (here: a Slurm config that does not exist) submits nothing
+    # a queue that cannot be read (here: an empty Slurm config; a missing one makes squeue
+    # retry for a minute first) submits nothing
+    (tmp_path / "empty.conf").write_text("")
     blind = subprocess.run([str(BIN / "hpcue"), "sweep", "submit", spec, "--runs", str(runs)],
-                           cwd=REPO, env={**env, "SLURM_CONF": str(tmp_path / "none.conf")},
+                           cwd=REPO, env={**env, "SLURM_CONF": str(tmp_path / "empty.conf")},
                            capture_output=True, text=True, timeout=120)
     assert blind.returncode == 2 and "cannot read the queue with `squeue" in blind.stderr
     assert json.loads((runs / "digits-local" / "submitted.json").read_text()) == jobs
@@ -135,7 +163,7 @@ def test_usr1_requeues_and_the_rerun_resumes(slurm, tmp_path):
     spec = yaml.safe_load((REPO / "configs" / "sweeps" / "digits-local.yaml").read_text())
     spec.update(name="requeue", global_batch_sizes=[64], seeds=[0], share_clusters=False,
                 overrides=[o for o in spec["overrides"] if not o.startswith("train.epochs")]
-                + ["train.epochs=60", "victim.seeds=1", "victim.baselines=[]",
+                + ["train.epochs=20", "victim.seeds=1", "victim.baselines=[]",
                    "victim.defenses=[]"])
     spec_path = tmp_path / "requeue.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
@@ -228,8 +256,7 @@ def test_batch_script_shell_and_steps(slurm, tmp_path):
         f"#SBATCH --output={log}", "export OMP_NUM_THREADS=1",
         f"echo shell; {py}", f"echo one; srun -n 1 {py}",
         f"echo mpiexec; {BIN / 'mpiexec'} -n 2 {py}", f"echo all; srun {py}", ""]))
-    proc = subprocess.run(["sbatch", "--wait", str(script)], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=900)
+    proc = sbatch_wait(["--chdir", str(REPO), str(script)], _env())
     text = log.read_text()
     assert proc.returncode == 0, f"{proc.stderr}\n{text[-3000:]}"
     # mpiexec's ranks share one output stream, so two ranks' lines can run together on one
