@@ -6,6 +6,7 @@ Also: the CLI imports no torch before it limits threads, and reports only hpcue'
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -116,3 +117,19 @@ def test_prepare_options_found_in_review_are_one_clear_error(tmp_path):
         prepare("imagefolder", root, tmp_path / "b",
                 PrepareOptions(image_size=16, test_fraction=0.1))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written
+
+
+def test_the_architecture_names_every_module():
+    """docs/architecture.md says where each kind of thing lives: every module of a package is
+    named in its package's row of the rooms table, every top-level module in the document."""
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)/` \|.*$", doc, re.M)}
+    missing = []
+    for path in sorted((REPO / "hpcue").rglob("*.py")):
+        module = path.relative_to(REPO / "hpcue")
+        if path.name == "__init__.py" or module.parts[0].startswith("_"):
+            continue
+        where = rows.get(module.parts[0], "") if len(module.parts) > 1 else doc
+        if not re.search(r"`[^`]*(?<![\w.])" + re.escape(path.name) + r"\b[^`]*`", where):
+            missing.append(str(module))
+    assert not missing, f"docs/architecture.md does not name: {', '.join(missing)}"
