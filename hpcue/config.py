@@ -288,7 +288,22 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = raw.pop("base", None)
     if base is None:
         return raw
+    if not (path.parent / base).is_file():
+        raise ConfigError(_missing_base(path, str(base)))
     return _deep_merge(_read_yaml(path.parent / base, seen + (path,)), raw)
+
+
+def _missing_base(path: Path, base: str) -> str:
+    """A config copied out of the repository keeps ``base:`` relative to its new folder: say
+    where the shipped file is (installed or editable) and what else works."""
+    from importlib.resources import files
+
+    shipped = files("hpcue._configs").joinpath(base)
+    where = (f"the shipped one is {shipped}: copy it beside {path.name} (keeping {base}), "
+             if shipped.is_file() else "")
+    return (f"{path}: base: {base} not found beside it ({path.parent / base}); {where}give "
+            f"base: as a path to the file, or remove base: and set every key here (see "
+            f"configs/cpu-imagefolder.yaml: a config for your own images that needs no base)")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
