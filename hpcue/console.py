@@ -2,10 +2,15 @@
 
 hpcue's own lines start with ``[hpcue]``; a user reading a batch log should find them without
 Lightning's banners in between (those go to the run's log file: ``training/lightning_log.py``).
-Errors (stderr) and a run's closing summary are printed at every level.
+Errors (stderr) and a run's closing summary are printed at every level. Progress bars are drawn
+on a terminal only: a batch log (a file, a pipe) would keep every redraw, joined by carriage
+returns, and gets one plain line an epoch instead (``training/progress_bar.py``).
 """
 
 from __future__ import annotations
+
+import sys
+from typing import TextIO
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 _level = NORMAL
@@ -26,6 +31,15 @@ def say(message: str) -> None:
         print(f"[hpcue] {message}", flush=True)
 
 
-def bars_off() -> bool:
-    """Whether progress bars are hidden (``-q``)."""
-    return _level == QUIET
+def on_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal, where a bar redraws itself in place."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced by something without one, or closed
+        return False
+
+
+def bars_off(stream: TextIO | None = None) -> bool:
+    """Whether progress bars are hidden: under ``-q``, and wherever they would not reach a
+    terminal. ``stream``: where the bar draws (default: stderr, tqdm's)."""
+    return _level == QUIET or not on_terminal(sys.stderr if stream is None else stream)

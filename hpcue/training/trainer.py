@@ -21,7 +21,7 @@ from hpcue.distributed.lightning_env import trainer_environment
 from hpcue.distributed.topology import current
 from hpcue.errors import InputError
 from hpcue.training.callbacks import FiniteLoss, OwnSignals
-from hpcue.training.progress_bar import LabelledBar
+from hpcue.training.progress_bar import EpochLines, LabelledBar
 
 # Lightning's advice on worker counts and small logging intervals is noise for tiny debug runs.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -87,8 +87,9 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
     """DDP over the process group the launcher set up (NCCL on GPUs, gloo on CPU), or plain.
 
     Epoch checkpoints go to ``checkpoints``, CSV metrics to ``logs/<name>/``; the progress bar
-    says ``label`` (default: ``name``), and there is none under ``-q``. ``wrap=False``: the
-    module does its own reductions (UnwrappedDDP).
+    (a plain line an epoch when stdout is not a terminal) says ``label`` (default: ``name``),
+    and there is none under ``-q``. ``wrap=False``: the module does its own reductions
+    (UnwrappedDDP).
 
     Batch norm is synchronised across ranks on GPUs, so a global batch behaves as in one
     process; torch has no SyncBatchNorm on CPU, where each rank normalises its own part.
@@ -106,8 +107,10 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
         strategy = kind(cluster_environment=env, process_group_backend=topo.backend,
                         timeout=timedelta(seconds=settings.timeout_s))
         plugins = []
-    shown = not console.bars_off()
-    bar = [LabelledBar(label or name, refresh_rate=1 if sys.stdout.isatty() else 50)] * shown
+    display: list[Callback] = []  # -q: none
+    if console.level() > console.QUIET:  # a live bar on a terminal, else a line an epoch
+        display = [EpochLines(label or name) if console.bars_off(sys.stdout)
+                   else LabelledBar(label or name, refresh_rate=1)]
     return L.Trainer(
         max_epochs=epochs,
         accelerator="gpu" if on_gpu else "cpu",
@@ -120,9 +123,8 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
         precision=settings.precision,
         deterministic=settings.deterministic,
         logger=CSVLogger(logs, name=name, version=_log_version(checkpoints, Path(logs) / name)),
-        # a terminal gets a live bar; a batch log gets a line every 50 steps, not every step
-        enable_progress_bar=shown,
-        callbacks=[*bar,
+        enable_progress_bar=bool(display),
+        callbacks=[*display,
                    # every epoch: a run stopped by its wall time resumes from the last one
                    ModelCheckpoint(dirpath=checkpoints, save_last=True,
                                    save_top_k=1, every_n_epochs=1),
