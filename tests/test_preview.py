@@ -50,6 +50,19 @@ def test_one_row_per_cluster_empty_ones_included():
     assert _png_size(preview.png) == preview.size
 
 
+def test_the_perturbation_column_has_a_key_that_shows_where_grey_is():
+    # UC's perturbations sit near their bound: drawn amplified, black, white and colours, no
+    # grey; the key below the column draws the whole range, grey at no change, and says so
+    eps = 8 / 255
+    signs = np.random.default_rng(2).choice([-1.0, 1.0], (2, 3, 8, 8))
+    preview = draw_preview(list(_images(2)), list(_images(2)), (signs * eps).astype(np.float32),
+                           [1, 1], eps)
+    *ticks, caption = preview.key
+    assert ticks == ["−ε", "0", "+ε"] and "ε = 8/255" in preview.title
+    assert "grey = no change" in caption and "a colour = channels changed unequally" in caption
+    assert _png_size(preview.png) == preview.size
+
+
 def test_many_clusters_show_the_first_64_and_say_so():
     k = PREVIEW_MAX_ROWS + 6
     counts = [2] * k

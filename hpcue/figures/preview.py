@@ -1,5 +1,7 @@
 """The generate stage's figure, preview.png: per cluster, an image clean and unlearnable and
-the cluster's perturbation, amplified so that it can be seen."""
+the cluster's perturbation, amplified so that it can be seen, with the key of that amplification
+drawn below it (a perturbation near its bound is drawn black, white or coloured: the key shows
+where no change, grey, lies)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from hpcue.figures.canvas import pyplot
 PREVIEW_MAX_ROWS = 64
 #: the shade of a cell that has no image (an empty cluster), on a 0 (black) .. 1 (white) scale
 NO_IMAGE_GREY = 0.85
+#: inches below the columns for the perturbation's key: its strip and tick labels
+KEY_HEIGHT = 0.4
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,8 @@ class Preview:
     title: str
     columns: list[str]         # the column titles, left to right
     labels: list[str]          # one row label per cluster shown, top to bottom
+    key: list[str]             # the amplification's key: its tick labels, left to right, and
+    #                            its caption
 
 
 def eps_text(epsilon: float) -> str:
@@ -60,6 +66,25 @@ def preview_title(epsilon: float, num_clusters: int, dataset: str | None = None,
             f"each row: a cluster's first image, clean and unlearnable, and the cluster's\n"
             f"perturbation × {amplification(epsilon)} (±{eps_text(epsilon)} → full range, "
             f"grey = no change)")
+
+
+def _draw_key(fig, rect: tuple[float, float, float, float]) -> list[str]:
+    """The perturbation column's key at ``rect`` (figure fractions): a change of every channel
+    from -eps to +eps drawn as that column draws it, grey where there is none. A perturbation
+    saturates near its bound, so the column itself may show no grey at all. Its texts: tick
+    labels, left to right, then its caption."""
+    ax = fig.add_axes(rect)
+    ax.imshow(np.linspace(0.0, 1.0, 256)[None], cmap="gray", vmin=0.0, vmax=1.0,
+              aspect="auto", extent=(-1, 1, 0, 1), interpolation="bilinear")
+    ax.set_xticks([-1, 0, 1], ["−ε", "0", "+ε"], fontsize=7)  # the title says what ε is
+    ax.tick_params(axis="x", length=2, pad=1)
+    ax.get_xticklabels()[0].set_horizontalalignment("left")
+    ax.get_xticklabels()[-1].set_horizontalalignment("right")
+    ax.set_yticks([])
+    caption = ax.text(-0.04, 0.5, "the perturbation's key, per channel:\ngrey = no change, "
+                      "a colour = channels changed unequally", transform=ax.transAxes,
+                      ha="right", va="center", fontsize=7, linespacing=1.2)
+    return [t.get_text() for t in ax.get_xticklabels()] + [caption.get_text()]
 
 
 def _column(images: list[np.ndarray | None], rows: int, shape: tuple[int, int], gap: int,
@@ -122,7 +147,7 @@ def draw_preview(clean: list[np.ndarray | None], unlearnable: list[np.ndarray | 
              _column(list(amplified.transpose(0, 2, 3, 1)), rows, shape, gap,
                      gray=amplified.shape[1] == 1)]
     span = cell * (h + gap) / h  # a row and the gap below it
-    between, left, right, top, bottom = 0.25, 1.75, 0.15, 1.05, 0.1
+    between, left, right, top, bottom = 0.25, 1.75, 0.15, 1.05, 0.1 + KEY_HEIGHT
     content = left + 3 * cell * w / h + 2 * between + right
     width = max(content, 5.6)  # room for the title; the columns are centred in the rest
     left += (width - content) / 2
@@ -153,10 +178,13 @@ def draw_preview(clean: list[np.ndarray | None], unlearnable: list[np.ndarray | 
         axes[0].set_yticks([k * (h + gap) + (h - 1) / 2 for k in range(rows)], labels,
                            fontsize=9)
         axes[0].tick_params(axis="y", length=0)
+        x = left + 2 * (cell * w / h + between)
+        key = _draw_key(fig, (x / width, (KEY_HEIGHT - 0.12) / height, cell * w / h / width,
+                              0.1 / height))
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100)
         return Preview(buffer.getvalue(), tuple(int(v) for v in fig.canvas.get_width_height()),
                        fig.texts[0].get_text(), [ax.get_title() for ax in axes],
-                       [t.get_text() for t in axes[0].get_yticklabels()])
+                       [t.get_text() for t in axes[0].get_yticklabels()], key)
     finally:
         plt.close(fig)
