@@ -49,12 +49,11 @@ def _errorbar(ax: Any, line: Line, name: str, tag: str, **style: Any) -> Any:
                        label=" ".join(t for t in (tag, line.label) if t))
 
 
-def draw_batch_plot(dataset: str, lines: list[Line], rows: list[dict], chance: float | None,
-                    formats: tuple[str, ...] = ("png", "pdf")) -> dict[str, bytes]:
-    """One data set's accuracy against the global batch, as each of ``formats``: each line's
-    clean, unlearnable and random-noise mean ± std, each seed's unlearnable accuracy, and
-    ``chance`` (None: not drawn). ``rows``: the data set's rows (its batch sizes)."""
+def batch_figure(dataset: str, lines: list[Line], rows: list[dict],
+                 chance: float | None) -> Any:
+    """The figure ``draw_batch_plot`` writes (open: the caller closes it)."""
     plt = pyplot()
+    from matplotlib.ticker import NullLocator
     fig, ax = plt.subplots(figsize=(9, 4.5))
     seeds_labelled = False
     for line in lines:
@@ -78,27 +77,55 @@ def draw_batch_plot(dataset: str, lines: list[Line], rows: list[dict], chance: f
     ax.set_xscale("log", base=2)
     batches = sorted({r["global_batch_size"] for r in rows})
     ax.set_xticks(batches, [str(b) for b in batches])  # the batch sizes, not powers of 2
+    ax.xaxis.set_minor_locator(NullLocator())
+    if len(batches) == 1:  # an octave either side, not matplotlib's sliver around one value
+        ax.set_xlim(batches[0] / 2, batches[0] * 2)
     _label(ax, "global batch size", "victim accuracy on the clean test set",
            f"{dataset}: mean ± std over seeds (lower unlearnable is better)",
            outside=True)
     fig.tight_layout()
-    return encode(fig, formats, **SAVE)
+    return fig
 
 
-def draw_throughput(rows: list[dict]) -> bytes:
-    """PNG: stage-1 images per second against the world size, one line per data set (the
-    mean over its rows at each world size)."""
+def draw_batch_plot(dataset: str, lines: list[Line], rows: list[dict], chance: float | None,
+                    formats: tuple[str, ...] = ("png", "pdf")) -> dict[str, bytes]:
+    """One data set's accuracy against the global batch, as each of ``formats``: each line's
+    clean, unlearnable and random-noise mean ± std, each seed's unlearnable accuracy, and
+    ``chance`` (None: not drawn). ``rows``: the data set's rows (its batch sizes)."""
+    return encode(batch_figure(dataset, lines, rows, chance), formats, **SAVE)
+
+
+def throughput_figure(rows: list[dict]) -> Any:
+    """The figure ``draw_throughput`` writes (open: the caller closes it)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    every_world: set[int] = set()
+    highest = 0.0
     for dataset in sorted({r["dataset"] for r in rows}):
         by_world: dict[int, list[float]] = defaultdict(list)
         for r in rows:
             if r["dataset"] == dataset:
                 by_world[r["world_size"]].append(r["stage1_images_per_second"])
         worlds = sorted(by_world)
-        ax.plot(worlds, [statistics.mean(by_world[w]) for w in worlds], marker="o",
-                label=dataset)
+        every_world.update(worlds)
+        highest = max(highest, *(max(by_world[w]) for w in worlds))
+        means = [statistics.mean(by_world[w]) for w in worlds]
+        spread = [[m - min(by_world[w]) for w, m in zip(worlds, means, strict=True)],
+                  [max(by_world[w]) - m for w, m in zip(worlds, means, strict=True)]]
+        ax.errorbar(worlds, means, yerr=spread, marker="o", capsize=3, label=dataset)
+    worlds = sorted(every_world)
+    ax.set_xticks(worlds, [str(w) for w in worlds])  # ranks are whole: no 1.975
+    if len(worlds) == 1:  # room around one world size, not matplotlib's sliver around it
+        ax.set_xlim(worlds[0] - 1, worlds[0] + 1)
+    # a rate: its scale from zero, never a sliver around one value; room above the highest
+    ax.set_ylim(0, highest * 1.15 or 1.0)
     _label(ax, "world size (ranks)", "stage-1 images per second",
-           "Throughput against world size")
+           "Throughput against world size (mean, range over its runs)")
     fig.tight_layout()
-    return encode(fig, ("png",), **SAVE)["png"]
+    return fig
+
+
+def draw_throughput(rows: list[dict]) -> bytes:
+    """PNG: stage-1 images per second against the world size, one line per data set (the
+    mean over its rows at each world size, and their range)."""
+    return encode(throughput_figure(rows), ("png",), **SAVE)["png"]
