@@ -84,7 +84,7 @@ def _add_run_args(p: argparse.ArgumentParser, stage: str | None = None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpcue", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_Help)
-    parser.add_argument("-V", "--version", action="version", version=f"hpcue {__version__}")
+    parser.add_argument("--version", action="version", version=f"hpcue {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_args(_command(sub, "run", "the whole UC pipeline: cluster, train, generate, "
                                        "evaluate (skips finished stages, resumes a stopped one)"))
@@ -108,9 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--seed", type=int, default=0, help="seed of splits the data leaves open")
     for name, text in (("verify", "check checksums, shapes, labels and counts"),
                        ("info", "describe a shard directory")):
-        _command(dsub, name, text).add_argument(
-            "dir", type=Path, help="a shard directory: the --out of `hpcue data prepare`, or a "
-                                   "run's data/ or unlearnable/")
+        _command(dsub, name, text).add_argument("dir", type=Path)
     sweep = _command(sub, "sweep", "batch-size sweeps: render, submit, status, local")
     ssub = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
     for name, text in (("render", "one job script per point, from the shipped templates"),
@@ -124,8 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a folder of your own machine profiles, searched before the shipped "
                             "ones (repeatable; default: $HPCUE_MACHINES, ':'-separated)")
         p.add_argument("--runs", type=Path, default=Path("runs"),
-                       help="where the points' run directories go (render creates them, for "
-                            "the job logs)")
+                       help="where the points' run directories go (render only names them; "
+                            "submit creates each before its job, for the job's log)")
+        p.add_argument("--account", metavar="PROJECT",
+                       help="the scheduler account (project) the jobs are charged to, in place "
+                            "of the spec's account: (default: the spec's)")
         if name == "render":
             p.add_argument("--scheduler", help="slurm or lsf: only checked against the machine "
                                                "profile, which says it (default: the profile's)")
@@ -180,14 +181,16 @@ def _sweep_command(args: argparse.Namespace) -> int:
     from hpcue.sweep.points import load_sweep
     from hpcue.sweep.render import render
 
-    sweep = load_sweep(args.spec, args.machines)
+    sweep = load_sweep(args.spec, args.machines, args.account)
     for note in sweep.notes:
         print(f"[hpcue] {note}")
     for dropped, kept in sweep.same_as.items():
         print(f"[hpcue] {dropped}: skipped, it runs exactly what {kept} runs")
     if args.sweep_command == "render":
         paths = render(sweep, args.scheduler, args.out, args.runs)
-        print(f"[hpcue] rendered {len(paths)} {sweep.machine.scheduler} scripts into {args.out}")
+        print(f"[hpcue] rendered {len(paths)} {sweep.machine.scheduler} scripts into {args.out}"
+              f" (to read; `hpcue sweep submit` submits them and creates the run directories "
+              f"their logs go to)")
     elif args.sweep_command == "submit":
         sweeps.submit(sweep, args.runs)
     elif args.sweep_command == "status":

@@ -27,6 +27,20 @@ TINY = [
 FULL_PROTOCOL = ["victim.seeds=2", "victim.baselines=[random, classwise]",
                  "victim.defenses=[grayscale, jpeg10, bitdepth, cutmix, adversarial]"]
 DEFENDED = ("uc+grayscale", "uc+jpeg10", "uc+bitdepth", "uc+cutmix", "uc+adversarial")
+#: the account a test gives a sweep whose machine needs one: the shipped specs name none (a
+#: placeholder there passed every check), and render refuses placeholders such as ABC123
+ACCOUNT = "hpcue-test"
+
+
+def shipped_account(spec: str) -> str | None:
+    """``ACCOUNT`` for a shipped spec (``paper-summit``, ``x.yaml``) whose machine profile needs
+    an account, None for one that needs none (its scripts, and goldens, name no account)."""
+    import yaml
+
+    name = spec.removesuffix(".yaml")
+    machine = yaml.safe_load((REPO / "configs" / "sweeps" / f"{name}.yaml").read_text())["machine"]
+    profile = yaml.safe_load((REPO / "configs" / "machines" / f"{machine}.yaml").read_text())
+    return ACCOUNT if profile.get("account_required") else None
 
 torch.set_num_threads(1)
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from hpcue.sweep.render import TEMPLATES
-from tests.conftest import REPO, TINY
+from tests.conftest import ACCOUNT, REPO, TINY, shipped_account
 
 #: what building hpcue reads (pyproject.toml: the readme, the packages, configs/ and jobs/)
 SOURCES = ("pyproject.toml", "README.md", "hpcue", "configs", "jobs")
@@ -142,8 +142,9 @@ def _bash_n(scripts: list[Path]) -> None:
 @pytest.mark.parametrize("spec", SPECS)
 def test_the_installed_hpcue_renders_every_shipped_spec_by_name_elsewhere(site, tmp_path, spec):
     scheduler = _scheduler(SPEC_MACHINES[spec])
+    account = shipped_account(spec)  # the specs name none; their machine may need one
     proc = _installed(site, "sweep", "render", spec, "--scheduler", scheduler, "--out", "out",
-                      cwd=tmp_path)
+                      *(["--account", account] if account else []), cwd=tmp_path)
     assert f"{scheduler} scripts into out" in proc.stdout
     scripts = sorted((tmp_path / "out").iterdir())
     _bash_n(scripts)
@@ -162,7 +163,7 @@ def test_the_installed_hpcue_renders_a_spec_of_every_other_profile(site, tmp_pat
     """A user's own spec (outside the repository) on each profile no shipped spec uses, naming
     a shipped config; --scheduler left to the profile."""
     data = yaml.safe_load((REPO / "configs" / "sweeps" / "digits-local.yaml").read_text())
-    data.update(name=f"on-{profile}", machine=profile, account="ABC123", ranks_per_node=2,
+    data.update(name=f"on-{profile}", machine=profile, account=ACCOUNT, ranks_per_node=2,
                 global_batch_sizes=[32], seeds=[0])
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
     proc = _installed(site, "sweep", "render", "spec.yaml", "--out", "out", cwd=tmp_path)

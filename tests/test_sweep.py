@@ -14,15 +14,20 @@ import yaml
 
 from hpcue.config import ConfigError
 from hpcue.sweep.machines import MachineProfile
-from hpcue.sweep.points import effective_settings, load_sweep
+from hpcue.sweep.points import Sweep, effective_settings, load_sweep
 from hpcue.sweep.render import cluster_jobs, render, render_cluster_job, render_point
 from hpcue.sweep.shipped import configs_dir, machines_dir, sweeps_dir
 from hpcue.sweep.spec import parse_walltime
 from hpcue.sweep.submit import claim_sweep_dir, status, submit
-from tests.conftest import REPO, hpcue
+from tests.conftest import ACCOUNT, REPO, hpcue, shipped_account
 
 GOLDEN = REPO / "tests" / "golden"
 SWEEPS = REPO / "configs" / "sweeps"
+
+
+def _shipped(spec: str, machines: Path | None = None) -> Sweep:
+    """A shipped spec, given ``ACCOUNT`` where its machine needs one (the specs name none)."""
+    return load_sweep(SWEEPS / spec, machines, shipped_account(spec))
 
 
 @pytest.fixture(autouse=True)
@@ -37,18 +42,18 @@ def _repo_cwd(monkeypatch):
     ("paper-frontier.yaml", -1, "slurm", "paper-frontier-last.sbatch"),
 ])
 def test_rendered_scripts_match_reviewed_golden_files(spec, index, scheduler, golden):
-    sweep = load_sweep(SWEEPS / spec)
+    sweep = _shipped(spec)
     assert render_point(sweep, sweep.points[index], scheduler) == (GOLDEN / golden).read_text()
 
 
 @pytest.mark.parametrize("spec", sorted(p.name for p in SWEEPS.glob("*.yaml")))
 def test_no_two_points_of_a_shipped_sweep_run_the_same_settings(spec):
-    points = load_sweep(SWEEPS / spec).points
+    points = _shipped(spec).points
     assert len({effective_settings(p) for p in points}) == len(points)
 
 
 def test_a_point_that_repeats_another_is_dropped_and_named():
-    sweep = load_sweep(SWEEPS / "paper-frontier.yaml")
+    sweep = _shipped("paper-frontier.yaml")
     names = {p.name for p in sweep.points}
     # at the base batch (256) sqrt scaling is no scaling: the same run as none
     assert sweep.same_as["medmnist-pathmnist-b256-s0-lrsqrt"] == "medmnist-pathmnist-b256-s0-lrnone"
@@ -59,7 +64,7 @@ def test_a_point_that_repeats_another_is_dropped_and_named():
 
 
 def test_sqrt_and_none_points_get_different_learning_rates():
-    points = {p.name: p for p in load_sweep(SWEEPS / "paper-frontier.yaml").points}
+    points = {p.name: p for p in _shipped("paper-frontier.yaml").points}
     from hpcue.stages.plans import batch_plan
 
     for batch, factor in ((64, 0.5), (1024, 2.0)):
@@ -74,14 +79,12 @@ def test_sqrt_and_none_points_get_different_learning_rates():
     ("paper-frontier.yaml", "slurm", 54 + 6), ("paper-summit-flowers102.yaml", "lsf", 15 + 3),
 ])  # points + one clusters job per cluster config
 def test_every_rendered_script_passes_bash_n(spec, scheduler, count, tmp_path):
-    sweep = load_sweep(SWEEPS / spec)
+    sweep = _shipped(spec)
     paths = render(sweep, scheduler, tmp_path, tmp_path / "runs")
     assert len(paths) == count
-    # the job logs' folders exist before anything is submitted
-    root = tmp_path / "runs" / sweep.spec.name
-    assert sorted(d.name for d in root.iterdir() if d.name != "cluster-jobs") == sorted(
-        p.name for p in sweep.points)
-    assert len(list((root / "cluster-jobs").iterdir())) == count - len(sweep.points)
+    # a preview: the scripts and nothing else, no run directory (submit makes each, for its log)
+    assert not (tmp_path / "runs").exists()
+    assert sorted(tmp_path.iterdir()) == sorted(paths)
     for path in paths:
         proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{path}: {proc.stderr}"
@@ -94,6 +97,68 @@ def test_the_clusters_job_matches_its_reviewed_golden_file():
     assert text == (GOLDEN / "digits-local-clusters.sbatch").read_text()
     assert f"hpcue cluster --config configs/debug-digits.yaml --out runs/digits-local/" \
            f"cluster-jobs/{digest}" in text
+
+
+def test_render_writes_the_scripts_only_and_no_run_directory(tmp_path):
+    """A preview: rendering paper-frontier once made its 54 points' run directories and 6
+    clusters-job ones under --runs (or ./runs)."""
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    proc = hpcue("sweep", "render", "paper-frontier", "--account", ACCOUNT, "--out", str(out),
+                 "--runs", str(runs), cwd=tmp_path)
+    assert "[hpcue] rendered 60 slurm scripts into" in proc.stdout
+    assert "`hpcue sweep submit` submits them and creates the run directories" in proc.stdout
+    assert not runs.exists() and sorted(tmp_path.iterdir()) == [out]
+    scripts = sorted(out.iterdir())
+    assert len(scripts) == 60 and all(p.suffix == ".sbatch" for p in scripts)
+    assert f"#SBATCH --output={runs}/paper-frontier/" in scripts[-1].read_text()
+    hpcue("sweep", "render", "digits-local", "--out", "default", cwd=tmp_path)
+    assert not runs.exists()  # nor under the default --runs, ./runs
+
+
+def test_submit_makes_the_log_folder_of_each_job_it_submits(tmp_path, monkeypatch):
+    """Slurm and LSF fail a job whose log folder is missing: render makes none, submit makes
+    each (the clusters job's too) before the job is submitted."""
+    state, _ = _fake_lsf(tmp_path, monkeypatch)
+    sweep = load_sweep(_spec(tmp_path, machine="summit", account=ACCOUNT,
+                             global_batch_sizes=[32, 64], seeds=[0], ranks_per_node=2))
+    runs = tmp_path / "runs"
+    render(sweep, None, tmp_path / "preview", runs)
+    assert not runs.exists()
+    assert len(submit(sweep, runs)) == 3
+    scripts = sorted(state.glob("*.bsub"))
+    logs = [re.search(r"^#BSUB -o (\S+)/lsf-%J\.out$", p.read_text(), re.MULTILINE).group(1)
+            for p in scripts]
+    (digest,) = cluster_jobs(sweep)
+    root = runs / sweep.spec.name
+    assert sorted(logs) == sorted(str(d) for d in [root / "cluster-jobs" / digest,
+                                                   *(root / p.name for p in sweep.points)])
+    assert all(Path(log).is_dir() for log in logs)
+
+
+def test_the_clusters_job_asks_for_one_rank_on_one_node_and_less_time(tmp_path):
+    """The cluster stage runs at any world size and one device does it in minutes: a clusters
+    job sized as a point (paper-frontier: 2 nodes x 8 GCDs for 2 h) only waits longer."""
+    sweep = _shipped("paper-frontier.yaml")
+    text = render_cluster_job(sweep, next(iter(cluster_jobs(sweep))), "slurm")
+    for line in ("#SBATCH --nodes=1\n", "#SBATCH --ntasks-per-node=1\n",
+                 "#SBATCH --gpus-per-node=1\n", "#SBATCH --cpus-per-task=7\n",
+                 "#SBATCH --time=01:00:00\n",
+                 "\nsrun --gpus-per-task=1 --gpu-bind=closest hpcue cluster --config "):
+        assert line in text, line
+    point = render_point(sweep, sweep.points[0], "slurm")  # the points as they were
+    for line in ("#SBATCH --nodes=2\n", "#SBATCH --ntasks-per-node=8\n",
+                 "#SBATCH --gpus-per-node=8\n", "#SBATCH --time=02:00:00\n"):
+        assert line in point, line
+    summit = _shipped("paper-summit.yaml")
+    lsf = render_cluster_job(summit, next(iter(cluster_jobs(summit))), "lsf")
+    assert "#BSUB -nnodes 1\n" in lsf and "#BSUB -W 01:00\n" in lsf
+    assert '\njsrun -n1 -r1 -a1 -g1 -c7 -bpacked:7 --smpiargs="off" hpcue cluster ' in lsf
+    # the spec's own cluster wall time; without one, a point's shorter wall time (digits-local:
+    # 20 min, its golden) is kept
+    mine = load_sweep(_spec(tmp_path, cluster_walltime="00:05:00"))
+    (digest,) = cluster_jobs(mine)
+    assert "#SBATCH --time=00:05:00\n" in render_cluster_job(mine, digest, "slurm")
+    assert "#SBATCH --time=00:20:00\n" in render_point(mine, mine.points[0], "slurm")
 
 
 def test_seeds_share_clusters_when_the_cluster_seed_is_fixed():
@@ -132,10 +197,10 @@ def test_local_sweep_clusters_once_and_every_point_holds_the_same_clusters(tmp_p
 
 
 def test_summit_jsrun_line_and_lsf_directives():
-    sweep = load_sweep(SWEEPS / "paper-summit.yaml")
+    sweep = _shipped("paper-summit.yaml")
     text = render_point(sweep, sweep.points[0], "lsf")
     assert 'jsrun -n12 -r6 -a1 -g1 -c7 -bpacked:7 --smpiargs="off" hpcue run' in text
-    for directive in ("#BSUB -P ABC123", "#BSUB -W 02:00", "#BSUB -nnodes 2", "#BSUB -q batch",
+    for directive in (f"#BSUB -P {ACCOUNT}", "#BSUB -W 02:00", "#BSUB -nnodes 2", "#BSUB -q batch",
                       "#BSUB -J paper-summit-", "#BSUB -o ", "#BSUB -e ", "#BSUB -wa URG"):
         assert directive in text
 
@@ -172,7 +237,7 @@ def test_every_point_whose_batch_exceeds_the_training_set_is_listed(tmp_path):
 
 def test_an_official_split_caps_the_batch_before_anything_is_prepared(tmp_path):
     data = yaml.safe_load((SWEEPS / "paper-summit-flowers102.yaml").read_text())
-    data["global_batch_sizes"] = [768, 1536]
+    data.update(global_batch_sizes=[768, 1536], account=ACCOUNT)
     path = tmp_path / "flowers.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="flowers102-b1536-s0-lrsqrt: train.global_batch_size="
@@ -182,11 +247,12 @@ def test_an_official_split_caps_the_batch_before_anything_is_prepared(tmp_path):
 
 def test_the_machines_micro_batch_reaches_every_point_unless_the_spec_sets_one(tmp_path):
     assert {p.run_config.runtime.max_micro_batch
-            for p in load_sweep(SWEEPS / "paper-summit.yaml").points} == {32}
+            for p in _shipped("paper-summit.yaml").points} == {32}
     assert {p.run_config.runtime.max_micro_batch
-            for p in load_sweep(SWEEPS / "paper-frontier.yaml").points} == {"auto"}
+            for p in _shipped("paper-frontier.yaml").points} == {"auto"}
     data = yaml.safe_load((SWEEPS / "paper-summit.yaml").read_text())
     data["overrides"].append("runtime.max_micro_batch=16")
+    data["account"] = ACCOUNT
     path = tmp_path / "summit.yaml"
     path.write_text(yaml.safe_dump(data))
     points = load_sweep(path).points
@@ -224,6 +290,7 @@ def test_a_point_whose_epoch_cannot_fit_its_wall_time_is_refused(tmp_path):
     ({"global_batch_sizes": [33]}, "train global batch 33 is not divisible by the world size 2"),
     ({"walltime": "90 minutes"}, "malformed walltime '90 minutes'"),
     ({"walltime": "01:75:00"}, "malformed walltime '01:75:00'"),
+    ({"cluster_walltime": "soon"}, "cluster_walltime: malformed walltime 'soon'"),
     ({"machine": "summit"}, "machine 'summit' needs an account"),
     ({"colour": "red"}, "colour: unknown key"),
     ({"overrides": ["train.bogus=1"]}, "train.bogus: unknown key"),
@@ -300,8 +367,9 @@ echo "$ids"
 """
 
 
-def test_lsf_submit_reads_job_ids_and_skips_queued_points(tmp_path, monkeypatch):
-    """LSF cannot be installed here: bsub and bjobs reproduce LSF's exact output and exits."""
+def _fake_lsf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """LSF's bsub and bjobs first on PATH; returns the folder of submitted scripts and the file
+    that lists the queue."""
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     bin_dir.mkdir()
     state.mkdir()
@@ -312,7 +380,13 @@ def test_lsf_submit_reads_job_ids_and_skips_queued_points(tmp_path, monkeypatch)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("LSF_STATE", str(state))
     monkeypatch.setenv("LSF_QUEUE", str(queue))
-    sweep = load_sweep(_spec(tmp_path, machine="summit", account="ABC123",
+    return state, queue
+
+
+def test_lsf_submit_reads_job_ids_and_skips_queued_points(tmp_path, monkeypatch):
+    """LSF cannot be installed here: bsub and bjobs reproduce LSF's exact output and exits."""
+    state, queue = _fake_lsf(tmp_path, monkeypatch)
+    sweep = load_sweep(_spec(tmp_path, machine="summit", account=ACCOUNT,
                              global_batch_sizes=[32, 64], seeds=[0], ranks_per_node=2))
     runs = tmp_path / "runs"
     jobs = submit(sweep, runs)  # empty queue: bjobs says so and exits 255
@@ -324,7 +398,7 @@ def test_lsf_submit_reads_job_ids_and_skips_queued_points(tmp_path, monkeypatch)
     assert (state / "4200.args").read_text().strip() == ""
     for job in ("4201", "4202"):
         text = (state / f"{job}.bsub").read_text()
-        assert "#BSUB -P ABC123" in text and "jsrun" in text and "hpcue run" in text
+        assert f"#BSUB -P {ACCOUNT}" in text and "jsrun" in text and "hpcue run" in text
         assert (state / f"{job}.args").read_text().split() == ["-w", "done(4200)", "-ti"]
     queue.write_text("4200\n4202\n")  # the clusters job and the second point still pending
     again = submit(sweep, runs)
@@ -352,7 +426,7 @@ PROFILES = sorted(p.stem for p in machines_dir().glob("*.yaml"))
 
 def _profile_spec(tmp_path: Path, machine: str, **changes) -> Path:
     """The digits spec on ``machine``: one point, an account, 2 ranks a node (any machine)."""
-    return _spec(tmp_path, machine=machine, account="ABC123", global_batch_sizes=[32], seeds=[0],
+    return _spec(tmp_path, machine=machine, account=ACCOUNT, global_batch_sizes=[32], seeds=[0],
                  ranks_per_node=2, **changes)
 
 
@@ -374,7 +448,7 @@ def test_frontier_script_gives_srun_its_cores_miopen_a_node_local_cache_and_rccl
     assert re.search(r"^module load rocm/\d+\.\d+\.\d+$", text, re.MULTILINE)  # a versioned ROCm
     assert "--set runtime.precision=bf16-mixed" in text
     # the golden is what the shipped profile renders today
-    sweep = load_sweep(SWEEPS / "paper-frontier.yaml")
+    sweep = _shipped("paper-frontier.yaml")
     assert render_point(sweep, sweep.points[-1], "slurm") == text
 
 
@@ -408,10 +482,10 @@ def test_strict_mode_starts_after_the_last_setup_line_and_bash_n_passes(tmp_path
 
 
 def test_the_profiles_precision_reaches_every_point_unless_the_spec_sets_one(tmp_path):
-    assert {p.run_config.runtime.precision for p in load_sweep(
-        SWEEPS / "paper-summit.yaml").points} == {"16-mixed"}
-    assert {p.run_config.runtime.precision for p in load_sweep(
-        SWEEPS / "paper-frontier.yaml").points} == {"bf16-mixed"}
+    assert {p.run_config.runtime.precision for p in _shipped(
+        "paper-summit.yaml").points} == {"16-mixed"}
+    assert {p.run_config.runtime.precision for p in _shipped(
+        "paper-frontier.yaml").points} == {"bf16-mixed"}
     mine = load_sweep(_profile_spec(tmp_path, "frontier", overrides=["runtime.precision=32-true"]))
     assert mine.points[0].run_config.runtime.precision == "32-true"
     local = load_sweep(SWEEPS / "digits-local.yaml").points[0]  # CPUs: the default
@@ -462,16 +536,16 @@ def _profiles(tmp_path: Path, shipped: str, **changes) -> Path:
 
 def test_the_users_profiles_come_first_and_say_they_replace_a_shipped_one(tmp_path, monkeypatch):
     mine = _profiles(tmp_path, "frontier", partition="extended")
-    sweep = load_sweep(SWEEPS / "paper-frontier.yaml", mine)
+    sweep = _shipped("paper-frontier.yaml", mine)
     assert sweep.machine.partition == "extended"
     assert sweep.notes == [f"machine profile 'frontier': {mine / 'frontier.yaml'}, in place of "
                            f"the shipped {machines_dir() / 'frontier.yaml'}"]
-    assert load_sweep(SWEEPS / "paper-frontier.yaml").machine.partition == "batch"
+    assert _shipped("paper-frontier.yaml").machine.partition == "batch"
     monkeypatch.setenv("HPCUE_MACHINES", f"{tmp_path / 'none'}{os.pathsep}{mine}")
     with pytest.raises(ConfigError, match=r"\$HPCUE_MACHINES: .*none is not a folder"):
-        load_sweep(SWEEPS / "paper-frontier.yaml")
+        _shipped("paper-frontier.yaml")
     monkeypatch.setenv("HPCUE_MACHINES", str(mine))
-    assert load_sweep(SWEEPS / "paper-frontier.yaml").machine.partition == "extended"
+    assert _shipped("paper-frontier.yaml").machine.partition == "extended"
     _profiles(tmp_path, "summit", name="cluster-b")
     sweep = load_sweep(_profile_spec(tmp_path, "cluster-b"))
     assert sweep.machine.name == "cluster-b" and not sweep.notes  # a new name: no note
@@ -496,7 +570,7 @@ def test_the_cli_renders_a_shipped_spec_by_name_from_another_directory(tmp_path)
     text = (tmp_path / "out" / "digits-b16-s0.sbatch").read_text()
     assert f"--config {configs_dir() / 'debug-digits.yaml'} --out runs/digits-local/" in text
     assert "export SRUN_CPUS_PER_TASK=2\n" in text
-    assert (tmp_path / "runs" / "digits-local" / "digits-b16-s0").is_dir()
+    assert not (tmp_path / "runs").exists()  # render writes the scripts only
     wrong = hpcue("sweep", "render", "digits-local", "--scheduler", "lsf", "--out", "lsf",
                   cwd=tmp_path, check=False)
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1, wrong.stderr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from hpcue.sweep.shipped import sweeps_dir
+from tests.conftest import ACCOUNT
 
 HEAVY = ("torch", "lightning", "matplotlib")
 #: every module of the command's code path (cli.py's _sweep_command imports these)
@@ -20,7 +21,8 @@ heavy = {heavy!r}
 loaded = lambda: sorted(m for m in heavy if m in sys.modules)
 import hpcue.cli
 after_cli = loaded()
-codes = {{spec: hpcue.cli.main(["sweep", "render", spec, "--out", "out-" + spec])
+codes = {{spec: hpcue.cli.main(["sweep", "render", spec, "--out", "out-" + spec,
+                                "--account", {account!r}])
          for spec in {specs!r}}}
 for module in {modules!r}:
     __import__(module)
@@ -32,7 +34,7 @@ def test_sweep_render_imports_no_torch_lightning_or_matplotlib(tmp_path):
     """Every shipped spec (digits, the MedMNIST and Flowers102 configs: the data-set registry
     and each importer's declaration) rendered by the command itself, in a fresh interpreter."""
     specs = sorted(p.stem for p in sweeps_dir().glob("*.yaml"))
-    probe = PROBE.format(heavy=HEAVY, specs=specs, modules=SWEEP_MODULES)
+    probe = PROBE.format(heavy=HEAVY, specs=specs, modules=SWEEP_MODULES, account=ACCOUNT)
     proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -21,7 +21,7 @@ from hpcue.sweep.render import FIELDS, TEMPLATES, cluster_jobs, render, script_n
 from hpcue.sweep.report import report
 from hpcue.sweep.shipped import jobs_dir
 from hpcue.sweep.submit import run_local
-from tests.conftest import REPO, hpcue
+from tests.conftest import ACCOUNT, REPO, hpcue, shipped_account
 
 GOLDEN = REPO / "tests" / "golden"
 SWEEPS = REPO / "configs" / "sweeps"
@@ -29,7 +29,7 @@ MACHINES = REPO / "configs" / "machines"
 INJECTED = "abc123\ntouch /tmp/hpcue-injected\n#"
 #: a spec of each scheduler: digits on the local Slurm profile, and on Summit's LSF
 BASES = {"slurm": {"machine": "local"},
-         "lsf": {"machine": "summit", "account": "ABC123", "ranks_per_node": 2}}
+         "lsf": {"machine": "summit", "account": ACCOUNT, "ranks_per_node": 2}}
 
 
 @pytest.fixture(autouse=True)
@@ -191,6 +191,59 @@ def test_an_injected_spec_is_one_error_from_the_cli_and_nothing_is_rendered(tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("scheduler", ["slurm", "lsf"])
+@pytest.mark.parametrize("account", ["ABC123", "abc123", "changeme", "YOUR_ACCOUNT"])
+def test_a_placeholder_account_is_refused_at_render_naming_the_spec_and_key(tmp_path, scheduler,
+                                                                            account):
+    """It passes every check of form; the scheduler would refuse every job, or charge a
+    stranger's project. Loading still works (status reads no account)."""
+    path = _spec(tmp_path, scheduler, account=account)
+    sweep = load_sweep(path)
+    with pytest.raises(ConfigError) as err:
+        render(sweep, scheduler, tmp_path / "out", tmp_path / "runs")
+    assert str(err.value) == (f"{path}: account: {account!r} is a placeholder, not a project: "
+                              f"set account: in the spec (a copy of it) to the project your "
+                              f"jobs are charged to, or pass --account PROJECT")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+    with pytest.raises(ConfigError, match="is a placeholder"):  # and nothing claimed
+        submit_module.submit(sweep, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_cli_refuses_a_placeholder_account_unless_a_real_one_is_given(tmp_path):
+    path = _spec(tmp_path, "lsf", account="ABC123")
+    args = ["sweep", "render", str(path), "--out", str(tmp_path / "out"), "--runs",
+            str(tmp_path / "runs")]
+    proc = hpcue(*args, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"{path}: account: 'ABC123' is a placeholder" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+    submitted = hpcue("sweep", "submit", *args[2:3], "--runs", str(tmp_path / "runs"),
+                      check=False)
+    assert submitted.returncode == 2 and "'ABC123' is a placeholder" in submitted.stderr
+    assert not (tmp_path / "runs").exists()
+    for bad, message in (("ABC123", "--account: 'ABC123' is a placeholder, not a project"),
+                         ("a;b", "--account: 'a;b' is not a plain name")):
+        proc = hpcue(*args, "--account", bad, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    hpcue(*args, "--account", "csc-42")
+    (script,) = (tmp_path / "out").glob("digits-*.bsub")
+    assert "#BSUB -P csc-42\n" in script.read_text()
+
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in SWEEPS.glob("*.yaml")))
+def test_shipped_specs_carry_no_account_and_say_where_to_set_it(spec):
+    """No shipped spec charges a made-up project: a machine that needs an account asks for
+    yours (the spec's account: or --account)."""
+    text = (SWEEPS / spec).read_text()
+    assert "account" not in yaml.safe_load(text), spec
+    if shipped_account(spec) is not None:
+        assert "--account" in text, spec
+        with pytest.raises(ConfigError, match=r"needs an account \(set account: in the spec, "
+                                              r"or pass --account\)"):
+            load_sweep(SWEEPS / spec)
+
+
 def test_every_template_field_says_how_it_is_checked():
     for name in TEMPLATES.values():
         template = Template((jobs_dir() / name).read_text())
@@ -208,7 +261,7 @@ def test_every_template_field_says_how_it_is_checked():
 ])
 def test_the_shipped_specs_pass_the_checks_and_render_the_golden_files(tmp_path, monkeypatch,
                                                                       spec, scheduler, goldens):
-    sweep = load_sweep(SWEEPS / spec)
+    sweep = load_sweep(SWEEPS / spec, account=shipped_account(spec))
     monkeypatch.chdir(tmp_path)  # render's default runs directory, relative as in the goldens
     render(sweep, scheduler, tmp_path / "out")
     for name, golden in goldens.items():

@@ -21,16 +21,25 @@ from hpcue.data.importers import digits
 from hpcue.data.meta_io import META
 from hpcue.data.registry import importer
 from hpcue.data.shard_set import open_shards
+from hpcue.errors import InputError
 from hpcue.stages.plans import batch_plan
 from hpcue.sweep.machines import (
     WARNING_MINUTES,
     MachineProfile,
     find_machine,
     load_machine,
+    scheduler_word,
     user_machine_dirs,
 )
 from hpcue.sweep.shipped import machines_dir
-from hpcue.sweep.spec import SweepSpec, config_path, find_spec, load_spec, paths_from
+from hpcue.sweep.spec import (
+    SweepSpec,
+    config_path,
+    find_spec,
+    load_spec,
+    paths_from,
+    placeholder_account,
+)
 
 
 @dataclass
@@ -122,12 +131,29 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
 
 
-def load_sweep(spec_file: str | Path, machines: Path | Sequence[Path] | None = None) -> Sweep:
+def with_account(spec: SweepSpec, account: str | None) -> SweepSpec:
+    """``spec`` charging ``account`` (``--account``) in place of its own ``account:``; a value a
+    directive cannot take, or a placeholder, is refused as the command line's."""
+    if account is None:
+        return spec
+    try:
+        account = scheduler_word(account)
+    except ValueError as exc:
+        raise InputError(f"--account: {exc}") from None
+    if placeholder_account(account):
+        raise InputError(f"--account: {account!r} is a placeholder, not a project: give the "
+                         f"account your jobs are charged to")
+    return spec.model_copy(update={"account": account})
+
+
+def load_sweep(spec_file: str | Path, machines: Path | Sequence[Path] | None = None,
+               account: str | None = None) -> Sweep:
     """Read, expand and validate a sweep (a path or a shipped spec's name): every point must be
     a valid, divisible run. ``machines``: the user's profile folders (None: ``$HPCUE_MACHINES``),
-    searched before the shipped profiles."""
+    searched before the shipped profiles; ``account``: the command line's, replacing the
+    spec's."""
     path = find_spec(spec_file)
-    spec = load_spec(path)
+    spec = with_account(load_spec(path), account)
     notes = []
     machine_file = find_machine(spec.machine, user_machine_dirs(machines))
     machine = load_machine(machine_file)
@@ -141,7 +167,8 @@ def load_sweep(spec_file: str | Path, machines: Path | Sequence[Path] | None = N
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if machine.account_required and not spec.account:
-        raise ConfigError(f"{path}: machine {machine.name!r} needs an account (set account:)")
+        raise ConfigError(f"{path}: machine {machine.name!r} needs an account (set account: in "
+                          f"the spec, or pass --account)")
     per_node = spec.ranks_per_node or machine.ranks_per_node
     if machine.gpus_per_node and per_node > machine.gpus_per_node:
         raise ConfigError(f"{path}: {per_node} ranks per node but {machine.name} has "

@@ -8,6 +8,7 @@ says how, per template field), though a loaded spec and profile were checked alr
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from hpcue.stages.slices import slice_digest
 from hpcue.sweep.machines import one_line, scheduler_word, scheduler_words
 from hpcue.sweep.points import Point, Sweep
 from hpcue.sweep.shipped import jobs_dir
+from hpcue.sweep.spec import placeholder_account
 
 TEMPLATES = {"slurm": "slurm.sbatch", "lsf": "lsf.bsub"}
 
@@ -100,10 +102,21 @@ def render_point(sweep: Sweep, point: Point, scheduler: str, runs: Path = Path("
                    run_command(sweep, point, runs))
 
 
+def cluster_job_point(sweep: Sweep, digest: str) -> Point:
+    """The clusters job sized to its work: one rank on one node (one GPU where the machine has
+    them), for the spec's cluster wall time. The cluster stage runs at any world size (each
+    rank its share of the features, K-means' sums all-reduced), and one device does it in
+    minutes: a point's nodes would sit idle, and wait longer in the queue."""
+    point = cluster_jobs(sweep)[digest]
+    return dataclasses.replace(point, nodes=1, ranks_per_node=1,
+                               walltime_minutes=sweep.spec.cluster_walltime_minutes(
+                                   point.walltime_minutes))
+
+
 def render_cluster_job(sweep: Sweep, digest: str, scheduler: str,
                        runs: Path = Path("runs")) -> str:
     """``hpcue cluster`` for one cluster config, publishing into the shared directory."""
-    point, out = cluster_jobs(sweep)[digest], cluster_job_dir(sweep, digest, runs)
+    point, out = cluster_job_point(sweep, digest), cluster_job_dir(sweep, digest, runs)
     return _script(sweep, scheduler, point, f"clusters-{digest}", out,
                    run_command(sweep, point, runs, stage="cluster", out=out))
 
@@ -124,6 +137,16 @@ def _check(where: str, key: str, value: str, check: Callable[[str], str],
         raise error(f"{where}: {key}: {exc}") from None
 
 
+def check_account(sweep: Sweep) -> None:
+    """Refuse a placeholder account (``spec.PLACEHOLDER_ACCOUNTS``): it passes every check of
+    form, and the scheduler then refuses every job, or charges a stranger's project."""
+    account = sweep.spec.account
+    if placeholder_account(account):
+        raise ConfigError(f"{sweep.source}: account: {account!r} is a placeholder, not a "
+                          f"project: set account: in the spec (a copy of it) to the project "
+                          f"your jobs are charged to, or pass --account PROJECT")
+
+
 def check_values(sweep: Sweep, label: str, run_dir: Path) -> None:
     """Refuse a value that would reach ``label``'s job script unchecked (a Sweep built in code,
     or a spec changed after loading, skips the checks that loading does)."""
@@ -133,6 +156,7 @@ def check_values(sweep: Sweep, label: str, run_dir: Path) -> None:
     _check(spec, "point", label, plain_name)
     if s.account is not None:
         _check(spec, "account", s.account, scheduler_word)
+        check_account(sweep)
     if m.partition is not None:
         _check(profile, "partition", m.partition, scheduler_words)
     if m.queue is not None:
@@ -181,8 +205,9 @@ def render(sweep: Sweep, scheduler: str | None, out: Path,
     their paths in that order. ``scheduler``: the machine profile's (None), or the same
     named, to be sure of it.
 
-    Each job's run directory is created too: the scripts send the scheduler's log there,
-    and Slurm and LSF fail a job whose log directory does not exist.
+    Nothing else is written: ``hpcue sweep render`` is a preview. The scripts send the
+    scheduler's log into each job's run directory, which Slurm and LSF need to exist before
+    the job starts: ``submit`` creates it for each job it submits.
     """
     scheduler = sweep.machine.scheduler if scheduler is None else scheduler
     if scheduler not in TEMPLATES:
@@ -196,9 +221,6 @@ def render(sweep: Sweep, scheduler: str | None, out: Path,
     for digest in cluster_jobs(sweep):
         texts[Path(out) / script_name(f"clusters-{digest}", scheduler)] = render_cluster_job(
             sweep, digest, scheduler, runs)
-        cluster_job_dir(sweep, digest, runs).mkdir(parents=True, exist_ok=True)
     for path, text in texts.items():
         atomic_write_text(path, text)
-    for p in sweep.points:
-        point_dir(sweep, p, runs).mkdir(parents=True, exist_ok=True)
     return list(texts)

@@ -19,7 +19,9 @@ from hpcue.io import atomic_write_json, read_json
 from hpcue.stages.rundir import RunDir
 from hpcue.sweep.points import Point, Sweep
 from hpcue.sweep.render import (
+    check_account,
     cluster_digest,
+    cluster_job_dir,
     cluster_jobs,
     clusters_ready,
     point_dir,
@@ -101,8 +103,11 @@ def submit(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
 
     Returns {point or clusters-<hash>: job id} of this call. A job still pending or running is
     left alone (two jobs on one run directory would race); so the queue must be readable.
+    Each job's run directory is created right before it is submitted (its log goes there,
+    and the scheduler needs the folder to exist); render creates none.
     """
     scheduler = sweep.machine.scheduler
+    check_account(sweep)  # before the sweep directory is claimed: nothing written for it
     root = claim_sweep_dir(sweep, runs)
     scripts = {path.stem: path for path in render(sweep, scheduler, root / "jobs", runs)}
     tool = shutil.which(SUBMIT[scheduler])
@@ -143,6 +148,7 @@ def submit(sweep: Sweep, runs: Path = Path("runs")) -> dict[str, str]:
             elif jobs and jobs[-1] in queued:
                 waits[digest] = jobs[-1]
             else:
+                cluster_job_dir(sweep, digest, runs).mkdir(parents=True, exist_ok=True)
                 waits[digest] = send(name)
     for point in todo:
         point_dir(sweep, point, runs).mkdir(parents=True, exist_ok=True)
