@@ -84,7 +84,7 @@ def _add_run_args(p: argparse.ArgumentParser, stage: str | None = None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpcue", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=_Help)
-    parser.add_argument("--version", action="version", version=f"hpcue {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"hpcue {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_args(_command(sub, "run", "the whole UC pipeline: cluster, train, generate, "
                                        "evaluate (skips finished stages, resumes a stopped one)"))
@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--seed", type=int, default=0, help="seed of splits the data leaves open")
     for name, text in (("verify", "check checksums, shapes, labels and counts"),
                        ("info", "describe a shard directory")):
-        _command(dsub, name, text).add_argument("dir", type=Path)
+        _command(dsub, name, text).add_argument(
+            "dir", type=Path, help="a shard directory: the --out of `hpcue data prepare`, or a "
+                                   "run's data/ or unlearnable/")
     sweep = _command(sub, "sweep", "batch-size sweeps: render, submit, status, local")
     ssub = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
     for name, text in (("render", "one job script per point, from the shipped templates"),

@@ -7,6 +7,7 @@ All in-process and fast: no training.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -33,6 +34,32 @@ def test_version(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"hpcue {hpcue.__version__}"
+
+
+def test_short_version_is_the_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["-V"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hpcue {hpcue.__version__}"
+
+
+def _arguments(parser: argparse.ArgumentParser, command: tuple[str, ...] = ()):
+    """(command, argument) for every argument of every command, subcommands included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _arguments(sub, (*command, name))
+        elif not isinstance(action, argparse._HelpAction):
+            yield command, action
+
+
+def test_every_argument_of_every_command_says_what_it_is(capsys):
+    missing = [(" ".join(command), action.dest) for command, action in _arguments(build_parser())
+               if not action.help]
+    assert missing == []
+    for command in ("verify", "info"):
+        assert "a shard directory: the --out of `hpcue data prepare`" in _help(
+            capsys, "data", command)
 
 
 def test_top_help_says_what_hpcue_is_with_examples(capsys):
