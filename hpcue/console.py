@@ -2,9 +2,9 @@
 
 hpcue's own lines start with ``[hpcue]``; a user reading a batch log should find them without
 Lightning's banners in between (those go to the run's log file: ``training/lightning_log.py``).
-Errors (stderr) and a run's closing summary are printed at every level. Progress bars are drawn
-on a terminal only: a batch log (a file, a pipe) would keep every redraw, joined by carriage
-returns, and gets one plain line an epoch instead (``training/progress_bar.py``).
+Errors and warnings (stderr) and a run's closing summary are printed at every level. Progress
+bars are drawn on a terminal only: a batch log (a file, a pipe) would keep every redraw, joined
+by carriage returns, and gets one plain line an epoch instead (``training/progress_bar.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ def say(message: str) -> None:
     """One ``[hpcue]`` line, unless ``-q``."""
     if _level >= NORMAL:
         print(f"[hpcue] {message}", flush=True)
+
+
+def warn(message: str) -> None:
+    """One ``[hpcue] WARNING:`` line on stderr, at every level: what must not go unread (a set
+    exported without a verdict of protection, intervals from a small test set) is not ``-q``'s
+    to silence."""
+    print(f"[hpcue] WARNING: {message}", file=sys.stderr, flush=True)
 
 
 def on_terminal(stream: TextIO) -> bool:

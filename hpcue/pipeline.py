@@ -160,3 +160,5 @@ def print_summary(results_path: Path) -> None:
     print(f"\nhpcue results ({results_path}):\n{summary_table(results)}", flush=True)
     if results.get("verdict"):
         print("\n" + textwrap.fill(" ".join(results["verdict"]["text"]), width=100), flush=True)
+    for warning in results.get("warnings") or []:  # last, where a reader of the figures looks
+        console.warn(warning)

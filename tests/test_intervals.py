@@ -91,3 +91,27 @@ def test_verdict_words_name_the_figures_and_the_defense_that_undoes_most():
     assert "as well as from the originals (surely within 10 points): do not count" in text
     worse = " ".join(verdict(_results([-0.05, -0.04, -0.06]))["text"])
     assert "5 points worse than noise" in worse and "NOT PROTECTED" in worse
+
+
+def test_a_tiny_test_set_keeps_intervals_within_bounds_and_says_they_are_rough():
+    """The issue's case: 30 test images, clean per seed 1.0, 0.833, 1.0 (± 0.096), once given
+    as [0.705, 1.183]; and no word that 30 images make a rough interval."""
+    from hpcue.evaluation.metrics import SMALL_TEST_SET, interval_warnings
+    from hpcue.stages.evaluate import paired, summaries
+
+    right = torch.ones(3, 30, dtype=torch.bool)
+    right[1, :5] = False  # seed 1 got 25 of 30
+    wrong = torch.zeros(3, 30, dtype=torch.bool)
+    rows = {"clean": right, "uc": wrong}
+    per_arm = {"clean": [1.0, 25 / 30, 1.0], "uc": [0.0, 0.0, 0.0]}
+    clean = summaries(per_arm, rows)["clean"]
+    assert clean["std"] == pytest.approx(0.0962, abs=1e-4) and clean["n_test_images"] == 30
+    low, high = clean["ci95"]
+    assert 0.0 <= low < clean["mean"] < high <= 1.0 and high == 1.0  # clipped, not 1.183
+    assert summaries({"uc": [0.0, 0.0, 0.0]}, {"uc": wrong})["uc"]["ci95"] == [0.0, 0.0]
+    low, high = paired(per_arm, rows, "clean", "uc")["ci95"]
+    assert -1.0 <= low < high <= 1.0 and high == 1.0
+    (warning,) = interval_warnings(30)
+    assert "30 images" in warning and f"under {SMALL_TEST_SET}" in warning
+    assert "normal approximation" in warning
+    assert interval_warnings(SMALL_TEST_SET) == [] and interval_warnings(450) == []

@@ -42,3 +42,7 @@ def test_own_images_on_a_cpu_with_the_shipped_config_copied_elsewhere(tmp_path):
     assert results["verdict"]["level"] in ("protected", "weak", "uncertain", "not protected",
                                            "undecided")
     assert "Verdict: " in proc.stdout
+    # 9 held-out images: every interval is rough, and results.json and the run's last line say so
+    (warning,) = results["warnings"]
+    assert "the test set has 9 images" in warning and "normal approximation" in warning
+    assert proc.stderr.strip().splitlines()[-1] == f"[hpcue] WARNING: {warning}"

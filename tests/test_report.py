@@ -237,3 +237,36 @@ def test_chance_comes_from_results_json_else_the_runs_shards(tmp_path):
     (old / "unlearnable").mkdir()
     (old / "unlearnable" / "meta.json").write_text(json.dumps({"classes": list("abcd")}))
     assert chance(rows_of(tmp_path / "old")) == pytest.approx(1 / 4)
+
+
+def test_a_one_run_row_shows_the_spread_over_its_victims_as_the_run_printed_it(tmp_path):
+    """The issue's case: the run printed clean 0.9444 ± 0.0962 over 3 victims on 30 test
+    images, and the report said ± n/a."""
+    from hpcue.evaluation.metrics import seed_summary
+    from hpcue.pipeline import _acc
+
+    runs = tmp_path / "runs"
+    d = fake_run(runs, "one", clean=0.9444, unl=0.3, rand=0.8)
+    arms = {"clean": [1.0, 0.8333, 1.0], "uc": [0.2, 0.4, 0.3], "random": [0.8, 0.7, 0.9],
+            "uc+jpeg10": [0.3, 0.5, 0.4]}
+    victims = {arm: seed_summary(values, 0.001, 30) for arm, values in arms.items()}
+    result = json.loads((d / "results.json").read_text())
+    result |= {"victims": victims, "baselines": {"random": victims["random"]},
+               "worst_case_defense": "uc+jpeg10", "worst_case_unlearnable_test_acc": 0.4}
+    (d / "results.json").write_text(json.dumps(result))
+    (row,) = rows_of(runs)
+    (line,) = table_rows(markdown([row], {}))
+    for column, arm in (("clean_test_acc", "clean"), ("unlearnable_test_acc", "uc"),
+                        ("random_test_acc", "random"),
+                        ("worst_case_unlearnable_test_acc", "uc+jpeg10")):
+        printed = _acc(victims[arm]).split(" (n=")[0]  # "mean ± std" as `hpcue run` ends with
+        assert printed.split(" ± ")[1] != "n/a"
+        assert row[f"{column}_std"] == victims[arm]["std"]
+        assert f"| {row[f'{column}_mean']:.4f} ± {printed.split(' ± ')[1]} |" in line
+    assert "0.9444 ± 0.0962" in line
+    # one victim seed: the run printed n/a, and so does the report
+    result["victims"]["clean"] = seed_summary([0.9], 0.001, 30)
+    (d / "results.json").write_text(json.dumps(result))
+    (row,) = rows_of(runs)
+    assert row["clean_test_acc_std"] is None and "0.9444 ± n/a" in table_rows(
+        markdown([row], {}))[0]

@@ -59,7 +59,24 @@ def psnr_ssim(sums: torch.Tensor) -> tuple[float | None, float]:
 #: how every interval in results.json is made (docs/evaluation.md says why)
 INTERVAL_METHOD = ("95%: mean ± t(n-1) x sqrt(seed variance / n + test variance), where the test "
                    "variance is that of the seeds' mean over a resampled test set (closed-form "
-                   "bootstrap over test images); n = victim seeds")
+                   "bootstrap over test images); n = victim seeds; clipped to [0, 1] (an "
+                   "accuracy) or [-1, 1] (a paired difference)")
+#: below this many test images the test term's normal approximation is rough: an accuracy near
+#: 0 or 1 has a skewed binomial spread the symmetric interval misses (it is clipped to [0, 1]
+#: rather than reaching past it), and one image moves a figure by a point or more. 100 is the
+#: usual rule of thumb for n·p and n·(1 - p) to be large enough at the accuracies seen here.
+SMALL_TEST_SET = 100
+
+
+def interval_warnings(n_test_images: int) -> list[str]:
+    """What results.json's ``warnings`` and the run's last lines say about its intervals: a
+    test set under ``SMALL_TEST_SET`` images, whose intervals are only roughly 95%."""
+    if n_test_images >= SMALL_TEST_SET:
+        return []
+    return [f"the test set has {n_test_images} images (under {SMALL_TEST_SET}): every 95% "
+            f"interval leans on a normal approximation that is rough at this size (intervals "
+            f"are clipped to [0, 1], differences to [-1, 1]); read them as indications, or "
+            f"hold out more test images"]
 
 
 def sampling_variance(outcomes: torch.Tensor) -> float:

@@ -23,7 +23,12 @@ from hpcue.data.tensors import to_unit
 from hpcue.distributed import collectives
 from hpcue.evaluation.defenses import DEFENSES
 from hpcue.evaluation.ensemble import BatchTransform, VictimEnsemble, identity
-from hpcue.evaluation.metrics import INTERVAL_METHOD, sampling_variance, seed_summary
+from hpcue.evaluation.metrics import (
+    INTERVAL_METHOD,
+    interval_warnings,
+    sampling_variance,
+    seed_summary,
+)
 from hpcue.evaluation.training_defenses import TrainingDefense
 from hpcue.evaluation.training_defenses import build as build_training_defense
 from hpcue.figures.curves import draw_curves
@@ -181,6 +186,8 @@ def run(ctx: StageContext) -> dict:
         "augment": ctx.augment,
         "victims": victims,
         "interval_method": INTERVAL_METHOD,
+        # a small test set: its intervals are rough (results.json, the run's last lines)
+        "warnings": interval_warnings(ctx.data.size("test")),
         "defenses": {d: DEFENSES[d].as_record() for d in v.defenses},
         "defenses_not_trained": {f"uc+{d}": "the unlearnable images are gray: grayscale "
                                  "leaves them as they are (victims of uc)" for d in same_as_uc},

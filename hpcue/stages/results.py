@@ -68,6 +68,8 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "defenses": evaluate.get("defenses", {}),
         "defenses_not_trained": evaluate.get("defenses_not_trained", {}),
         "interval_method": evaluate.get("interval_method"),
+        # what a reader of the figures must know (a small test set); the run prints each last
+        "warnings": evaluate.get("warnings", []),
         "victim_seeds": evaluate["victim_seeds"],
         "victims": evaluate["victims"],
         "victim_curves": evaluate["victim_curves"],

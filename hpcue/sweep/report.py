@@ -6,7 +6,9 @@ whole of their ``config.yaml`` except the seed and the keys that cannot change a
 ``results.json`` says was run (data set, global batch, world size, lr rule, eps, K, stage-1
 effective lr): a 30-epoch debug run and a 2-epoch sweep point are two rows, never two "seeds".
 Accuracies are mean ± sample std over the row's seeds (each seed's figure is itself the mean
-over its victim seeds); a row of one run has no spread: ``n/a`` in the tables, empty in the CSV.
+over its victim seeds); a row of one run shows the std over that run's victim seeds, the ±
+``hpcue run`` printed for it, and where that run had one victim seed (or an older results.json
+no victims) there is no spread: ``n/a`` in the tables, empty in the CSV.
 
 Columns (``report_tables.COLUMNS``; the Markdown and LaTeX tables show the same ones):
 ``config``, a digest of everything the row groups by (two rows never share one; the same
@@ -297,12 +299,33 @@ def _labels(groups: dict[str, list[dict]]) -> dict[str, str]:
     return labels
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample std, rounded; a single value has no spread (None, never 0)."""
+def _victim_std(result: dict, arm: str | None) -> float | None:
+    """The std over one run's victim seeds of the arm's summary at ``arm`` (a dotted key of
+    results.json): the ± ``hpcue run`` printed beside it (``pipeline.summary_table``); None
+    where it printed n/a (one victim seed) or results.json does not hold it."""
+    try:
+        summary = _lookup(result, arm) if arm else _ABSENT
+    except ValueError:
+        return None
+    if not isinstance(summary, dict) or not _is_count(summary.get("n")) or summary["n"] < 2:
+        return None
+    std = summary.get("std")
+    return round(std, 4) if _is_number(std) else None
+
+
+def _mean_std(values: list[float], runs: list[dict],
+              arm: str | None) -> tuple[float | None, float | None]:
+    """Mean and sample std of the row's runs, rounded. A row of one run has no spread over
+    runs; its ± is then the spread over that run's victim seeds (``arm``: where results.json
+    keeps them), the same ± ``hpcue run`` printed for it, so the report never says n/a where
+    the run showed a measured spread (None, never 0, where neither has one). A row of several
+    runs keeps the std over its runs: each run's figure is already its victims' mean."""
     if not values:
         return None, None
     mean = round(statistics.mean(values), 4)
-    return mean, round(sample_std(values), 4) if len(values) > 1 else None
+    if len(values) > 1:
+        return mean, round(sample_std(values), 4)
+    return mean, _victim_std(runs[0], arm) if len(runs) == 1 else None
 
 
 def _order(row: dict) -> tuple:
@@ -324,12 +347,15 @@ def summarise(results: list[dict], expected: dict[str, int] | None = None) -> li
     labels = _labels(groups)
     rows = []
     for key, runs in groups.items():
-        clean = _mean_std([r["clean_test_acc"] for r in runs])
-        unl = _mean_std([r["unlearnable_test_acc"] for r in runs])
+        clean = _mean_std([r["clean_test_acc"] for r in runs], runs, "victims.clean")
+        unl = _mean_std([r["unlearnable_test_acc"] for r in runs], runs, "victims.uc")
         rand = _mean_std([r["baselines"]["random"]["mean"] for r in runs
-                          if _get(r, "baselines.random.mean") is not None])
+                          if _get(r, "baselines.random.mean") is not None], runs,
+                         "baselines.random")
+        worst_arm = _get(runs[0], "worst_case_defense")
         worst = _mean_std([r["worst_case_unlearnable_test_acc"] for r in runs
-                           if _get(r, "worst_case_unlearnable_test_acc") is not None])
+                           if _get(r, "worst_case_unlearnable_test_acc") is not None], runs,
+                          f"victims.{worst_arm}" if isinstance(worst_arm, str) else None)
         wanted = {(expected or {}).get(str(Path(r["_dir"]).parent)) for r in runs} - {None}
         classes = {_get(r, "num_classes") or classes_from_data(Path(r["_dir"]), r["_settings"])
                    for r in runs} - {None}

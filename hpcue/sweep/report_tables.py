@@ -1,9 +1,10 @@
 """The report's tables: the CSV's columns, the Markdown table and the LaTeX table.
 
 Rows come from ``report.summarise`` (one per config). The tables show the same figures in the
-same order; they differ only in how a cell is written: a single run's spread is ``n/a`` (never
-``± 0.0000``, which would claim a measured spread of zero) and an unknown value is ``-``; eps
-is ``n/255``, the way the literature states it. The CSV keeps plain numbers, empty when unknown.
+same order; they differ only in how a cell is written: no spread (one run of one victim seed)
+is ``n/a`` (never ``± 0.0000``, which would claim a measured spread of zero) and an unknown
+value is ``-``; eps is ``n/255``, the way the literature states it. The CSV keeps plain
+numbers, empty when unknown.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ MISSING = "-"
 NO_SPREAD = "n/a"
 
 NOTE = ("Accuracies on the clean test set, mean ± std over the seeds of each row (each seed's "
-        "figure is itself the mean over its victim seeds; n/a: one seed, no spread); lower "
+        "figure is itself the mean over its victim seeds; a row of one seed: ± over its victim "
+        "seeds, as `hpcue run` printed it; n/a: one seed, no spread); lower "
         "unlearnable accuracy is better protection, and it counts only as far as it is below "
         "random noise; at chance level nothing was learnt. worst case: the highest unlearnable "
         "accuracy, with or without a defense. config: digest of the row's whole config but its "
@@ -128,7 +130,8 @@ def latex(rows: list[dict], failed: dict[str, str]) -> str:
     """A booktabs ``tabular`` of the same rows (needs ``\\usepackage{booktabs}``)."""
     heads = [*HEADS[:5], "seeds", HEADS[6], r"$\epsilon$", "$K$", *HEADS[9:],
              *(tex for _, _, tex in ACCURACIES)]
-    lines = ["% hpcue report: mean $\\pm$ sample std over seeds; n/a: one seed (no spread)",
+    lines = ["% hpcue report: mean $\\pm$ sample std over seeds (one seed: over its victim "
+             "seeds); n/a: one seed (no spread)",
              "% needs \\usepackage{booktabs}",
              "\\begin{tabular}{llrrlrl" + "r" * 4 + "c" * len(ACCURACIES) + "}",
              "\\toprule",
