@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                      choices=("imagefolder", "npz", "same-as-source"), help="the layout")
     exp.add_argument("--out", type=Path, required=True,
                      help="a folder that does not exist yet (never overwritten)")
+    exp.add_argument("--even-if-unprotected", action="store_true",
+                     help="export a run whose verdict is NOT PROTECTED, its README saying so "
+                          "first (default: refused)")
     cfg = _command(sub, "config", "show the resolved config a run would use")
     csub = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     _add_config_args(_command(csub, "show", "print the config after defaults, --config and --set, "
@@ -333,7 +336,7 @@ def _command_result(args: argparse.Namespace) -> int:
     if args.command == "export":
         from hpcue.export import export_run
 
-        done = export_run(args.run, args.format, args.out)
+        done = export_run(args.run, args.format, args.out, args.even_if_unprotected)
         print(f"[hpcue] exported {done['images']} images ({done['format']}) to {done['out']}")
         return 0
     cfg, out = _resolve(args)

@@ -381,3 +381,88 @@ def test_class_folders_are_plain_names():
 
     assert class_folders(["a/b", "a_b", "..", "", "ok"]) == ["a_b", "001_a_b", "002", "003",
                                                             "ok"]
+
+
+#: each verdict level and the paired per-seed margins over random noise that give it
+MARGINS = {"protected": [0.35, 0.4, 0.38], "weak": [0.05, 0.06, 0.04],
+           "uncertain": [0.4, -0.2, 0.2], "not protected": [0.01, -0.01, 0.0],
+           "undecided": [0.4]}
+
+
+def _judged(run: RunDir, dest: Path, level: str | None) -> RunDir:
+    """A copy of ``run`` whose results.json records the verdict ``level`` (None: none, as an
+    older hpcue wrote it), made by the real verdict rules from figures that give it."""
+    from hpcue.evaluation.metrics import seed_summary
+    from hpcue.evaluation.verdict import verdict
+
+    copy = _copy(run, dest)
+    results = json.loads(copy.results.read_text())
+    if level is not None:
+        margins = MARGINS[level]
+        figures = {"unlearnable_test_acc": 0.23, "clean_test_acc": 0.91,
+                   "uc_below_clean": seed_summary([0.68] * len(margins), 0.0001, 450,
+                                                  bounds=(-1, 1)),
+                   "uc_advantage_over_random": seed_summary(margins, 0.0001, 450,
+                                                            bounds=(-1, 1)),
+                   "baselines": {"random": {"mean": 0.6}}}
+        results["verdict"] = verdict(figures)
+        assert results["verdict"]["level"] == level
+    atomic_write_json(copy.results, results)
+    return copy
+
+
+@pytest.mark.parametrize("level", ["protected", "weak", "uncertain", "undecided", None])
+def test_the_readme_opens_with_the_runs_verdict_and_its_figures(runs, tmp_path, capsys, level):
+    run, out = _judged(runs["folder"], tmp_path / "run", level), tmp_path / "out"
+    export_run(run.root, "imagefolder", out)
+    readme = (out / README).read_text()
+    head = readme.split("\n\n")[1]  # the first lines after the title
+    said = {"protected": "found it protected", "weak": "found it only weakly protected",
+            "uncertain": "could not tell whether it is protected",
+            "undecided": "reached no verdict", None: "No verdict was recorded"}[level]
+    assert said in head
+    assert head.startswith("**Warning: ") is (level != "protected")
+    # never the unconditional claim: what a model learns is the verdict's, not the README's
+    assert "chosen so that a model" not in readme and "learns little" not in readme
+    verdict = json.loads(run.results.read_text()).get("verdict")
+    assert _manifest(out)["verdict"] == (None if verdict is None else
+                                         {"level": level, "text": verdict["text"]})
+    if verdict is not None:  # its words, figures and 95% intervals, quoted
+        for line in verdict["text"]:
+            assert f"> {line}" in readme
+        assert "scores 0.23" in readme and "0.91" in readme
+        if level != "undecided":
+            assert "0.60" in readme and "95% interval" in readme
+    printed = capsys.readouterr()
+    if level == "protected":
+        assert "WARNING" not in printed.err + printed.out
+    else:  # one line, on stderr: at every verbosity, and never mixed into what a script reads
+        (warning,) = printed.err.splitlines()
+        assert warning.startswith("[hpcue] WARNING: ") and said in warning
+
+
+def test_an_unprotected_run_is_refused_unless_asked_for(runs, tmp_path, capsys):
+    run, out = _judged(runs["folder"], tmp_path / "run", "not protected"), tmp_path / "out"
+    with pytest.raises(InputError) as caught:
+        export_run(run.root, "npz", out)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert "found no protection" in message and "--even-if-unprotected" in message
+    _nothing_left(tmp_path, out)
+    export_run(run.root, "npz", out, even_if_unprotected=True)
+    head = (out / README).read_text().split("\n\n")[1]
+    assert head.startswith("**Warning: The run that made this set found NO protection")
+    assert "WARNING: The run that made this set found NO protection" in capsys.readouterr().err
+
+
+def test_the_cli_refuses_an_unprotected_run_with_exit_2_and_the_flag_exports_it(runs, tmp_path):
+    from tests.conftest import hpcue
+
+    run, out = _judged(runs["folder"], tmp_path / "run", "not protected"), tmp_path / "out"
+    proc = hpcue("export", str(run.root), "--out", str(out), check=False)
+    assert proc.returncode == 2 and "--even-if-unprotected" in proc.stderr
+    _nothing_left(tmp_path, out)
+    proc = hpcue("export", str(run.root), "--out", str(out), "--even-if-unprotected")
+    assert "WARNING: The run that made this set found NO protection" in proc.stderr
+    assert proc.stdout.strip() == f"[hpcue] exported 8 images (imagefolder) to {out}"
+    assert "found NO protection" in (out / README).read_text()

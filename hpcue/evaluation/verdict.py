@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 MARGIN = 0.10
+#: every ``level`` a verdict has, surest protection first (what an export reads back)
+LEVELS = ("protected", "weak", "uncertain", "not protected", "undecided")
 
 
 def _pts(value: float) -> str:

@@ -10,7 +10,8 @@ Only the training split is exported: it is the only one perturbed (a receiver ev
 original, clean test split). Every pixel is written losslessly and read back bit for bit before
 anything is handed over: the export is built in a temporary sibling folder and renamed into
 place at the end, so a failure of any kind leaves nothing. An existing, non-empty ``out`` is
-never touched.
+never touched. A set whose run found it "not protected" (results.json's verdict) is refused
+unless asked for (``even_if_unprotected``); every README opens with the run's verdict.
 
 The package, a module a concern: ``sources`` (what is read from the run), ``layouts`` (how each
 format is written and read back), ``receivers`` (manifest.json and README.md); this module checks
@@ -26,10 +27,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from hpcue import console
 from hpcue.errors import InputError, MissingInputError
 from hpcue.export.layouts import LAYOUTS, NPZ, ExportError
-from hpcue.export.receivers import MANIFEST, README, manifest, readme
-from hpcue.export.sources import method_of, source_names, unlearnable
+from hpcue.export.receivers import MANIFEST, README, manifest, protection, readme, warns
+from hpcue.export.sources import method_of, source_names, unlearnable, verdict_of
 from hpcue.io import atomic_write_json, atomic_write_text, exclusive
 from hpcue.stages.rundir import RunDir
 
@@ -38,12 +40,16 @@ __all__ = ["FORMATS", "MANIFEST", "NPZ", "README", "ExportError", "export_run"]
 FORMATS = ("imagefolder", "npz", "same-as-source")
 
 
-def export_run(run_dir: Path, fmt: str, out: Path) -> dict[str, Any]:
+def export_run(run_dir: Path, fmt: str, out: Path,
+               even_if_unprotected: bool = False) -> dict[str, Any]:
     """Write ``run_dir``'s unlearnable training set to the new folder ``out`` as ``fmt``.
 
     Returns ``{"format", "out", "images", "classes"}``. Bad input (no run directory, no
     unlearnable set, damaged shards, an unknown format, an ``out`` that holds something) is
-    one HpcueError before anything is written.
+    one HpcueError before anything is written. So is a run whose verdict is "not protected",
+    unless ``even_if_unprotected``: a set its own run found unprotected is not published by
+    default. Anything short of "protected" is exported with a warning on the terminal; the
+    README opens with the verdict either way.
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -56,6 +62,12 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> dict[str, Any]:
     lock = (exclusive(run.lock, f"run directory {run.root}")
             if os.access(run.lock, os.W_OK) else nullcontext())
     with lock:
+        verdict = verdict_of(run)
+        if verdict is not None and verdict["level"] == "not protected" and not even_if_unprotected:
+            raise InputError(f"{run.root}: its run found no protection (verdict: not protected, "
+                             f"in {run.results}); nothing was exported: pass "
+                             f"--even-if-unprotected to export it anyway (its README then "
+                             f"says so first)")
         shards = unlearnable(run)
         dataset = shards.meta["dataset"].removesuffix("+uc")
         names = source_names(run, shards, dataset, required=fmt == "same-as-source")
@@ -69,8 +81,8 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> dict[str, Any]:
             samples, files = layout.write(shards, tmp)
             layout.check(shards, tmp, samples, files)
             atomic_write_json(tmp / MANIFEST,
-                              manifest(fmt, shards, dataset, method, samples, files))
-            atomic_write_text(tmp / README, readme(fmt, shards, dataset, method, layout))
+                              manifest(fmt, shards, dataset, method, verdict, samples, files))
+            atomic_write_text(tmp / README, readme(fmt, shards, dataset, method, verdict, layout))
             _check_out(out)  # nothing may have appeared there meanwhile
             os.replace(tmp, out)
         except BaseException:
@@ -81,6 +93,8 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> dict[str, Any]:
                 except OSError:
                     break
             raise
+    if warns(verdict):  # the set is out: whoever publishes it reads this last
+        console.warn(protection(verdict))
     return {"format": fmt, "out": str(out), "images": len(samples),
             "classes": len(shards.classes)}
 

@@ -1,6 +1,12 @@
 """What is said about an export, for whoever receives the data: ``manifest.json`` (every file,
-label, class, sha256 and source name; how the set was made) and ``README.md`` (what the set is,
-how it is laid out, how it was made)."""
+label, class, sha256 and source name; how the set was made; the run's verdict) and ``README.md``
+(whether the run that made it found it protected, what the set is, how it is laid out, how it
+was made).
+
+The README claims no more than the run measured: its first lines are the run's verdict
+(``evaluation/verdict.py``, recorded in results.json) and the figures behind it; a run without
+one says that no verdict was recorded.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,51 @@ from typing import Any
 
 from hpcue import __version__
 from hpcue.data.shard_set import ShardSet
+from hpcue.evaluation.verdict import MARGIN
 from hpcue.export.layouts import Files, Layout, Npz, Sample, class_folders
 from hpcue.export.sources import METHOD, SPLIT
 
 MANIFEST = "manifest.json"
 README = "README.md"
 
+_MARGIN = f"{100 * MARGIN:.0f} points"
+#: what the README's first lines (and, but for "protected", a warning on the terminal) say
+#: about each verdict level; None: no verdict recorded
+PROTECTION: dict[str | None, str] = {
+    "protected": f"The run that made this set found it protected: a model trained on it scored "
+                 f"at least {_MARGIN} below one trained on random noise of the same strength, "
+                 f"and surely below (95% interval above zero).",
+    "weak": f"The run that made this set found it only weakly protected: a model trained on it "
+            f"scored surely below one trained on random noise of the same strength, but by "
+            f"less than {_MARGIN}.",
+    "uncertain": "The run that made this set could not tell whether it is protected: the 95% "
+                 "interval of its margin over random noise of the same strength reaches from "
+                 f"zero or below to {_MARGIN} or more.",
+    "not protected": "The run that made this set found NO protection: a model learns from these "
+                     "images about as well as from images with random noise of the same "
+                     f"strength (within {_MARGIN}, surely). Do not count on them being "
+                     "unlearnable.",
+    "undecided": "The run that made this set reached no verdict (it needs the random-noise "
+                 "baseline and at least two victim seeds): nothing shows that it is protected.",
+    None: "No verdict was recorded for the run that made this set (its results.json holds "
+          "none: the run did not finish, or an older hpcue wrote it): nothing shows that it is "
+          "protected.",
+}
+
+
+def protection(verdict: dict[str, Any] | None) -> str:
+    """The one statement about the set's protection that the README opens with."""
+    return PROTECTION[None if verdict is None else verdict["level"]]
+
+
+def warns(verdict: dict[str, Any] | None) -> bool:
+    """Whether the export warns: anything short of a recorded ``protected``."""
+    return verdict is None or verdict["level"] != "protected"
+
 
 def manifest(fmt: str, shards: ShardSet, dataset: str, method: dict[str, Any],
-             samples: list[Sample], files: dict[str, str]) -> dict[str, Any]:
+             verdict: dict[str, Any] | None, samples: list[Sample],
+             files: dict[str, str]) -> dict[str, Any]:
     h, w, _ = shards.image_shape
     return {
         "hpcue_version": __version__,
@@ -27,6 +69,7 @@ def manifest(fmt: str, shards: ShardSet, dataset: str, method: dict[str, Any],
         "image_size": [h, w],
         "classes": shards.classes,
         "method": method,
+        "verdict": verdict,  # the run's, as results.json records it; None: none recorded
         "samples": [{"file": s.file, **({"row": s.row} if s.row is not None else {}),
                      "id": s.id, "label": s.label, "class": shards.classes[s.label],
                      "sha256": files[s.file], "source": s.source}
@@ -39,20 +82,29 @@ def _known(value: Any, text: str | None = None) -> str:
 
 
 def readme(fmt: str, shards: ShardSet, dataset: str, method: dict[str, Any],
-           layout: Layout) -> str:
+           verdict: dict[str, Any] | None, layout: Layout) -> str:
     eps = method["epsilon"]
     eps_text = _known(eps, f"{method['epsilon_255']:g}/255 ({eps:.6g} on a 0..1 scale)"
                       if eps is not None else None)
     h, w, _ = shards.image_shape
     folders_sorted = class_folders(shards.classes) == sorted(class_folders(shards.classes))
     row = "; `row`: its row in the arrays" if isinstance(layout, Npz) else ""
+    statement = protection(verdict)
     lines = [
-        f"# {dataset}: unlearnable training set",
+        f"# {dataset}: training set perturbed with {METHOD}",
         "",
+        f"**{'Warning: ' if warns(verdict) else ''}{statement}**",
+        "",
+    ]
+    if verdict is not None:  # the verdict's own words: its figures and their 95% intervals
+        lines += ["The run's verdict, as its `results.json` records it:", "",
+                  *(f"> {line}" for line in verdict["text"]), ""]
+    lines += [
         f"The training split of `{dataset}` ({shards.size(SPLIT)} images, {h} x {w} pixels, "
-        f"{len(shards.classes)} classes), made *unlearnable* with {METHOD} (UC): every image "
-        f"carries a small perturbation, at most {eps_text} per pixel and channel, chosen so "
-        f"that a model trained on these images learns little that holds on clean images.",
+        f"{len(shards.classes)} classes), perturbed with {METHOD} (UC) to make it "
+        f"*unlearnable*: every image carries a small perturbation, at most {eps_text} per pixel "
+        f"and channel, meant to leave a model trained on these images little that holds on "
+        f"clean images. Whether it does is what the run measured (above), not a promise.",
         "",
         "- **Labels are untouched**: each image keeps its original label and class.",
         "- **Only the training split is here**: it is the only one perturbed. Evaluate on the "

@@ -18,6 +18,7 @@ from hpcue.data.shard_set import ShardSet, open_shards
 from hpcue.data.shards import ShardError, read_labels, reading
 from hpcue.data.verify import verify
 from hpcue.errors import InputError, MissingInputError
+from hpcue.evaluation.verdict import LEVELS
 from hpcue.io import read_json
 from hpcue.stages.rundir import RunDir, StageInputError
 
@@ -116,6 +117,18 @@ def method_of(run: RunDir) -> dict[str, Any]:
         "unlearnable_test_acc": _number(results.get("unlearnable_test_acc")),
         "victim": results.get("victim") if isinstance(results.get("victim"), str) else None,
     }
+
+
+def verdict_of(run: RunDir) -> dict[str, Any] | None:
+    """The run's verdict, ``{"level", "text"}``, as results.json records it; None where it
+    records none (the run did not finish, or an older hpcue wrote it) or not one hpcue writes:
+    what the README says then is that no verdict was recorded, never a protection."""
+    found = read_json(run.results).get("verdict") if run.finished else None
+    if (not isinstance(found, dict) or found.get("level") not in LEVELS
+            or not isinstance(found.get("text"), list)
+            or not all(isinstance(line, str) for line in found["text"])):
+        return None
+    return {"level": found["level"], "text": found["text"]}
 
 
 def read_shards(shards: ShardSet) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
