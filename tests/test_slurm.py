@@ -1,13 +1,18 @@
 """A real one-node Slurm (slurmctld + slurmd + munge, started by .ci/slurm-up.sh): an sbatch job
-whose srun starts 2 tasks of ``hpcue run``, checked against one process."""
+whose srun starts 2 tasks of ``hpcue run``, checked against one process.
+
+CI starts Slurm before pytest (.ci/run) and stops it after; elsewhere the ``slurm`` fixture
+starts it only as root with slurm-wlm installed, and stops again what it started."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,16 +49,103 @@ def sbatch_wait(args: list[str], env: dict, timeout: float = 900) -> subprocess.
     return subprocess.CompletedProcess(sub.args, code, sub.stdout, sub.stderr + info)
 
 
+#: the daemons .ci/slurm-up.sh starts (Debian's slurm-wlm and munge packages)
+DAEMONS = ("munged", "slurmctld", "slurmd")
+
+
+@dataclass(frozen=True)
+class SlurmPlan:
+    """What the ``slurm`` fixture does: run .ci/slurm-up.sh, run .ci/slurm-down.sh at the
+    module's end, or skip the module (``skip``: why)."""
+
+    start: bool = False
+    stop: bool = False
+    skip: str | None = None
+
+
+def slurm_plan(up: bool, root: bool, installed: bool, running: tuple[str, ...]) -> SlurmPlan:
+    """A Slurm already up (CI's, or the user's) is used and left running; one the fixture
+    brings up it stops again, unless some of its daemons ran before (someone's own, half up:
+    left as found); where none can be started (not root, nothing installed) the tests skip."""
+    if up:
+        return SlurmPlan()
+    if not root:
+        return SlurmPlan(skip="Slurm is not running here, and .ci/slurm-up.sh must run as root "
+                              "to start it (CI starts it before pytest)")
+    if not installed:
+        return SlurmPlan(skip=f"Slurm is not running here, and {', '.join(DAEMONS)} are not "
+                              f"installed (slurm-wlm, munge): run .ci/slurm-up.sh yourself, "
+                              f"which installs them, to test against Slurm")
+    return SlurmPlan(start=True, stop=not running)
+
+
+def _slurm_up() -> bool:
+    """Whether a Slurm answers here with its node ready to run jobs."""
+    if shutil.which("sinfo") is None:
+        return False
+    try:  # without a controller sinfo retries for a while
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                              timeout=60)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.stdout.strip() in ("idle", "mixed")
+
+
+def _installed() -> bool:
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return all(shutil.which(name, path=path) for name in DAEMONS)
+
+
+def _running() -> tuple[str, ...]:
+    return tuple(name for name in DAEMONS
+                 if subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0)
+
+
+def _slurm_down() -> None:
+    subprocess.run(["bash", str(REPO / ".ci" / "slurm-down.sh")], capture_output=True,
+                   text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def slurm():
-    """The cluster CI started; bring it up here (as CI does) when it is not running."""
-    if shutil.which("sinfo") is None or subprocess.run(
-            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.strip() not in (
-            "idle", "mixed"):
+    """The cluster CI started (used, left running); else one brought up here as CI does,
+    stopped at the module's end; else the module skips, saying why."""
+    plan = slurm_plan(_slurm_up(), os.geteuid() == 0, _installed(), _running())
+    if plan.skip:
+        pytest.skip(plan.skip)
+    if plan.start:
         up = subprocess.run(["bash", str(REPO / ".ci" / "slurm-up.sh")], capture_output=True,
                             text=True, timeout=600)
-        assert up.returncode == 0, f".ci/slurm-up.sh failed:\n{up.stdout}\n{up.stderr}"
-    return shutil.which("sbatch")
+        if up.returncode != 0:
+            if plan.stop:
+                _slurm_down()
+            pytest.fail(f".ci/slurm-up.sh failed:\n{up.stdout}\n{up.stderr}")
+    try:
+        yield shutil.which("sbatch")
+    finally:
+        if plan.stop:
+            _slurm_down()
+
+
+@pytest.mark.parametrize("up,root,installed,running,plan", [
+    # CI's Slurm, or the user's: used and left running, as root or not
+    (True, True, True, DAEMONS, SlurmPlan()),
+    (True, False, True, DAEMONS, SlurmPlan()),
+    # down, and nothing of it running: started here, so stopped here
+    (False, True, True, (), SlurmPlan(start=True, stop=True)),
+    # half up (someone's munged or slurmctld): brought up, then left as it was found running
+    (False, True, True, ("munged",), SlurmPlan(start=True, stop=False)),
+    (False, False, True, (), SlurmPlan(skip="Slurm is not running here, and .ci/slurm-up.sh "
+                                            "must run as root to start it (CI starts it before "
+                                            "pytest)")),
+    (False, True, False, (), SlurmPlan(skip="Slurm is not running here, and munged, slurmctld, "
+                                           "slurmd are not installed (slurm-wlm, munge): run "
+                                           ".ci/slurm-up.sh yourself, which installs them, to "
+                                           "test against Slurm")),
+])
+def test_the_slurm_fixture_stops_only_what_it_started_and_skips_saying_why(up, root, installed,
+                                                                          running, plan):
+    assert slurm_plan(up, root, installed, running) == plan
 
 
 def test_sbatch_srun_two_tasks(slurm, one_process, tmp_path):  # noqa: F811
@@ -114,7 +206,10 @@ def test_sweep_submitted_to_slurm_then_reported(slurm, tmp_path):
                             cwd=REPO, env=env, capture_output=True, text=True).stdout
     assert status.count(": finished") == 2 and f"{cluster_job}: ready" in status, status
     logs = "".join(p.read_text() for p in runs.rglob("slurm-*.out"))
-    assert logs.count("launcher=slurm world_size=2") == 3
+    assert logs.count("launcher=slurm world_size=2") == 2  # the points
+    clusters_log = "".join(p.read_text() for p in (runs / "digits-local" / "cluster-jobs")
+                           .rglob("slurm-*.out"))
+    assert clusters_log.count("launcher=slurm world_size=1") == 1  # the clusters job: one rank
     for point in ("digits-b32-s0", "digits-b64-s0"):  # both reused the clusters job's clusters
         record = json.loads((runs / "digits-local" / point / "stages" / "cluster.json")
                             .read_text())
@@ -174,11 +269,13 @@ def test_usr1_requeues_and_the_rerun_resumes(slurm, tmp_path):
                             capture_output=True, text=True)
     assert render.returncode == 0, render.stderr
     (script,) = jobs.glob("*.sbatch")
+    point = runs / "requeue" / "digits-b64-s0"
+    assert not runs.exists()  # render writes the scripts only: the log's folder is made by
+    point.mkdir(parents=True)  # whoever submits (hpcue sweep submit does)
     out = subprocess.run([slurm, "--parsable", str(script)], cwd=REPO, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     job = out.stdout.strip().split(";")[0]
-    point = runs / "requeue" / "digits-b64-s0"
     last = point / "checkpoints" / "train" / "last.ckpt"
     deadline = time.monotonic() + 600
     while True:  # past stage 1's first epoch checkpoint
