@@ -301,8 +301,8 @@ def test_a_point_whose_epoch_cannot_fit_its_wall_time_is_refused(tmp_path):
     ({"configs": ["debug-digits", "paper-pathmnist"], "walltime": {"debug-digits": "01:00:00"}},
      "walltime: no wall time for paper-pathmnist (add it, or a 'default')"),
     ({"configs": ["no-such-config"]}, "configs: 'no-such-config' is not a shipped config "
-                                      "(shipped: cpu-imagefolder, debug-digits, example-imagefolder, "
-                                      "paper-bloodmnist"),
+                                      "(shipped: cpu-imagefolder, debug-digits, "
+                                      "example-imagefolder, paper-bloodmnist"),
     ({"configs": ["mine.yaml"]}, "config file not found: "),
 ])
 def test_bad_specs(tmp_path, changes, message):
