@@ -195,7 +195,8 @@ def _sweep_command(args: argparse.Namespace) -> int:
         paths = render(sweep, args.scheduler, args.out, args.runs)
         print(f"[hpcue] rendered {len(paths)} {sweep.machine.scheduler} scripts into {args.out}"
               f" (to read; `hpcue sweep submit` submits them and creates the run directories "
-              f"their logs go to)")
+              f"their logs go to: a script submitted by hand needs its run directory made "
+              f"first, or the scheduler has nowhere to write its log)")
     elif args.sweep_command == "submit":
         sweeps.submit(sweep, args.runs)
     elif args.sweep_command == "status":
