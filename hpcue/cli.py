@@ -189,6 +189,8 @@ def _sweep_command(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.spec, args.machines, args.account)
     for note in sweep.notes:
         print(f"[hpcue] {note}")
+    for unfound in sweep.unfound:
+        console.warn(unfound)
     for dropped, kept in sweep.same_as.items():
         print(f"[hpcue] {dropped}: skipped, it runs exactly what {kept} runs")
     if args.sweep_command == "render":

@@ -577,3 +577,26 @@ def test_the_cli_renders_a_shipped_spec_by_name_from_another_directory(tmp_path)
     assert ("machine profile 'local' uses slurm, not lsf: leave out --scheduler, or choose a "
             "profile for lsf") in wrong.stderr
     assert not (tmp_path / "lsf").exists()
+
+
+def test_a_configs_relative_inputs_not_found_from_here_are_named_before_submitting(
+        tmp_path, monkeypatch):
+    """A config's relative data.shards is read by each job from where it is submitted: render
+    warns when it is not there (the spec's own relative overrides come from its folder)."""
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text(yaml.safe_dump(
+        {"name": "mine", "data": {"dataset": "digits", "shards": "shards/digits-16"}}))
+    (folder / "spec.yaml").write_text(yaml.safe_dump(
+        {"name": "rel", "configs": ["mine.yaml"], "global_batch_sizes": [32], "seeds": [0, 1],
+         "nodes": 1, "walltime": "00:20:00", "machine": "local"}))
+    monkeypatch.chdir(tmp_path)
+    (unfound,) = load_sweep(folder / "spec.yaml").unfound  # one note for both points
+    assert unfound == (f"mine.yaml: data.shards=shards/digits-16 is relative: each job reads it "
+                       f"from the directory it is submitted from, and it is not in {tmp_path}; "
+                       f"submit from where it is, or give an absolute path")
+    proc = hpcue("sweep", "render", str(folder / "spec.yaml"), "--out", str(tmp_path / "jobs"),
+                 cwd=tmp_path)
+    assert f"[hpcue] WARNING: {unfound}" in proc.stderr
+    (tmp_path / "shards" / "digits-16").mkdir(parents=True)  # prepared where jobs start
+    assert load_sweep(folder / "spec.yaml").unfound == []

@@ -23,6 +23,7 @@ from hpcue.data.registry import importer
 from hpcue.data.shard_set import open_shards
 from hpcue.errors import InputError
 from hpcue.stages.plans import batch_plan
+from hpcue.stages.slices import flat_config
 from hpcue.sweep.machines import (
     WARNING_MINUTES,
     MachineProfile,
@@ -68,6 +69,8 @@ class Sweep:
     same_as: dict[str, str] = field(default_factory=dict)
     #: what the user should know about how the sweep was read (a profile replacing a shipped one)
     notes: list[str] = field(default_factory=list)
+    #: a config's relative input path not found from the current directory (``relative_inputs``)
+    unfound: list[str] = field(default_factory=list)
 
     def digest(self) -> str:
         """Identifies what the sweep directory was written for."""
@@ -225,4 +228,27 @@ def load_sweep(spec_file: str | Path, machines: Path | Sequence[Path] | None = N
                           f"would requeue forever without finishing an epoch:\n  "
                           + "\n  ".join(too_slow))
     points, same_as = _distinct(points)
-    return Sweep(spec, machine, points, path, same_as, notes)
+    return Sweep(spec, machine, points, path, same_as, notes, relative_inputs(points))
+
+
+#: the run-config keys a job reads a file or folder from (cluster.shared is written, not read)
+INPUT_KEYS = ("data.shards", "data.root", "surrogate.weights")
+
+
+def relative_inputs(points: list[Point]) -> list[str]:
+    """A config's relative input path is read by each job from the directory it is submitted
+    from (the scripts cd there), not from the config's folder: one note for each that is not
+    found from the current directory, so a typo or a missing prepare shows before submitting
+    (the spec's own overrides are taken from the spec's folder, made absolute, never here)."""
+    out: dict[str, str] = {}
+    for point in points:
+        flat = flat_config(point.run_config)
+        for key in INPUT_KEYS:
+            value = flat.get(key)
+            if (isinstance(value, str) and not Path(value).is_absolute()
+                    and not value.startswith("~") and not Path(value).exists()):
+                out.setdefault(f"{point.config}:{key}", (
+                    f"{point.config.name}: {key}={value} is relative: each job reads it from "
+                    f"the directory it is submitted from, and it is not in {Path.cwd()}; "
+                    f"submit from where it is, or give an absolute path"))
+    return list(out.values())
