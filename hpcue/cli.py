@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "directory: one row per config, mean ± std over seeds")
     rep.add_argument("runs", type=Path, help="a sweep's runs directory (or any folder of runs)")
     rep.add_argument("--out", type=Path, help="where the report goes (default: RUNS/report)")
-    exp = _command(sub, "export", "write a run's unlearnable training set as files to publish: "
+    exp = _command(sub, "export", "write a run's unlearnable set (training split, test split "
+                                  "protected too) as files to publish: "
                                   "images in class folders, MedMNIST's .npz, or the source's own "
                                   "layout, with a manifest and a README")
     exp.add_argument("run", type=Path, help="a finished run directory (generate has run)")
@@ -174,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--even-if-unprotected", action="store_true",
                      help="export a run whose verdict is NOT PROTECTED, its README saying so "
                           "first (default: refused)")
+    exp.add_argument("--train-only", action="store_true",
+                     help="export the training split alone, the only one the run perturbed "
+                          "(default: the test split too, each image protected with the "
+                          "perturbation of its nearest cluster center)")
     cfg = _command(sub, "config", "show the resolved config a run would use")
     csub = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     _add_config_args(_command(csub, "show", "print the config after defaults, --config and --set, "
@@ -339,7 +344,8 @@ def _command_result(args: argparse.Namespace) -> int:
     if args.command == "export":
         from hpcue.export import export_run
 
-        done = export_run(args.run, args.format, args.out, args.even_if_unprotected)
+        done = export_run(args.run, args.format, args.out, args.even_if_unprotected,
+                          train_only=args.train_only)
         print(f"[hpcue] exported {done['images']} images ({done['format']}) to {done['out']}")
         return 0
     cfg, out = _resolve(args)

@@ -53,12 +53,37 @@ def _perturb(clean: Path, out: Path, channels: int, seed: int = 0) -> None:
                {"train": infos}, {"source": str(clean)})
 
 
+def _stages(run: RunDir, image_size: int, channels: int, k: int = 3) -> None:
+    """What an export reads to protect the test split: the run's config, its small_cnn
+    surrogate, clusters (K-means' centers in its feature space) and perturbations."""
+    import torch
+
+    from hpcue.config import load_config, save_config
+    from hpcue.models.small_cnn import SmallCNN
+    from hpcue.stages.artifacts import (
+        Clusters,
+        Perturbations,
+        write_clusters,
+        write_perturbations,
+        write_surrogate,
+    )
+
+    torch.manual_seed(0)
+    save_config(load_config(overrides=["surrogate.arch=small_cnn"]), run.config)
+    write_surrogate(run, SmallCNN(4, width=4))
+    n = open_shards(run.data).size("train")
+    write_clusters(run, Clusters(torch.randn(k, 16), torch.arange(n) % k))
+    deltas = (torch.rand(k, channels, image_size, image_size) * 2 - 1) * EPS
+    write_perturbations(run, Perturbations(deltas, EPS))
+
+
 def _run(root: Path, dataset: str, raw: Path | None, image_size: int, channels: int = 3,
          finished: bool = True, **opts) -> RunDir:
     run = RunDir(root)
     prepare(dataset, raw, run.data, PrepareOptions(image_size=image_size, shards=2,
                                                    test_fraction=0.4, **opts))
     _perturb(run.data, run.unlearnable, channels)
+    _stages(run, image_size, channels)
     run.write_record("cluster", {"num_clusters": 3, "config": {"surrogate.arch": "small_cnn"}})
     run.write_record("train", {"epsilon": EPS, "perturbation_channels": channels})
     run.write_record("generate", {"max_abs_pixel_change_255": 8, "psnr_db": 36.1, "ssim": 0.97})
@@ -122,7 +147,7 @@ def _nothing_left(parent: Path, out: Path) -> None:
 
 def test_imagefolder_round_trip(runs, tmp_path):
     run, out = runs["folder"], tmp_path / "published"
-    summary = export_run(run.root, "imagefolder", out)
+    summary = export_run(run.root, "imagefolder", out, train_only=True)
     images, labels = _shards(run)
     assert summary == {"format": "imagefolder", "out": str(out), "images": len(images),
                        "classes": 2}
@@ -151,7 +176,7 @@ def test_imagefolder_round_trip(runs, tmp_path):
 @pytest.mark.parametrize("name,gray", [("folder", False), ("blood", True)])
 def test_npz_round_trip(runs, tmp_path, name, gray):
     run, out = runs[name], tmp_path / "npz"
-    export_run(run.root, "npz", out)
+    export_run(run.root, "npz", out, train_only=True)
     images, labels = _shards(run)
     with np.load(out / NPZ) as npz:
         assert sorted(npz.files) == ["train_images", "train_labels"]
@@ -176,7 +201,7 @@ def test_same_as_source_image_folder(runs, tmp_path):
     # the unlearnable set's recorded source moved away: the run's own data/ is found
     run = _copy(runs["folder"], tmp_path / "run", source=str(tmp_path / "moved"))
     out = tmp_path / "same"
-    export_run(run.root, "same-as-source", out)
+    export_run(run.root, "same-as-source", out, train_only=True)
     images, labels = _shards(run)
     by_source = {s["source"]: s for s in _manifest(out)["samples"]}
     assert {k: v["file"] for k, v in by_source.items()} == {
@@ -194,7 +219,7 @@ def test_same_as_source_image_folder(runs, tmp_path):
 
 def test_same_as_source_medmnist(runs, tmp_path):
     run, out = runs["path"], tmp_path / "same"
-    export_run(run.root, "same-as-source", out)
+    export_run(run.root, "same-as-source", out, train_only=True)
     images, labels = _shards(run)
     assert sorted(p.name for p in out.iterdir()) == [README, MANIFEST, "pathmnist_64.npz"]
     path = npz_path(out, "pathmnist", 64)  # where the importer (and medmnist) look for it
@@ -279,7 +304,7 @@ def test_refuses_to_overwrite(runs, tmp_path):
     assert not list(tmp_path.glob("*.partial-*"))
     empty = tmp_path / "empty"
     empty.mkdir()  # an empty folder is taken as it is
-    assert export_run(runs["folder"].root, "npz", empty)["images"] == 8
+    assert export_run(runs["folder"].root, "npz", empty, train_only=True)["images"] == 8
 
 
 def _corrupt_one(monkeypatch):
@@ -462,7 +487,167 @@ def test_the_cli_refuses_an_unprotected_run_with_exit_2_and_the_flag_exports_it(
     proc = hpcue("export", str(run.root), "--out", str(out), check=False)
     assert proc.returncode == 2 and "--even-if-unprotected" in proc.stderr
     _nothing_left(tmp_path, out)
-    proc = hpcue("export", str(run.root), "--out", str(out), "--even-if-unprotected")
+    proc = hpcue("export", str(run.root), "--out", str(out), "--even-if-unprotected",
+                 "--train-only")
     assert "WARNING: The run that made this set found NO protection" in proc.stderr
     assert proc.stdout.strip() == f"[hpcue] exported 8 images (imagefolder) to {out}"
     assert "found NO protection" in (out / README).read_text()
+
+
+# -- the test split, published protected (nearest cluster center), unless --train-only --
+
+def _files(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+
+def test_the_default_export_holds_the_test_split_protected(runs, tmp_path):
+    """Fabricated runs: test/ beside train/, MedMNIST's test keys in the same npz, the manifest
+    says each sample's split and how its cluster was chosen, the README which was done."""
+    run = runs["folder"]
+    export_run(run.root, "imagefolder", tmp_path / "folder")
+    manifest = _manifest(tmp_path / "folder")
+    assert manifest["splits"] == {"train": 8, "test": 4} and manifest["images"] == 12
+    assert manifest["split"] == "train+test"
+    test = [s for s in manifest["samples"] if s["split"] == "test"]
+    assert sorted(s["file"] for s in test) == [f"test/{c}/{i:05d}.png"
+                                               for c, i in [("cat", 0), ("cat", 1),
+                                                            ("dog", 2), ("dog", 3)]]
+    assert {s["cluster_assigned_by"] for s in test} == {"nearest center"}
+    assert all(0 <= s["cluster"] < 3 for s in test)
+    assert {s["cluster_assigned_by"] for s in manifest["samples"]
+            if s["split"] == "train"} == {"k-means"}
+    readme = (tmp_path / "folder" / README).read_text()
+    assert "The test split is here too, protected" in readme and "Only the training" not in readme
+    export_run(run.root, "imagefolder", tmp_path / "train-only", train_only=True)
+    assert "exported with `--train-only`" in (tmp_path / "train-only" / README).read_text()
+
+    blood = runs["blood"]
+    export_run(blood.root, "npz", tmp_path / "npz")
+    with np.load(tmp_path / "npz" / NPZ) as npz:
+        assert sorted(npz.files) == ["test_images", "test_labels", "train_images",
+                                     "train_labels"]
+        assert npz["test_images"].shape == (open_shards(blood.data).size("test"), 28, 28)
+    export_run(runs["path"].root, "same-as-source", tmp_path / "same")
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == [
+        README, MANIFEST, "pathmnist_64.npz"]
+    back = load_medmnist_split(tmp_path / "same" / "pathmnist_64.npz", "pathmnist", "test", 64)
+    clean = open_shards(runs["path"].data).read_split("test")
+    assert np.array_equal(back.labels, clean.labels)
+    assert np.abs(back.images.astype(int) - clean.images).max() <= round(EPS * 255)
+
+
+def test_a_clean_set_without_a_test_split_exports_as_before(runs, tmp_path):
+    run = _copy(runs["folder"], tmp_path / "run")
+    fabricate.edit_meta(run.data, lambda m: m["splits"].pop("test"))
+    export_run(run.root, "imagefolder", tmp_path / "out")
+    export_run(run.root, "imagefolder", tmp_path / "before", train_only=True)
+    assert _files(tmp_path / "out") == _files(tmp_path / "before")
+    assert "the data set has no test split" in (tmp_path / "out" / README).read_text()
+
+
+def test_a_run_without_clusters_says_so_and_how_to_export_the_training_split(runs, tmp_path):
+    run = _copy(runs["folder"], tmp_path / "run")
+    run.clusters.unlink()
+    with pytest.raises(StageInputError, match="clusters.pt"):
+        export_run(run.root, "imagefolder", tmp_path / "out")
+    _nothing_left(tmp_path, tmp_path / "out")
+    assert export_run(run.root, "imagefolder", tmp_path / "out", train_only=True)["images"] == 8
+
+
+@pytest.fixture(scope="module")
+def flat_run(tmp_path_factory) -> tuple[Path, RunDir, Path]:
+    """A finished tiny ``hpcue run`` on a flat image folder (``<root>/<class>/*.jpg``), whose
+    prepare held out a stratified test split: the user's images, a quarter never perturbed."""
+    from tests.conftest import REPO, hpcue, tiny_sets
+
+    base = tmp_path_factory.mktemp("flat")
+    raw = fabricate.image_folder(base / "images", classes=("circle", "square", "star"),
+                                 per_class=8)
+    hpcue("data", "prepare", "imagefolder", "--root", str(raw), "--image-size", "16",
+          "--out", str(base / "shards"))
+    hpcue("run", "--config", str(REPO / "configs" / "cpu-imagefolder.yaml"), "--out",
+          str(base / "run"), *tiny_sets([f"data.shards={base / 'shards'}",
+                                         "cluster.num_clusters=4",
+                                         "train.global_batch_size=8",
+                                         "victim.global_batch_size=8"]))
+    return raw, RunDir(base / "run"), base / "shards"
+
+
+@pytest.mark.parametrize("fmt", ["imagefolder", "npz", "same-as-source"])
+def test_every_image_given_is_published_once_the_test_split_protected(flat_run, tmp_path,
+                                                                       fmt):
+    import torch
+
+    from hpcue.config import load_config
+    from hpcue.models.surrogate import build_surrogate
+    from hpcue.stages.artifacts import read_clusters, read_perturbations
+    from hpcue.stages.cluster import extract_features
+    from hpcue.stages.generate import perturb_uint8
+
+    raw, run, shards = flat_run
+    given = sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.jpg"))
+    out = tmp_path / "out"
+    summary = export_run(run.root, fmt, out, even_if_unprotected=True)
+    manifest = _manifest(out)
+    samples = manifest["samples"]
+    clean = open_shards(shards)
+    assert summary["images"] == len(samples) == len(given) == 24
+    assert manifest["splits"] == {"train": clean.size("train"), "test": clean.size("test")}
+    assert clean.size("test") > 0
+    assert sorted(s["source"] for s in samples) == given  # each image given, exactly once
+    if fmt == "same-as-source":
+        assert sorted(s["file"] for s in samples) == [g.replace(".jpg", ".png") for g in given]
+        assert _files(out) == sorted([MANIFEST, README, *(s["file"] for s in samples)])
+    if fmt == "imagefolder":
+        assert {s["file"].split("/")[0] for s in samples} == {"train", "test"}
+
+    def image(s: dict) -> np.ndarray:
+        if fmt == "npz":
+            with np.load(out / NPZ) as npz:
+                x = npz[f"{s['split']}_images"][s["row"]]
+            return x[..., None].repeat(3, -1) if x.ndim == 2 else x
+        return np.asarray(Image.open(out / s["file"]).convert("RGB"))
+
+    test = sorted((s for s in samples if s["split"] == "test"), key=lambda s: s["id"])
+    clean_test = clean.read_split("test")
+    protected = np.stack([image(s) for s in test])
+    change = np.abs(protected.astype(int) - clean_test.images)
+    eps = read_perturbations(run).epsilon
+    assert change.max() <= eps * 255 + 1e-6 and change.max() > 0
+    assert [s["label"] for s in test] == clean_test.labels.tolist()
+    # each test image: its nearest center in the run's surrogate feature space, applied as
+    # generate applies a training image's
+    cfg = load_config(run.config)
+    surrogate = build_surrogate(cfg.surrogate.arch, run.surrogate)
+    x = torch.from_numpy(clean_test.images).permute(0, 3, 1, 2)
+    feats, _ = extract_features(surrogate, [(x, None, torch.arange(len(x)))],
+                                torch.device("cpu"))
+    nearest = torch.cdist(feats, read_clusters(run).centers).argmin(1)
+    assert [s["cluster"] for s in test] == nearest.tolist()
+    assert {s["cluster_assigned_by"] for s in test} == {"nearest center"}
+    assert np.array_equal(protected, perturb_uint8(clean_test.images,
+                                                   read_perturbations(run).deltas, nearest))
+    train = {s["id"]: s for s in samples if s["split"] == "train"}
+    assert np.array_equal(np.stack([image(train[i]) for i in range(len(train))]),
+                          open_shards(run.unlearnable).read_split("train").images)
+
+
+@pytest.mark.parametrize("fmt", ["imagefolder", "npz", "same-as-source"])
+def test_train_only_gives_the_training_split_alone(flat_run, tmp_path, fmt):
+    from tests.conftest import hpcue
+
+    _, run, shards = flat_run
+    out = tmp_path / "out"
+    proc = hpcue("export", str(run.root), "--format", fmt, "--out", str(out),
+                 "--even-if-unprotected", "--train-only")
+    n = open_shards(shards).size("train")
+    assert f"exported {n} images" in proc.stdout
+    manifest = _manifest(out)
+    assert manifest["split"] == "train" and manifest["splits"] == {"train": n}
+    assert {s["split"] for s in manifest["samples"]} == {"train"}
+    if fmt == "npz":
+        with np.load(out / NPZ) as npz:
+            assert sorted(npz.files) == ["train_images", "train_labels"]
+    else:
+        assert len(_files(out)) == n + 2
+    assert "exported with `--train-only`" in (out / README).read_text()

@@ -15,8 +15,8 @@ from typing import Any
 from hpcue import __version__
 from hpcue.data.shard_set import ShardSet
 from hpcue.evaluation.verdict import MARGIN
-from hpcue.export.layouts import Files, Layout, Npz, Sample, class_folders
-from hpcue.export.sources import METHOD, SPLIT
+from hpcue.export.layouts import Files, Layout, Npz, Part, Sample, class_folders
+from hpcue.export.sources import KMEANS, METHOD, NEAREST, SPLIT, TEST
 
 MANIFEST = "manifest.json"
 README = "README.md"
@@ -57,23 +57,30 @@ def warns(verdict: dict[str, Any] | None) -> bool:
 
 
 def manifest(fmt: str, shards: ShardSet, dataset: str, method: dict[str, Any],
-             verdict: dict[str, Any] | None, samples: list[Sample],
+             verdict: dict[str, Any] | None, parts: list[Part], samples: list[Sample],
              files: dict[str, str]) -> dict[str, Any]:
     h, w, _ = shards.image_shape
+    order = {p.split: n for n, p in enumerate(parts)}
     return {
         "hpcue_version": __version__,
         "format": fmt,
         "dataset": dataset,
-        "split": SPLIT,
+        "split": "+".join(p.split for p in parts),
+        "splits": {p.split: p.size for p in parts},
         "images": len(samples),
         "image_size": [h, w],
         "classes": shards.classes,
         "method": method,
         "verdict": verdict,  # the run's, as results.json records it; None: none recorded
+        # each sample's split and how its cluster (its perturbation) was chosen: a training
+        # image's by K-means, a test image's as its nearest center (UC on an unseen image)
         "samples": [{"file": s.file, **({"row": s.row} if s.row is not None else {}),
-                     "id": s.id, "label": s.label, "class": shards.classes[s.label],
-                     "sha256": files[s.file], "source": s.source}
-                    for s in sorted(samples, key=lambda s: s.id)],
+                     "split": s.split, "id": s.id, "label": s.label,
+                     "class": shards.classes[s.label], "sha256": files[s.file],
+                     "source": s.source,
+                     "cluster_assigned_by": NEAREST if s.split == TEST else KMEANS,
+                     **({"cluster": s.cluster} if s.cluster is not None else {})}
+                    for s in sorted(samples, key=lambda s: (order[s.split], s.id))],
     }
 
 
@@ -81,8 +88,24 @@ def _known(value: Any, text: str | None = None) -> str:
     return "not recorded" if value is None else (text or str(value))
 
 
+def _which_splits(parts: list[Part], train_only: bool) -> str:
+    """What the README says about the splits: which were exported, and how each was protected."""
+    if len(parts) > 1:
+        return (f"- **The test split is here too, protected**: the run kept it clean to measure "
+                f"the protection with; it is published protected, so that every image given is "
+                f"(`{TEST}` beside `{SPLIT}`). A training image carries the perturbation of its "
+                f"cluster, found by K-means; a test image, which the run did not cluster, that "
+                f"of its nearest cluster center in the surrogate's feature space, as UC protects "
+                f"an image it did not train on (`cluster_assigned_by` in `{MANIFEST}`).")
+    why = ("exported with `--train-only`; the run's clean test split is not published" if
+           train_only else "the data set has no test split")
+    return (f"- **Only the training split is here** ({why}). Evaluate on the original, clean "
+            f"test split.")
+
+
 def readme(fmt: str, shards: ShardSet, dataset: str, method: dict[str, Any],
-           verdict: dict[str, Any] | None, layout: Layout) -> str:
+           verdict: dict[str, Any] | None, layout: Layout, parts: list[Part],
+           train_only: bool) -> str:
     eps = method["epsilon"]
     eps_text = _known(eps, f"{method['epsilon_255']:g}/255 ({eps:.6g} on a 0..1 scale)"
                       if eps is not None else None)
@@ -91,7 +114,8 @@ def readme(fmt: str, shards: ShardSet, dataset: str, method: dict[str, Any],
     row = "; `row`: its row in the arrays" if isinstance(layout, Npz) else ""
     statement = protection(verdict)
     lines = [
-        f"# {dataset}: training set perturbed with {METHOD}",
+        f"# {dataset}: {'training and test sets' if len(parts) > 1 else 'training set'} "
+        f"perturbed with {METHOD}",
         "",
         f"**{'Warning: ' if warns(verdict) else ''}{statement}**",
         "",
@@ -100,15 +124,15 @@ def readme(fmt: str, shards: ShardSet, dataset: str, method: dict[str, Any],
         lines += ["The run's verdict, as its `results.json` records it:", "",
                   *(f"> {line}" for line in verdict["text"]), ""]
     lines += [
-        f"The training split of `{dataset}` ({shards.size(SPLIT)} images, {h} x {w} pixels, "
+        f"The {' and '.join(f'{p.split} ({p.size} images)' for p in parts)} split"
+        f"{'s' * (len(parts) > 1)} of `{dataset}` ({h} x {w} pixels, "
         f"{len(shards.classes)} classes), perturbed with {METHOD} (UC) to make it "
         f"*unlearnable*: every image carries a small perturbation, at most {eps_text} per pixel "
         f"and channel, meant to leave a model trained on these images little that holds on "
         f"clean images. Whether it does is what the run measured (above), not a promise.",
         "",
         "- **Labels are untouched**: each image keeps its original label and class.",
-        "- **Only the training split is here**: it is the only one perturbed. Evaluate on the "
-        "original, clean test split.",
+        _which_splits(parts, train_only),
         "- Images are stored losslessly (PNG or uint8 arrays): re-encoding them lossily (JPEG) "
         "changes the perturbation.",
         "",

@@ -22,8 +22,12 @@ from hpcue.evaluation.verdict import LEVELS
 from hpcue.io import read_json
 from hpcue.stages.rundir import RunDir, StageInputError
 
-SPLIT = "train"  # the one split a run perturbs
+SPLIT = "train"  # the split a run perturbs (its clusters come from K-means)
+TEST = "test"    # the split a run measures with, clean; an export protects it too (protect.py)
 METHOD = "unlearnable clusters"
+#: how an image's cluster (its perturbation) was chosen, as the manifest says it: a training
+#: image's by the run's K-means, a test image's as its nearest center (protect.py)
+KMEANS, NEAREST = "k-means", "nearest center"
 #: the data sets that have no source files to be named after (scikit-learn's embedded digits)
 NO_FILES = ("digits",)
 
@@ -38,7 +42,7 @@ def unlearnable(run: RunDir) -> ShardSet:
     return open_shards(run.unlearnable)
 
 
-def _clean_set(run: RunDir, shards: ShardSet, dataset: str) -> ShardSet | None:
+def clean_set(run: RunDir, shards: ShardSet, dataset: str) -> ShardSet | None:
     """The clean data set the unlearnable one was made from: its meta.json's ``source`` (as
     written, relative to where generate ran), else the run's own ``data/``; it must hold the
     same training shards (names and counts) of the same data set."""
@@ -67,7 +71,7 @@ def source_names(run: RunDir, shards: ShardSet, dataset: str,
                          f"is scikit-learn's embedded data): export with --format imagefolder "
                          f"or --format npz")
     try:
-        clean = _clean_set(run, shards, dataset)
+        clean = clean_set(run, shards, dataset)
         names = None if clean is None else clean.source_names(SPLIT)
     except ShardError:
         if required:
@@ -131,9 +135,10 @@ def verdict_of(run: RunDir) -> dict[str, Any] | None:
     return {"level": found["level"], "text": found["text"]}
 
 
-def read_shards(shards: ShardSet) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def read_shards(shards: ShardSet, split: str = SPLIT,
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(images, labels, sample ids) a shard at a time: a large set never sits in memory."""
-    for info in shards.shards(SPLIT):
+    for info in shards.shards(split):
         path = shards.root / info.file
         with reading(path) as f:  # read whole, so the caller's errors are not the shard's
             labels = read_labels(f, path, len(shards.classes), info.num_samples)
