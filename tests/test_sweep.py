@@ -456,6 +456,17 @@ def test_generic_slurm_gpu_script_gives_srun_its_cores(tmp_path):
     text = _rendered(tmp_path, "slurm-gpu")
     assert "#SBATCH --cpus-per-task=8\n" in text and "\nexport SRUN_CPUS_PER_TASK=8\n" in text
     assert "\nsrun hpcue run " in text and "--set runtime.precision=bf16-mixed" in text
+    assert "#SBATCH --mem=0\n" in text  # its nodes' memory, not the site's per-core default
+
+
+def test_a_profiles_memory_is_what_slurm_takes(tmp_path):
+    data = yaml.safe_load((machines_dir() / "slurm-gpu.yaml").read_text())
+    assert MachineProfile(**{**data, "mem_per_node": "120G"}).mem_per_node == "120G"
+    for bad in ("lots", "12 GB", "1.5G", "-1"):
+        with pytest.raises(ValueError, match="mem_per_node"):
+            MachineProfile(**{**data, "mem_per_node": bad})
+    no_mem = MachineProfile(**{k: v for k, v in data.items() if k != "mem_per_node"})
+    assert no_mem.mem_per_node is None
 
 
 @pytest.mark.parametrize("machine,cores,precision", [("summit", 7, "16-mixed"),

@@ -105,6 +105,9 @@ class MachineProfile(Strict):
     launch: str
     account_required: bool = False
     partition: str | None = None      # Slurm
+    # Slurm's --mem for each node of a job ("0": all of the node's; "120G"); unset, the
+    # site's default, often a few GB a core, which a data loader of images can outgrow
+    mem_per_node: str | None = None
     queue: str | None = None          # LSF
     setup: list[str] = []             # environment lines: modules, venv
     # every point's runtime.max_micro_batch unless the spec sets it: what one device holds
@@ -135,6 +138,15 @@ class MachineProfile(Strict):
         return value
 
     _name = field_validator("name")(plain_name)
+
+    @field_validator("mem_per_node")
+    @classmethod
+    def _mem(cls, value: str | None) -> str | None:
+        """What --mem takes: a whole number, optionally K, M, G or T (0: the whole node)."""
+        if value is not None and not re.fullmatch(r"\d+[KMGT]?", str(value)):
+            raise ValueError(f"mem_per_node {value!r}: a whole number with an optional unit "
+                             f"K, M, G or T (e.g. 120G; 0: all of a node's memory)")
+        return None if value is None else str(value)
 
     @field_validator("queue", "partition")
     @classmethod

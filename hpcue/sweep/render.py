@@ -33,7 +33,7 @@ FIELDS = {
     "sweep": "plain_name", "point": "plain_name", "job_name": "two plain names",
     "nodes": "an int", "ranks_per_node": "an int", "cpus_per_task": "an int",
     "walltime": "made from int minutes",
-    "directives": "ints, and scheduler_word(s) for the account and partition",
+    "directives": "ints, and scheduler_word(s) for the account, partition and mem_per_node",
     "account": "scheduler_word", "queue": "scheduler_word",
     "run_dir": "directive_path: the --runs directory and two plain names",
     "setup": "one_line each: the trusted profile's own shell code",
@@ -161,6 +161,8 @@ def check_values(sweep: Sweep, label: str, run_dir: Path) -> None:
         _check(profile, "partition", m.partition, scheduler_words)
     if m.queue is not None:
         _check(profile, "queue", m.queue, scheduler_word)
+    if m.mem_per_node is not None:
+        _check(profile, "mem_per_node", m.mem_per_node, scheduler_word)
     _check(profile, "launch", m.launch, one_line)
     if type(m.cpus_per_task) is not int or m.cpus_per_task < 1:  # rendered as a number
         raise ConfigError(f"{profile}: cpus_per_task: {m.cpus_per_task!r} is not a positive int")
@@ -184,6 +186,8 @@ def _script(sweep: Sweep, scheduler: str, point: Point, label: str, run_dir: Pat
             directives.append(f"#SBATCH --account={s.account}")
         if m.partition:
             directives.append(f"#SBATCH --partition={m.partition}")
+        if m.mem_per_node is not None:
+            directives.append(f"#SBATCH --mem={m.mem_per_node}")
     template = Template((jobs_dir() / TEMPLATES[scheduler]).read_text())
     return template.substitute(
         sweep=s.name, point=label, job_name=f"{s.name}-{label}"[:64],
