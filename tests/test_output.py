@@ -91,7 +91,10 @@ def test_a_finished_run_exports_from_the_command_line(finished_run, tmp_path):
     manifest = json.loads((dest / "manifest.json").read_text())
     assert proc.stdout.strip() == (f"[hpcue] exported {manifest['images']} images "
                                    f"(imagefolder) to {dest}")
-    assert manifest["images"] == len(list((dest / "train").rglob("*.png"))) > 0
+    # the training split and the test split (protected by nearest cluster): every image
+    assert manifest["images"] == len(list(dest.rglob("*.png"))) > 0
+    assert manifest["splits"]["train"] == len(list((dest / "train").rglob("*.png"))) > 0
+    assert manifest["splits"]["test"] == len(list((dest / "test").rglob("*.png"))) > 0
     assert (dest / "README.md").is_file()
     again = hpcue("export", str(out), "--format", "npz", "--out", str(dest), check=False)
     assert again.returncode == 2 and str(dest) in again.stderr  # never overwritten
