@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,11 +64,22 @@ def medmnist_npz(root: Path, flag: str = "bloodmnist", size: int = 28, channels:
     return root / name
 
 
-def image_folder(root: Path, classes=("cat", "dog"), per_class: int = 5) -> Path:
+def image_folder(root: Path, classes=("cat", "dog"), per_class: int = 5,
+                 size: tuple[int, int] = (32, 32)) -> Path:
     for c, name in enumerate(classes):
         for i in range(per_class):
-            jpeg(root / name / f"{i}.jpg", seed=100 * c + i)
+            jpeg(root / name / f"{i}.jpg", seed=100 * c + i, size=size)
     return root
+
+
+def png_header(path: Path, width: int, height: int) -> None:
+    """A 60-byte PNG that declares width x height pixels (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
 
 
 # -- damage done on purpose: shard directories and disks (tests and benchmarks/fault_campaign) --

@@ -6,10 +6,8 @@ import hashlib
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import h5py
@@ -369,20 +367,10 @@ def test_a_full_disk_is_one_error_not_a_segfault(tmp_path):
 # -- 6: a decompression bomb is refused before it is decoded ---------------------------------
 
 
-def _png_header(path: Path, width: int, height: int) -> None:
-    """A 60-byte PNG that declares width x height pixels."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
-
-
 def test_a_decompression_bomb_in_an_image_folder_is_refused(tmp_path):
     root = fabricate.image_folder(tmp_path / "raw")
     bomb = root / "cat" / "bomb.png"
-    _png_header(bomb, 100_000, 100_000)
+    fabricate.png_header(bomb, 100_000, 100_000)
     with pytest.raises(InputError, match=re.escape(str(bomb)) + ": refused by PIL .*an image may "
                                                                 "have at most 89478485 pixels"):
         prepare("imagefolder", root, tmp_path / "out", PrepareOptions(image_size=32))

@@ -12,9 +12,7 @@ import json
 import os
 import pickle
 import socket
-import struct
 import subprocess
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +20,12 @@ import h5py
 import numpy as np
 import yaml
 
+from tests import fabricate
+
 from .core import RESULTS
+
+#: the tries' images: small, so that a try's prepare takes no time
+SIZE = (24, 24)
 
 
 class RunsCode:
@@ -59,30 +62,13 @@ def flip_image_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def jpeg(path: Path, seed: int, size: tuple[int, int] = (24, 24)) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, quality=90)
+def jpeg(path: Path, seed: int, size: tuple[int, int] = SIZE) -> None:
+    fabricate.jpeg(path, seed, size)
 
 
 def image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"),
                  per_class: int = 5) -> Path:
-    for c, name in enumerate(classes):
-        for i in range(per_class):
-            jpeg(root / name / f"{i}.jpg", seed=100 * c + i)
-    return root
-
-
-def png_header(path: Path, width: int, height: int) -> None:
-    """A tiny PNG that declares width x height pixels (a decompression bomb's header)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+    return fabricate.image_folder(root, classes, per_class, SIZE)
 
 
 def medmnist_npz(root: Path, labels: Callable[[int], np.ndarray] | None = None,

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.fabricate import png_header
+
 from .core import Case, Ctx, Try
-from .inputs import image_folder, jpeg, medmnist_npz, png_header, random_bytes, truncate, user_file
+from .inputs import image_folder, jpeg, medmnist_npz, random_bytes, truncate, user_file
 
 
 def prepare_try(name: str, raw: Callable[[Ctx], Path | None], dataset: str, *expect: str,
