@@ -54,6 +54,17 @@ def save_torch(path: Path, obj: object) -> None:
     torch.save(obj, path)
 
 
+def edit_state(file: str, key: str, change: Callable) -> Callable[[Path, Ctx], None]:
+    """Damage: ``file``'s saved tensor ``key`` replaced by ``change(tensor)``."""
+    def damage(run: Path, ctx: Ctx) -> None:
+        import torch
+
+        state = torch.load(run / file, weights_only=True)
+        state[key] = change(state[key])
+        save_torch(run / file, state)
+    return damage
+
+
 def unfinished(stage: str, plant: str, what: Callable[[Ctx], object]) -> Callable:
     """A finished run wound back to before ``stage`` finished (its record, its outputs and the
     later stages' gone), with ``what`` planted as the stage's epoch checkpoint ``plant``."""
@@ -97,33 +108,10 @@ def run_dir_tries() -> list[Try]:
             edit_meta(run / "data", lambda m: m["splits"]["train"]["shards"][0].update(file=name))
         return damage
 
-    def nan_deltas(run: Path, ctx: Ctx) -> None:
-        import torch
-
-        state = torch.load(run / "perturbations.pt", weights_only=True)
-        state["deltas"] = torch.full_like(state["deltas"], float("nan"))
-        save_torch(run / "perturbations.pt", state)
-
-    def big_deltas(run: Path, ctx: Ctx) -> None:
-        import torch
-
-        state = torch.load(run / "perturbations.pt", weights_only=True)
-        state["deltas"] = torch.full_like(state["deltas"], 0.5)
-        save_torch(run / "perturbations.pt", state)
-
-    def other_clusters(run: Path, ctx: Ctx) -> None:
-        import torch
-
-        state = torch.load(run / "clusters.pt", weights_only=True)
-        state["assignments"] = state["assignments"][:100]
-        save_torch(run / "clusters.pt", state)
-
-    def clusters_beyond_k(run: Path, ctx: Ctx) -> None:
-        import torch
-
-        state = torch.load(run / "clusters.pt", weights_only=True)
-        state["assignments"] = torch.full_like(state["assignments"], 99)
-        save_torch(run / "clusters.pt", state)
+    nan_deltas = edit_state("perturbations.pt", "deltas",
+                            lambda d: d.new_full(d.shape, float("nan")))
+    big_deltas = edit_state("perturbations.pt", "deltas", lambda d: d.new_full(d.shape, 0.5))
+    other_clusters = edit_state("clusters.pt", "assignments", lambda a: a[:100])
 
     def crafted_replaced(run: Path, ctx: Ctx) -> None:
         (run / ".replaced").mkdir()
