@@ -7,7 +7,8 @@ Runs the whole pipeline at tiny sizes with runtime.accelerator=gpu, full victim 
 accuracy reductions over NCCL), and checks what the run says about itself, after `hpcue doctor`
 on the GPU in bf16 (versions, the GPUs, every stage once in mixed precision) and stage 1's
 sharded generators in 16-mixed and bf16-mixed, and a CLIP RN50 surrogate (random weights)
-through clustering and stage 1 in bf16. Exits non-zero with the reason on any failure.
+through clustering and stage 1 in bf16, and an export whose test split is protected on the GPU.
+Exits non-zero with the reason on any failure.
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ def run(prefix: list[str], out: Path) -> dict:
     for key in ("stage1_batch", "victim_batch"):
         assert results[key]["micro_batch_tried"] == [results[key]["per_rank_batch_size"]], key
     return results
+
+
+def export(cli: list[str], run_dir: Path, out: Path) -> None:
+    """``hpcue export`` of a finished run: its test split is protected on the GPU (surrogate
+    features, nearest cluster center) and published beside the training split."""
+    proc = subprocess.run([*cli, "export", str(run_dir), "--format", "npz", "--out", str(out),
+                           "--even-if-unprotected"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode:
+        sys.exit(f"FAILED: export on the GPU\n{proc.stderr[-3000:]}")
+    splits = json.loads((out / "manifest.json").read_text())["splits"]
+    assert splits["train"] > 0 and splits["test"] > 0, splits
 
 
 def stages(cli: list[str], out: Path, sets: list[str], what: str) -> None:
@@ -101,6 +114,7 @@ def main() -> None:
         clip_stages(cli, Path(tmp))
         one = run(cli, Path(tmp) / "one")
         print(f"one GPU: clean {one['clean_test_acc']}, uc {one['unlearnable_test_acc']}")
+        export(cli, Path(tmp) / "one", Path(tmp) / "published")
         if torch.cuda.device_count() >= 2:
             torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                         "-m", "hpcue.cli"]
