@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "directory: one row per config, mean ± std over seeds")
     rep.add_argument("runs", type=Path, help="a sweep's runs directory (or any folder of runs)")
     rep.add_argument("--out", type=Path, help="where the report goes (default: RUNS/report)")
+    rep.add_argument("--across-world-sizes", action="store_true",
+                     help="one row per global batch whatever the world size (the same global "
+                          "batch on more ranks is the same experiment); the row lists its "
+                          "world sizes, seeds.md each run's")
     exp = _command(sub, "export", "write a run's unlearnable set (training split, test split "
                                   "protected too) as files to publish: "
                                   "images in class folders, MedMNIST's .npz, or the source's own "
@@ -337,7 +341,7 @@ def _command_result(args: argparse.Namespace) -> int:
     if args.command == "report":
         from hpcue.sweep.report import report
 
-        for kind, paths in report(args.runs, args.out).items():
+        for kind, paths in report(args.runs, args.out, args.across_world_sizes).items():
             for path in paths if isinstance(paths, list) else [paths]:
                 print(f"[hpcue] {kind}: {path}")
         return 0

@@ -146,6 +146,12 @@ class TrainConfig(_Batching):
     generator_width: int = Field(16, ge=1)
     generator_blocks: int = Field(2, ge=0)
     epochs: int = Field(30, ge=1)
+    # the other reading of "the same training" across batch sizes: exactly this many optimizer
+    # steps (epochs then follow from it: as many as those steps need); None: train.epochs
+    steps: int | None = Field(None, ge=1)
+    # adamw, or the layer-wise adaptive lamb / lars of the large-batch literature (timm's:
+    # hpcue/training/optimizers.py); each wants its own lr (lars: about 1, with momentum 0.9)
+    optimizer: Literal["adamw", "lamb", "lars"] = "adamw"
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     min_lr: float = Field(1e-6, ge=0)

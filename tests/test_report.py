@@ -67,7 +67,9 @@ def rows_of(runs: Path) -> list[dict]:
 
 
 def table_rows(md: str) -> list[str]:
-    return [line for line in md.splitlines() if line.startswith("| digits |")]
+    """The main table's rows (the study table with intervals follows it)."""
+    main = md.split("## The batch-size study")[0]
+    return [line for line in main.splitlines() if line.startswith("| digits |")]
 
 
 def test_seeds_of_one_config_are_one_row_with_mean_and_std_and_a_one_run_row_has_no_spread(

@@ -116,7 +116,8 @@ class StageContext:
 
     def trainer(self, name: str, epochs: int, callbacks: list[Callback] | None = None,
                 accumulate: int = 1, this_rank_only: bool = False,
-                label: str | None = None, wrap: bool = True) -> L.Trainer:
+                label: str | None = None, wrap: bool = True,
+                max_steps: int | None = None) -> L.Trainer:
         """A Trainer whose checkpoints and logs for ``name`` live in this run directory; its
         progress bar says ``label``."""
         r = self.cfg.runtime
@@ -124,7 +125,8 @@ class StageContext:
                                               self.topology.device.startswith("cuda"))
         settings = TrainerSettings(r.precision, deterministic, r.timeout_s)
         return make_trainer(settings, self.run.stage_checkpoints(name), self.run.logs, name,
-                            epochs, callbacks, accumulate, this_rank_only, label, wrap)
+                            epochs, callbacks, accumulate, this_rank_only, label, wrap,
+                            max_steps)
 
     def resume_path(self, name: str) -> str | None:
         """``name``'s last epoch checkpoint, if an earlier attempt stopped mid-training (said

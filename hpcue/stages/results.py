@@ -79,6 +79,9 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "ssim": records["generate"]["ssim"],
         "seconds": {stage: records[stage]["seconds"] for stage in STAGES},
         "stage1_batch": records["train"]["batch_plan"],
+        # stage 1's optimizer, and its budget: epochs or steps, and the steps it took
+        "stage1_optimizer": records["train"].get("optimizer", "adamw"),
+        "stage1_budget": records["train"].get("budget"),
         "victim_batch": evaluate["batch_plan"],
         "provenance": provenance,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import lightning as L
@@ -15,6 +16,20 @@ from hpcue.training.callbacks import Throughput
 
 #: the attack this stage trains (the noise baselines are drawn by evaluate)
 ATTACK = "uc"
+
+
+def budget_epochs(epochs: int, steps: int | None, steps_per_epoch: int) -> int:
+    """The epochs stage 1 is given: ``train.epochs``, or under a fixed number of optimizer
+    steps (``train.steps``) as many as those steps need (the Trainer's max_steps ends the last
+    one early)."""
+    return epochs if steps is None else math.ceil(steps / max(1, steps_per_epoch))
+
+
+def budget_record(steps: int | None, trainer: L.Trainer) -> dict:
+    """Which reading of "the same training" the run used, and what it took: the epochs begun
+    and the optimizer steps taken (the report's table shows them per point)."""
+    return {"reading": "epochs" if steps is None else "steps",
+            "epochs": trainer.current_epoch, "optimizer_steps": trainer.global_step}
 
 
 def run(ctx: StageContext) -> dict:
@@ -33,12 +48,14 @@ def run(ctx: StageContext) -> dict:
             batches = ctx.loader(ctx.data, "train", probed.micro_batch_size, train=True)
             used.append(batches)
             module = build(probed.accumulate_grad_batches)
+        epochs = budget_epochs(cfg.train.epochs, cfg.train.steps,
+                               math.ceil(len(batches) / probed.accumulate_grad_batches))
         # a module that steps itself accumulates itself, and DDP must not wrap it
-        trainer = ctx.trainer("train", cfg.train.epochs, [meter],
+        trainer = ctx.trainer("train", epochs, [meter],
                               accumulate=(1 if module.steps_itself
                                           else probed.accumulate_grad_batches),
                               label=f"stage 1 generators (K={cfg.cluster.num_clusters})",
-                              wrap=not module.steps_itself)
+                              wrap=not module.steps_itself, max_steps=cfg.train.steps)
         trainers.append(trainer)
         trainer.fit(module, batches, ckpt_path=ctx.resume_path("train"), weights_only=True)
         return module
@@ -55,7 +72,8 @@ def run(ctx: StageContext) -> dict:
                                                    result.state))
     metrics = trainers[-1].callback_metrics
     return dict(batch_plan=ctx.batch_record("train", used[-1]), augment=ctx.augment,
-                **result.record,
+                **result.record, optimizer=cfg.train.optimizer,
+                budget=budget_record(cfg.train.steps, trainers[-1]),
                 epsilon=cfg.train.epsilon,
                 perturbation_channels=ctx.perturbation_channels,
                 images_per_second=round(meter.images_per_second, 2), train_images=meter.images,

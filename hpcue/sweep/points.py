@@ -149,6 +149,20 @@ def with_account(spec: SweepSpec, account: str | None) -> SweepSpec:
     return spec.model_copy(update={"account": account})
 
 
+def crossings(spec: SweepSpec) -> list[tuple]:
+    """Every (config, variant, batch, seed, lr rule, K, eps) the spec crosses: a variant's own
+    batch sizes in place of the spec's where it names them; None where an axis is not set."""
+    out = []
+    for config in spec.configs:
+        for name, variant in (spec.variants or {None: None}).items():
+            batches = ((variant.global_batch_sizes if variant is not None else None)
+                       or spec.global_batch_sizes)
+            out += [(config, name, *rest) for rest in product(
+                batches, spec.seeds, spec.lr_scaling or [None], spec.num_clusters or [None],
+                spec.epsilon or [None])]
+    return out
+
+
 def load_sweep(spec_file: str | Path, machines: Path | Sequence[Path] | None = None,
                account: str | None = None) -> Sweep:
     """Read, expand and validate a sweep (a path or a shipped spec's name): every point must be
@@ -167,6 +181,8 @@ def load_sweep(spec_file: str | Path, machines: Path | Sequence[Path] | None = N
     try:
         configs = {c: config_path(c, path.parent) for c in spec.configs}
         overrides = paths_from(path.parent, spec.overrides)
+        variant_sets = {name: paths_from(path.parent, v.overrides)
+                        for name, v in (spec.variants or {}).items()}
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if machine.account_required and not spec.account:
@@ -177,16 +193,20 @@ def load_sweep(spec_file: str | Path, machines: Path | Sequence[Path] | None = N
         raise ConfigError(f"{path}: {per_node} ranks per node but {machine.name} has "
                           f"{machine.gpus_per_node} GPUs a node")
     world = spec.nodes * per_node
-    axes = [spec.configs, spec.global_batch_sizes, spec.seeds, spec.lr_scaling or [None],
-            spec.num_clusters or [None], spec.epsilon or [None]]
     points, too_large, too_slow = [], [], []
-    for config, batch, seed, rule, k, eps in product(*axes):
-        # the machine's defaults first: the spec's overrides win
+    for config, variant, batch, seed, rule, k, eps in crossings(spec):
+        # the machine's defaults first: the spec's overrides win, and a variant's win over both
         sets = ([] if machine.max_micro_batch is None else
                 [f"runtime.max_micro_batch={machine.max_micro_batch}"])
         sets += [] if machine.precision is None else [f"runtime.precision={machine.precision}"]
-        sets += overrides + [f"train.global_batch_size={batch}", f"seed={seed}"]
+        sets += overrides
         parts = [f"b{batch}", f"s{seed}"]
+        if variant is not None:
+            sets += variant_sets[variant]
+            parts.append(variant)
+        sets += [f"train.global_batch_size={batch}", f"seed={seed}"]
+        if spec.steps is not None:
+            sets.append(f"train.steps={spec.steps}")
         if rule is not None:
             sets += [f"train.lr_scaling={rule}"]
             parts.append(f"lr{rule}")

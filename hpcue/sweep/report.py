@@ -60,7 +60,8 @@ from hpcue.evaluation.metrics import sample_std
 from hpcue.io import atomic_write, atomic_write_text, read_json
 from hpcue.stages.rundir import STAGES, RunDir
 from hpcue.sweep.machines import CONTROL
-from hpcue.sweep.report_plots import plot
+from hpcue.sweep.report_plots import plot, plot_study
+from hpcue.sweep.report_study import seed_rows, study_columns, study_markdown, write_seeds
 from hpcue.sweep.report_tables import COLUMNS, latex, markdown
 
 #: config keys that never change a result, or that are columns of their own
@@ -234,7 +235,7 @@ def collect(runs: Path) -> tuple[list[dict], dict[str, str], dict[str, int]]:
     results, failed = [], {}
     for path in sorted(runs.rglob(RunDir.RESULTS)):
         try:
-            results.append(read_result(path))
+            results.append(read_result(path) | {"_name": _name(runs, path.parent)})
         except InputError as exc:
             failed[_name(runs, path.parent)] = str(exc)
     expected = {}
@@ -271,10 +272,13 @@ def facts(result: dict) -> dict:
             "base_lr": _get(result, "stage1_batch.base_lr")}
 
 
-def config_key(result: dict) -> str:
-    """Everything a row groups by, as sorted JSON: the settings and the facts."""
-    return json.dumps({"settings": result["_settings"], **facts(result)}, sort_keys=True,
-                      default=str)
+def config_key(result: dict, across_world_sizes: bool = False) -> str:
+    """Everything a row groups by, as sorted JSON: the settings and the facts (but the world
+    size, ``across_world_sizes``: the same global batch on more ranks is the same experiment)."""
+    mine = facts(result)
+    if across_world_sizes:
+        del mine["world_size"]
+    return json.dumps({"settings": result["_settings"], **mine}, sort_keys=True, default=str)
 
 
 def digest(key: str) -> str:
@@ -334,16 +338,19 @@ def _order(row: dict) -> tuple:
         return (value is None, value if value is not None else 0)
 
     return (row["dataset"], row["setting"], known(row["epsilon"]), known(row["num_clusters"]),
-            known(row["victim_epochs"]), row["lr_scaling"], row["world_size"],
+            known(row["victim_epochs"]), row["lr_scaling"], str(row["world_size"]),
             row["global_batch_size"], row["config"])
 
 
-def summarise(results: list[dict], expected: dict[str, int] | None = None) -> list[dict]:
+def summarise(results: list[dict], expected: dict[str, int] | None = None,
+              across_world_sizes: bool = False) -> list[dict]:
     """One row per config: runs that differ only in their seed are averaged, never runs with
-    other settings (another image size, K, eps, lr rule or epochs is another row)."""
+    other settings (another image size, K, eps, lr rule or epochs is another row).
+    ``across_world_sizes``: runs at one global batch on different world sizes are one row,
+    whose world size lists them (``1+2``); the per-seed table keeps each run's."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in results:
-        groups[config_key(r)].append(r)
+        groups[config_key(r, across_world_sizes)].append(r)
     labels = _labels(groups)
     rows = []
     for key, runs in groups.items():
@@ -372,16 +379,24 @@ def summarise(results: list[dict], expected: dict[str, int] | None = None) -> li
             "stage1_images_per_second": round(statistics.mean(
                 r["stage1_images_per_second"] for r in runs), 1),
             "num_classes": classes.pop() if len(classes) == 1 else None,
+            **study_columns(runs),
+            "_runs": runs,
             # for the plots, not the CSV: what tells lines apart, and each seed's point
             "_settings": runs[0]["_settings"],
             "_unlearnable_runs": [r["unlearnable_test_acc"] for r in runs],
         })
+    if across_world_sizes:
+        for row in rows:
+            worlds = sorted({_get(r, "world_size", 1) for r in row["_runs"]})
+            row["world_size"] = "+".join(str(w) for w in worlds)
     return sorted(rows, key=_order)
 
 
-def report(runs: Path, out: Path | None = None) -> dict[str, Path | list[Path]]:
-    """Write report.csv, report.md, report.tex and the plots under ``out`` (default
-    RUNS/report); what was written by kind, as ``hpcue report`` prints it."""
+def report(runs: Path, out: Path | None = None,
+           across_world_sizes: bool = False) -> dict[str, Path | list[Path]]:
+    """Write report.csv, report.md, report.tex, the per-seed seeds.csv and seeds.md, and the
+    plots under ``out`` (default RUNS/report); what was written by kind, as ``hpcue report``
+    prints it. ``across_world_sizes``: one row per global batch whatever the world size."""
     runs = Path(runs)
     if not runs.is_dir():
         raise MissingInputError(f"{runs}: runs directory not found")
@@ -392,7 +407,7 @@ def report(runs: Path, out: Path | None = None) -> dict[str, Path | list[Path]]:
         raise InputError(f"{runs}: {found}"
                          + "".join(f"; {name}: {why}" for name, why in failed.items()))
     out = Path(out) if out is not None else runs / "report"
-    rows = summarise(results, expected)
+    rows = summarise(results, expected, across_world_sizes)
 
     def write_csv(tmp: Path) -> None:
         with tmp.open("w", newline="") as fh:
@@ -401,13 +416,18 @@ def report(runs: Path, out: Path | None = None) -> dict[str, Path | list[Path]]:
             writer.writerows(rows)
 
     atomic_write(out / "report.csv", write_csv)
-    atomic_write_text(out / "report.md", markdown(rows, failed))
+    atomic_write_text(out / "report.md", markdown(rows, failed)
+                      + "\n" + "\n".join(study_markdown(rows)) + "\n")
     atomic_write_text(out / "report.tex", latex(rows, failed))
-    batch_plots, throughput = plot(rows, out)
+    seeds_csv, seeds_md = write_seeds(seed_rows(rows), out)
+    batch_plots, throughput = plot(rows, out, summarise(results, expected)
+                                   if across_world_sizes else None)
+    study_plots = plot_study(rows, out)
     if failed:
         print(f"[hpcue] {len(failed)} missing or failed points, in no row of the report:")
         for name, why in failed.items():
             print(f"[hpcue]   {name}: {why}")
     return {"csv": out / "report.csv", "markdown": out / "report.md",
-            "latex": out / "report.tex", "batch_plots": batch_plots,
+            "latex": out / "report.tex", "per_seed": [seeds_csv, seeds_md],
+            "batch_plots": batch_plots, "study_plots": study_plots,
             "throughput_plot": throughput}

@@ -13,6 +13,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from hpcue.figures.study import draw_study
 from hpcue.figures.sweep import Line, draw_batch_plot, draw_throughput
 from hpcue.io import atomic_write
 from hpcue.sweep.points import slug
@@ -71,10 +72,12 @@ def _write(blobs: dict[str, bytes], path: Path) -> list[Path]:
     return paths
 
 
-def plot(rows: list[dict], out: Path) -> tuple[list[Path], Path]:
+def plot(rows: list[dict], out: Path,
+         by_world: list[dict] | None = None) -> tuple[list[Path], Path]:
     """Per data set, accuracy against the global batch (PNG and PDF): each line's clean,
     unlearnable and random-noise mean ± std, each seed's unlearnable accuracy, chance; and
-    stage-1 throughput against the world size (PNG)."""
+    stage-1 throughput against the world size (PNG), from ``by_world`` (rows of one world
+    size each; default ``rows``)."""
     lines = batch_lines(rows)
     paths = []
     for dataset in sorted({r["dataset"] for r in rows}):
@@ -82,5 +85,20 @@ def plot(rows: list[dict], out: Path) -> tuple[list[Path], Path]:
         blobs = draw_batch_plot(dataset, [ln for ln in lines if ln.dataset == dataset], mine,
                                 chance(mine), ("png", "pdf"))
         paths += _write(blobs, out / f"accuracy_vs_batch-{slug(dataset)}.png")
-    (throughput,) = _write({"png": draw_throughput(rows)}, out / "throughput_vs_world_size.png")
+    (throughput,) = _write({"png": draw_throughput(rows if by_world is None else by_world)},
+                           out / "throughput_vs_world_size.png")
     return paths, throughput
+
+
+def plot_study(rows: list[dict], out: Path) -> list[Path]:
+    """Per data set, the batch-size study's figure (PNG and PDF): UC's and random noise's
+    accuracy, UC's paired advantage over random and the worst case over defenses, each a mean
+    with its 95% interval against the global batch, one line per configuration."""
+    lines = batch_lines(rows)
+    paths = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        blobs = draw_study(dataset, [ln for ln in lines if ln.dataset == dataset],
+                           chance(mine), ("png", "pdf"))
+        paths += _write(blobs, out / f"study-{slug(dataset)}.png")
+    return paths

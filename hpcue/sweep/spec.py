@@ -70,6 +70,21 @@ CLUSTER_WALLTIME_MINUTES = 60
 AXES = ("configs", "global_batch_sizes", "seeds", "lr_scaling", "num_clusters", "epsilon")
 
 
+class Variant(Strict):
+    """One line of a study's figure: settings of its own (an optimizer, an lr rule, warmup),
+    over its own batch sizes where it names them (default: the spec's)."""
+
+    overrides: list[str] = []
+    global_batch_sizes: list[int] | None = None
+
+    @field_validator("global_batch_sizes")
+    @classmethod
+    def _batches(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and (not values or len(set(values)) != len(values)):
+            raise ValueError("give each batch size once, at least one (or leave the key out)")
+        return values
+
+
 class SweepSpec(Strict):
     name: str
     machine: str
@@ -95,6 +110,34 @@ class SweepSpec(Strict):
     # clusters computed once per cluster config and shared by every point (a first job under
     # Slurm/LSF that the points wait for); false: each point clusters on its own
     share_clusters: bool = True
+    # named settings crossed with the other axes, one line each in the report's figures
+    # (optimizers, lr rules, warmup); a variant may name its own batch sizes
+    variants: dict[str, Variant] | None = None
+    # what "the same training" means across batch sizes: the same number of epochs (the
+    # paper's reading: a larger batch takes fewer steps) or of optimizer steps (``steps``)
+    training: Literal["epochs", "steps"] = "epochs"
+    steps: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _training_reading(self) -> SweepSpec:
+        if self.training == "steps" and self.steps is None:
+            raise ValueError("training: steps needs steps: N, the optimizer steps every point "
+                             "takes")
+        if self.training == "epochs" and self.steps is not None:
+            raise ValueError(f"steps: {self.steps} is the other reading: set training: steps "
+                             f"too, or drop steps (under training: epochs, train.epochs decides)")
+        return self
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, value: dict[str, Variant] | None) -> dict[str, Variant] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("an empty mapping: name at least one variant (or leave the "
+                                 "key out)")
+            for name in value:
+                plain_name(name)
+        return value
 
     @field_validator("walltime")
     @classmethod

@@ -27,14 +27,20 @@ def scheduled(opt: torch.optim.Optimizer, trainer, warmup_epochs: float, min_lr:
               accumulate: int = 1) -> dict:
     """``configure_optimizers``' return value: ``opt`` with warmup + cosine stepped every step.
 
-    The step count comes from the trainer (epochs x optimizer steps an epoch), so warmup given in
-    epochs means the same under any world size or accumulation. ``accumulate``: micro-batches a
-    module that steps itself (manual optimization) takes per step, where the Trainer takes one.
+    The step count comes from the trainer (epochs x optimizer steps an epoch, or its
+    ``max_steps`` where that ends training first), so the cosine ends where training does and
+    warmup given in epochs means the same under any world size or accumulation.
+    ``accumulate``: micro-batches a module that steps itself (manual optimization) takes per
+    step, where the Trainer takes one.
     """
     batches = trainer.estimated_stepping_batches  # (also sets trainer.num_training_batches)
+    per_epoch = math.ceil(trainer.num_training_batches
+                          / (accumulate if accumulate > 1 else trainer.accumulate_grad_batches))
     if accumulate > 1:
-        batches = math.ceil(trainer.num_training_batches / accumulate) * trainer.max_epochs
+        batches = per_epoch * trainer.max_epochs
+        if trainer.max_steps != -1:  # a fixed number of steps (train.steps) ends it sooner
+            batches = min(batches, trainer.max_steps)
     steps = max(1, int(batches))
-    warmup = round(warmup_epochs * steps / trainer.max_epochs)
+    warmup = round(warmup_epochs * per_epoch)
     sched = warmup_cosine(opt, steps, warmup, min_lr)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -83,13 +83,14 @@ class UnwrappedDDP(DDPStrategy):
 def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name: str,
                  epochs: int, callbacks: list[Callback] | None = None, accumulate: int = 1,
                  this_rank_only: bool = False, label: str | None = None,
-                 wrap: bool = True) -> L.Trainer:
+                 wrap: bool = True, max_steps: int | None = None) -> L.Trainer:
     """DDP over the process group the launcher set up (NCCL on GPUs, gloo on CPU), or plain.
 
     Epoch checkpoints go to ``checkpoints``, CSV metrics to ``logs/<name>/``; the progress bar
     (a plain line an epoch when stdout is not a terminal) says ``label`` (default: ``name``),
     and there is none under ``-q``. ``wrap=False``: the module does its own reductions
-    (UnwrappedDDP).
+    (UnwrappedDDP). ``max_steps``: training ends after that many optimizer steps even within
+    ``epochs`` (a fixed number of steps; None: the epochs decide).
 
     Batch norm is synchronised across ranks on GPUs, so a global batch behaves as in one
     process; torch has no SyncBatchNorm on CPU, where each rank normalises its own part.
@@ -113,6 +114,7 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
                    else LabelledBar(label or name, refresh_rate=1)]
     return L.Trainer(
         max_epochs=epochs,
+        max_steps=-1 if max_steps is None else max_steps,
         accelerator="gpu" if on_gpu else "cpu",
         devices=[int(topo.device.split(":")[1])] if on_gpu else 1,
         num_nodes=topo.world_size if distributed else 1,

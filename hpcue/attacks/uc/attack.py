@@ -49,6 +49,8 @@ class UnlearnableClusters(Attack):
     # own_cluster: generator k learns from cluster k's images (one pass trains all K); all: from
     # every image, each pulled toward k's target (the UC reference's scheme, K x the work)
     generator_images: str = "own_cluster"
+    # adamw, lamb or lars (training/optimizers.py)
+    optimizer: str = "adamw"
 
     @classmethod
     def configured(cls, cfg: RunConfig, *, lr: float | None = None,
@@ -60,7 +62,7 @@ class UnlearnableClusters(Attack):
                    target_offset=t.target_offset, lr=lr, weight_decay=t.weight_decay,
                    min_lr=t.min_lr, augment=augment, warmup_epochs=t.warmup_epochs,
                    generator_parallel=t.generator_parallel,
-                   generator_images=t.generator_images)
+                   generator_images=t.generator_images, optimizer=t.optimizer)
 
     def make(self, inputs: AttackInputs) -> AttackResult:
         if inputs.centers is None or inputs.surrogate is None or inputs.fit is None \
@@ -80,7 +82,8 @@ class UnlearnableClusters(Attack):
                             weight_decay=self.weight_decay, min_lr=self.min_lr,
                             augment=self.augment, warmup_epochs=self.warmup_epochs,
                             seed=inputs.seed, shard=shard, accumulate=accumulate,
-                            generator_images=self.generator_images)
+                            generator_images=self.generator_images,
+                            optimizer=self.optimizer)
 
         module = inputs.fit(build, inputs.loader)
         assert isinstance(module, UCModule)

@@ -12,6 +12,7 @@ from hpcue.models.generator import ClusterGenerators
 from hpcue.models.surrogate import Surrogate
 from hpcue.training.batches import UnitBatches
 from hpcue.training.lr_schedule import scheduled
+from hpcue.training.optimizers import make_optimizer
 
 
 class UCModule(UnitBatches, AttackModule):
@@ -30,12 +31,14 @@ class UCModule(UnitBatches, AttackModule):
                  centers: torch.Tensor, assignments: torch.Tensor, *, offset: int, lr: float,
                  weight_decay: float, min_lr: float, augment: str = "none",
                  warmup_epochs: float = 0.0, seed: int = 0, shard: bool = False,
-                 accumulate: int = 1, generator_images: str = "own_cluster") -> None:
+                 accumulate: int = 1, generator_images: str = "own_cluster",
+                 optimizer: str = "adamw") -> None:
         super().__init__()
         if generator_images not in ("own_cluster", "all"):
             raise ValueError(f"generator_images must be own_cluster or all, got "
                              f"{generator_images!r}")
         self.generator_images = generator_images
+        self.optimizer_name = optimizer  # adamw, lamb or lars (training/optimizers.py)
         self.shard, self.accumulate = shard, accumulate  # fixed at build: never set later
         self.automatic_optimization = not shard
         # payload bytes of the collectives this rank joins: every optimizer step, and once an
@@ -184,9 +187,7 @@ class UCModule(UnitBatches, AttackModule):
         self._present = None
 
     def configure_optimizers(self):
-        # decoupled decay: it must not scale with a cluster's share of the batch
-        opt = torch.optim.AdamW(self.generators.parameters(), lr=self.lr,
-                                weight_decay=self.weight_decay)
+        opt = make_optimizer(self.optimizer_name, self.generators, self.lr, self.weight_decay)
         # sharded, the Trainer accumulates nothing: the module steps once per `accumulate`
         return scheduled(opt, self.trainer, self.warmup_epochs, self.min_lr,
                          accumulate=self.accumulate if self.shard else 1)

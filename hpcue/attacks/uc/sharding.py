@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from hpcue.distributed import collectives
+from hpcue.training.optimizers import state_layout
 
 
 def owners(num_generators: int, world: int) -> list[int]:
@@ -39,24 +40,28 @@ def sync_owned_state(generators: torch.nn.ModuleList, owner_of: list[int],
 
     Afterwards every rank holds what replicate would hold, so the epoch checkpoint rank 0
     writes and the final deltas are replicate's format and values; it runs once an epoch (the
-    checkpoint's moment), not once a step. Returns the bytes it broadcast from this rank's view.
+    checkpoint's moment), not once a step. The state is whatever the optimizer keeps (AdamW's
+    moments, LAMB's, LARS's momentum): each owner tells the others its layout first, so a rank
+    that never stepped a generator creates the same tensors to receive into. Returns the bytes
+    it broadcast from this rank's view.
     """
     if not collectives.active():
         return 0
+    me = collectives.rank()
+    layouts = collectives.gather_objects(
+        {k: state_layout(optimizer, g.parameters()) for k, g in enumerate(generators)
+         if owner_of[k] == me})
     sent = 0
     for k, generator in enumerate(generators):
         params = list(generator.parameters())
-        has_state = torch.tensor([float(all(p in optimizer.state for p in params))])
-        has_state = collectives.broadcast_tensor(has_state, owner_of[k])
         tensors = [p.data for p in params]
-        if bool(has_state[0]):
-            for p in params:
-                if p not in optimizer.state:  # a rank that never stepped this generator
-                    optimizer.state[p] = {"step": torch.tensor(0.0),
-                                          "exp_avg": torch.zeros_like(p),
-                                          "exp_avg_sq": torch.zeros_like(p)}
-                state = optimizer.state[p]
-                tensors += [state["exp_avg"], state["exp_avg_sq"], state["step"].reshape(1)]
+        for p, entries in zip(params, layouts[owner_of[k]][k], strict=True):
+            state = optimizer.state[p]  # (a defaultdict: created where this rank never stepped)
+            for key, shape, dtype in entries:
+                if key not in state:
+                    state[key] = torch.zeros(shape, dtype=getattr(torch, dtype),
+                                             device=p.device if shape else "cpu")
+                tensors.append(state[key])
         flat = torch.cat([t.detach().reshape(-1).float().to(params[0].device) for t in tensors])
         flat = collectives.broadcast_tensor(flat, owner_of[k])
         sent += flat.numel() * flat.element_size()
@@ -66,4 +71,3 @@ def sync_owned_state(generators: torch.nn.ModuleList, owner_of: list[int],
             t.copy_(flat[offset:offset + n].view_as(t).to(t.dtype))
             offset += n
     return sent
-

@@ -1,0 +1,139 @@
+"""The batch-size study in `hpcue report`: 95% intervals over seeds (a one-run row: over its
+victims), the paired advantage over random, the per-seed table with each run's stage-1 steps,
+which reading of "the same training" was used, one row across world sizes, and the figure.
+
+Run directories are fabricated (config.yaml + results.json): nothing trains here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy.stats import t
+
+from hpcue.sweep.report import collect, report, summarise
+from hpcue.sweep.report_study import fmt_interval, reading_note
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def study_run(root: Path, name: str, *, seed: int, batch: int, unl: float, rand: float,
+              world: int = 1, steps: int = 100, reading: str = "epochs",
+              optimizer: str | None = None, victims_ci: list[float] | None = None) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    train = {"global_batch_size": batch}
+    if optimizer:
+        train["optimizer"] = optimizer
+    (d / "config.yaml").write_text(yaml.safe_dump({"name": name, "seed": seed, "train": train,
+                                                   "runtime": {"launcher": "mpi"}}))
+    adv = round(rand - unl, 4)
+    result = {
+        "dataset": "digits", "global_batch_size": batch, "world_size": world, "seed": seed,
+        "clean_test_acc": 0.98, "unlearnable_test_acc": unl, "cluster_purity": 0.97,
+        "seconds": {"train": 1.0}, "stage1_images_per_second": 1000.0,
+        "worst_case_unlearnable_test_acc": 0.95, "worst_case_defense": "uc+jpeg10",
+        "num_classes": 10, "stage1_optimizer": optimizer or "adamw",
+        "stage1_budget": {"reading": reading, "epochs": 30, "optimizer_steps": steps},
+        "baselines": {"random": {"mean": rand, "ci95": [rand - 0.1, rand + 0.05], "n": 3,
+                                 "test_se": 0.01}},
+        "uc_advantage_over_random": {"mean": adv, "ci95": [adv - 0.2, adv + 0.2], "n": 3,
+                                     "test_se": 0.02},
+        "victims": {"uc": {"mean": unl, "ci95": victims_ci or [unl - 0.05, unl + 0.05],
+                           "n": 3, "test_se": 0.01},
+                    "clean": {"mean": 0.98, "ci95": [0.97, 0.99], "n": 3, "test_se": 0.005},
+                    "uc+jpeg10": {"mean": 0.95, "ci95": [0.94, 0.96], "n": 3,
+                                  "test_se": 0.008}},
+    }
+    (d / "results.json").write_text(json.dumps(result))
+    return d
+
+
+def rows_of(runs: Path, across: bool = False) -> list[dict]:
+    results, _, expected = collect(runs)
+    return summarise(results, expected, across)
+
+
+def test_a_rows_interval_is_students_t_over_its_seeds_with_the_test_error(tmp_path):
+    runs = tmp_path / "runs"
+    uncs = [0.5, 0.6, 0.7]
+    for seed, unl in enumerate(uncs):
+        study_run(runs, f"b64-s{seed}", seed=seed, batch=64, unl=unl, rand=0.9)
+    (row,) = rows_of(runs)
+    s = row["study"]["unlearnable"]
+    half = t.ppf(0.975, 2) * math.sqrt(0.01 / 3 + 0.01 ** 2)  # std 0.1; test se 0.01
+    assert s["n"] == 3 and s["over"] == "seeds" and s["mean"] == pytest.approx(0.6)
+    assert s["ci95"] == pytest.approx([0.6 - half, 0.6 + half], abs=1e-4)
+    adv = row["study"]["advantage"]  # each run's paired mean: 0.4, 0.3, 0.2
+    assert adv["mean"] == pytest.approx(0.3) and adv["ci95"][0] < 0.3 < adv["ci95"][1]
+    assert row["study"]["worst_case"]["mean"] == pytest.approx(0.95)
+    assert row["_seed_values"]["unlearnable"] == uncs
+
+
+def test_a_one_run_row_shows_the_interval_over_its_victims_and_none_is_shown_as_na(tmp_path):
+    runs = tmp_path / "runs"
+    study_run(runs, "b64-s0", seed=0, batch=64, unl=0.5, rand=0.9, victims_ci=[0.41, 0.58])
+    (row,) = rows_of(runs)
+    s = row["study"]["unlearnable"]
+    assert s["n"] == 1 and s["ci95"] == [0.41, 0.58] and s["over"] == "victim seeds"
+    assert row["study"]["worst_case"]["ci95"] == [0.94, 0.96]  # its worst arm's
+    assert fmt_interval(s) == "0.500 [0.410, 0.580]"
+    assert fmt_interval({"mean": 0.5, "ci95": None}) == "0.500 [n/a]"
+
+
+def test_the_per_seed_table_names_each_runs_steps_and_the_report_says_which_reading(tmp_path):
+    runs = tmp_path / "runs"
+    for batch, steps in ((64, 630), (1024, 60)):
+        for seed in (0, 1):
+            study_run(runs, f"b{batch}-s{seed}", seed=seed, batch=batch, unl=0.6, rand=0.9,
+                      steps=steps)
+    out = report(runs)
+    with (tmp_path / "runs" / "report" / "seeds.csv").open() as fh:
+        lines = list(csv.DictReader(fh))
+    assert [(r["global_batch_size"], r["seed"], r["optimizer_steps"]) for r in lines] == [
+        ("64", "0", "630"), ("64", "1", "630"), ("1024", "0", "60"), ("1024", "1", "60")]
+    assert {r["reading"] for r in lines} == {"epochs"}
+    md = (tmp_path / "runs" / "report" / "report.md").read_text()
+    assert "same number of epochs at every batch size" in md
+    assert "| digits | - | 1024 | 1 | adamw | epochs | 60 | 2 |" in md
+    for path in out["study_plots"]:
+        assert path.is_file() and path.stat().st_size > 1000
+    assert out["study_plots"][0].read_bytes().startswith(PNG)
+    assert "b1024-s1" in (tmp_path / "runs" / "report" / "seeds.md").read_text()
+
+
+def test_the_reading_note_never_claims_one_reading_for_mixed_rows():
+    assert "optimizer steps at every batch" in reading_note([{"reading": "steps"}])
+    assert "differ" in reading_note([{"reading": "steps"}, {"reading": "epochs"}])
+    assert "do not say" in reading_note([{"reading": None}])
+
+
+def test_an_optimizer_is_its_own_row_and_line(tmp_path):
+    runs = tmp_path / "runs"
+    for opt in (None, "lamb"):
+        for seed in (0, 1):
+            study_run(runs, f"{opt}-s{seed}", seed=seed, batch=256, unl=0.6, rand=0.9,
+                      optimizer=opt)
+    rows = rows_of(runs)
+    assert sorted(r["optimizer"] for r in rows) == ["adamw", "lamb"]
+    assert any("train.optimizer=lamb" in r["setting"] for r in rows)
+
+
+def test_across_world_sizes_one_global_batch_is_one_row_listing_its_world_sizes(tmp_path):
+    runs = tmp_path / "runs"
+    for world in (1, 2):
+        for seed in (0, 1, 2):
+            study_run(runs, f"w{world}/b64-s{seed}", seed=seed, batch=64, world=world,
+                      unl=0.5 + 0.05 * seed, rand=0.9)
+    apart = rows_of(runs)
+    assert sorted(r["world_size"] for r in apart) == [1, 2] and {r["seeds"] for r in apart} == {3}
+    (pooled,) = rows_of(runs, across=True)
+    assert pooled["world_size"] == "1+2" and pooled["seeds"] == 6
+    report(runs, across_world_sizes=True)
+    with (runs / "report" / "seeds.csv").open() as fh:
+        assert sorted(r["world_size"] for r in csv.DictReader(fh)) == ["1"] * 3 + ["2"] * 3
