@@ -56,11 +56,14 @@ def test_a_point_that_repeats_another_is_dropped_and_named():
     sweep = _shipped("paper-frontier.yaml")
     names = {p.name for p in sweep.points}
     # at the base batch (256) sqrt scaling is no scaling: the same run as none
-    assert sweep.same_as["medmnist-pathmnist-b256-s0-lrsqrt"] == "medmnist-pathmnist-b256-s0-lrnone"
-    assert set(sweep.same_as) == {f"{d}-b256-s{s}-lrsqrt" for d in ("medmnist-pathmnist",
-                                                                    "oxford-iiit-pet")
+    assert (sweep.same_as["medmnist-pathmnist-b256-s0-adamw-lrsqrt"]
+            == "medmnist-pathmnist-b256-s0-adamw-lrnone")
+    datasets = ("medmnist-pathmnist", "medmnist-bloodmnist", "medmnist-organamnist",
+                "oxford-iiit-pet")
+    assert set(sweep.same_as) == {f"{d}-b256-s{s}-adamw-lrsqrt" for d in datasets
                                   for s in (0, 1, 2)}
-    assert not names & set(sweep.same_as) and len(names) == 2 * 5 * 3 * 2 - 6
+    # 4 data sets x 5 batches x 3 seeds x 2 rules, and the warmup line's 2 batches
+    assert not names & set(sweep.same_as) and len(names) == 4 * 3 * 2 * (5 + 2) - 12
 
 
 def test_sqrt_and_none_points_get_different_learning_rates():
@@ -68,15 +71,17 @@ def test_sqrt_and_none_points_get_different_learning_rates():
     from hpcue.stages.plans import batch_plan
 
     for batch, factor in ((64, 0.5), (1024, 2.0)):
-        none, sqrt = (batch_plan(points[f"medmnist-pathmnist-b{batch}-s0-lr{rule}"].run_config,
+        none, sqrt = (batch_plan(points[f"medmnist-pathmnist-b{batch}-s0-adamw-lr{rule}"].run_config,
                                  "train", 16) for rule in ("none", "sqrt"))
         assert (none.lr_scaling, sqrt.lr_scaling) == ("none", "sqrt")
         assert sqrt.effective_lr == pytest.approx(none.effective_lr * factor)
 
 
 @pytest.mark.parametrize("spec,scheduler,count", [
-    ("digits-local.yaml", "slurm", 9 + 1), ("paper-summit.yaml", "lsf", 72 + 12),
-    ("paper-frontier.yaml", "slurm", 54 + 6), ("paper-summit-flowers102.yaml", "lsf", 15 + 3),
+    ("digits-local.yaml", "slurm", 9 + 1), ("digits-batch-study.yaml", "slurm", 54 + 1),
+    ("paper-summit.yaml", "lsf", 96 + 12), ("paper-frontier.yaml", "slurm", 156 + 12),
+    ("paper-summit-flowers102.yaml", "lsf", 21 + 3),
+    ("paper-frontier-flowers102.yaml", "slurm", 30 + 3),
 ])  # points + one clusters job per cluster config
 def test_every_rendered_script_passes_bash_n(spec, scheduler, count, tmp_path):
     sweep = _shipped(spec)
