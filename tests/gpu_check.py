@@ -6,7 +6,8 @@ Runs the whole pipeline at tiny sizes with runtime.accelerator=gpu, full victim 
 (seeds, baselines, defenses: the ensemble, the per-cluster all-reduce of stage 1 and the
 accuracy reductions over NCCL), and checks what the run says about itself, after `hpcue doctor`
 on the GPU in bf16 (versions, the GPUs, every stage once in mixed precision) and stage 1's
-sharded generators in 16-mixed and bf16-mixed, and a CLIP RN50 surrogate (random weights)
+sharded generators in 16-mixed and bf16-mixed (and with LAMB and LARS for a fixed number of
+steps), and a CLIP RN50 surrogate (random weights)
 through clustering and stage 1 in bf16, and an export whose test split is protected on the GPU.
 Exits non-zero with the reason on any failure.
 """
@@ -78,6 +79,24 @@ def sharded_stage1(cli: list[str], tmp: Path) -> None:
               f"{record['images_per_second']} images/s")
 
 
+def large_batch_stage1(cli: list[str], tmp: Path) -> None:
+    """LAMB and LARS (timm's, train.optimizer) in stage 1's sharded path on the GPU, each for a
+    fixed number of steps (train.steps): LAMB under 16-mixed's GradScaler, LARS in bf16."""
+    for optimizer, lr, precision in (("lamb", 0.003, "16-mixed"), ("lars", 1.0, "bf16-mixed")):
+        out = tmp / f"{optimizer}-{precision}"
+        sets = tiny_sets(["runtime.accelerator=gpu", f"runtime.precision={precision}",
+                          "train.generator_parallel=shard", f"train.optimizer={optimizer}",
+                          f"train.lr={lr}", "train.steps=7"])
+        stages(cli, out, sets, f"{optimizer} in {precision}")
+        record = json.loads((out / "stages" / "train.json").read_text())
+        assert record["optimizer"] == optimizer, record
+        assert record["budget"]["optimizer_steps"] == 7, record["budget"]
+        deltas = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
+        assert bool(torch.isfinite(deltas).all()) and float(deltas.abs().max()) > 0
+        print(f"stage 1 with {optimizer} in {precision}: 7 steps, loss "
+              f"{record['final_uc_loss']:.4f}")
+
+
 def clip_stages(cli: list[str], tmp: Path) -> None:
     """A CLIP surrogate (RN50, random weights in open_clip's own file format) through the
     cluster stage and stage 1 on the GPU in bf16: the resize inside the tower, the input
@@ -111,6 +130,7 @@ def main() -> None:
         if doctor.returncode:
             sys.exit(f"FAILED: hpcue doctor on the GPU\n{doctor.stderr[-3000:]}")
         sharded_stage1(cli, Path(tmp))
+        large_batch_stage1(cli, Path(tmp))
         clip_stages(cli, Path(tmp))
         one = run(cli, Path(tmp) / "one")
         print(f"one GPU: clean {one['clean_test_acc']}, uc {one['unlearnable_test_acc']}")

@@ -87,3 +87,16 @@ def test_a_tiny_study_end_to_end_and_one_global_batch_agrees_on_one_and_two_rank
     hpcue("report", str(runs), "--across-world-sizes", "--out", str(tmp_path / "pooled"))
     pooled = (tmp_path / "pooled" / "report.md").read_text()
     assert "| digits | - | 128 | 1+2 |" in pooled
+
+    # a point that failed in its last stage: only it reruns, and no finished point is touched
+    one = runs / "one" / "tiny-study"
+    broken = one / "digits-b64-s1"
+    (broken / "results.json").unlink()
+    (broken / "stages" / "evaluate.json").unlink()
+    before = {p.name: (p / "results.json").stat().st_mtime_ns
+              for p in one.iterdir() if (p / "results.json").is_file()}
+    rerun = hpcue("sweep", "local", str(_spec(tmp_path, [64, 128])), "--runs", str(runs / "one"))
+    assert rerun.stdout.count("finished, skipped") == 5
+    assert "stage train" not in rerun.stdout + rerun.stderr  # it resumed at evaluate
+    assert (broken / "results.json").is_file()
+    assert {p: (one / p / "results.json").stat().st_mtime_ns for p in before} == before

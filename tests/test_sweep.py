@@ -71,8 +71,9 @@ def test_sqrt_and_none_points_get_different_learning_rates():
     from hpcue.stages.plans import batch_plan
 
     for batch, factor in ((64, 0.5), (1024, 2.0)):
-        none, sqrt = (batch_plan(points[f"medmnist-pathmnist-b{batch}-s0-adamw-lr{rule}"].run_config,
-                                 "train", 16) for rule in ("none", "sqrt"))
+        name = f"medmnist-pathmnist-b{batch}-s0-adamw-lr"
+        none, sqrt = (batch_plan(points[f"{name}{rule}"].run_config, "train", 16)
+                      for rule in ("none", "sqrt"))
         assert (none.lr_scaling, sqrt.lr_scaling) == ("none", "sqrt")
         assert sqrt.effective_lr == pytest.approx(none.effective_lr * factor)
 
