@@ -97,6 +97,8 @@ def test_a_tiny_study_end_to_end_and_one_global_batch_agrees_on_one_and_two_rank
               for p in one.iterdir() if (p / "results.json").is_file()}
     rerun = hpcue("sweep", "local", str(_spec(tmp_path, [64, 128])), "--runs", str(runs / "one"))
     assert rerun.stdout.count("finished, skipped") == 5
-    assert "stage train" not in rerun.stdout + rerun.stderr  # it resumed at evaluate
+    said = rerun.stdout + rerun.stderr
+    assert "stage train: done earlier" in said and "stage evaluate ->" in said
+    assert "stage train ->" not in said  # it resumed at evaluate
     assert (broken / "results.json").is_file()
     assert {p: (one / p / "results.json").stat().st_mtime_ns for p in before} == before
