@@ -60,7 +60,11 @@ def _welch_half_width(a: list[float], b: list[float]) -> float:
 
 def test_a_tiny_study_end_to_end_and_one_global_batch_agrees_on_one_and_two_ranks(tmp_path):
     runs = tmp_path / "runs"
-    hpcue("sweep", "local", str(_spec(tmp_path, [64, 128])), "--runs", str(runs / "one"))
+    first = hpcue("sweep", "local", str(_spec(tmp_path, [64, 128])), "--runs",
+                  str(runs / "one"))
+    # where a long study stands, point by point
+    assert "point 1 of 6 (0 finished, 0 failed so far) digits-b64-s0" in first.stdout
+    assert "point 6 of 6 (5 finished, 0 failed so far) digits-b128-s2" in first.stdout
     hpcue("sweep", "local", str(_spec(tmp_path, [128])), "--runs", str(runs / "two"),
           "--mpiexec", "2")
     hpcue("report", str(runs))

@@ -218,14 +218,19 @@ def run_local(sweep: Sweep, runs: Path = Path("runs"), mpiexec: int | None = Non
     failed (each also printed with why), the others going on after a failure."""
     claim_sweep_dir(sweep, runs)
     done, failed = finished(sweep, runs), []
-    for point in sweep.points:
+    total = len(sweep.points)
+    for i, point in enumerate(sweep.points, 1):
         if point.name in done:
             print(f"[hpcue] {point.name}: finished, skipped")
             continue
         cmd = local_command(sweep, point, runs, mpiexec)
-        print(f"[hpcue] {point.name}: {' '.join(cmd[-4:])} ...", flush=True)
+        # where a long study stands: this point's place, how many are finished and failed
+        print(f"[hpcue] point {i} of {total} ({len(done)} finished, {len(failed)} failed so "
+              f"far) {point.name}: {' '.join(cmd[-4:])} ...", flush=True)
         why = run_failure(subprocess.run(cmd).returncode, point_dir(sweep, point, runs))
         if why:
             print(f"[hpcue] {point.name}: failed ({why})", flush=True)
             failed.append(point.name)
+        else:
+            done.add(point.name)
     return failed
