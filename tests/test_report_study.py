@@ -137,3 +137,18 @@ def test_across_world_sizes_one_global_batch_is_one_row_listing_its_world_sizes(
     report(runs, across_world_sizes=True)
     with (runs / "report" / "seeds.csv").open() as fh:
         assert sorted(r["world_size"] for r in csv.DictReader(fh)) == ["1"] * 3 + ["2"] * 3
+
+
+def test_a_legend_names_what_differs_from_the_defaults_and_never_two_lines_alike():
+    from hpcue.sweep.report_plots import short_label
+
+    assert short_label("train.lr=0.003, train.optimizer=lamb, lr none", True) == \
+        "train.optimizer=lamb"
+    assert short_label("train.lr=1.0, train.optimizer=lars", True) == \
+        "train.lr=1.0, train.optimizer=lars"
+    assert short_label("train.optimizer=adamw, train.warmup_epochs=0.0", True) == "defaults"
+    assert short_label("", False) == ""
+    labels = ["train.optimizer=adamw, train.warmup_epochs=0.0",
+              "train.optimizer=adamw, train.warmup_epochs=5.0",
+              "train.optimizer=lamb, train.warmup_epochs=0.0"]
+    assert len({short_label(label, True) for label in labels}) == 3

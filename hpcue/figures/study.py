@@ -62,17 +62,19 @@ def study_figure(dataset: str, lines: list[Line], chance: float | None) -> Any:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharex=True)
     acc, adv, worst = axes
     for line in lines:
-        name = line.label or "UC"
-        uc = _points(acc, line, "unlearnable", f"UC: {name}", marker="o")
+        def tag(what: str, line: Line = line) -> str:
+            return f"{what}: {line.label}" if line.label else what
+
+        uc = _points(acc, line, "unlearnable", tag("UC"), marker="o")
         color = uc[0].get_color()
         _seeds(acc, line, "unlearnable", color)
-        _points(acc, line, "random", f"random noise: {name}", marker="x", linestyle=":",
+        _points(acc, line, "random", tag("random noise"), marker="x", linestyle=":",
                 color=color)
-        _points(adv, line, "advantage", name, marker="o", color=color)
+        _points(adv, line, "advantage", line.label or "UC below random", marker="o",
+                color=color)
         _seeds(adv, line, "advantage", color)
-        _points(worst, line, "worst_case", f"worst case: {name}", marker="s", color=color)
-        _points(worst, line, "clean", f"clean: {name}", marker=".", linestyle="--",
-                color=color)
+        _points(worst, line, "worst_case", tag("worst case"), marker="s", color=color)
+        _points(worst, line, "clean", tag("clean"), marker=".", linestyle="--", color=color)
     if chance is not None:
         for ax in (acc, worst):
             ax.axhline(chance, color="gray", linewidth=1, linestyle="-.",

@@ -90,11 +90,32 @@ def plot(rows: list[dict], out: Path,
     return paths, throughput
 
 
+def short_label(label: str, several: bool) -> str:
+    """A line's label for a legend: its parts but those at hpcue's defaults (``train.lr=0.003``,
+    ``lr none``), which say nothing a reader needs; "defaults" for a line left with none where
+    other lines are drawn. Two lines never end with one label: where they differ, at most one
+    of them is at the default."""
+    from hpcue.config import RunConfig, flatten
+
+    defaults = {k: str(v) for k, v in flatten(RunConfig().model_dump(mode="json")).items()}
+    kept = []
+    for part in filter(None, label.split(", ")):
+        key, sep, value = part.partition("=")
+        if (sep and defaults.get(key) == value) or part == "lr none":
+            continue
+        kept.append(part)
+    return ", ".join(kept) or ("defaults" if several else "")
+
+
 def plot_study(rows: list[dict], out: Path) -> list[Path]:
     """Per data set, the batch-size study's figure (PNG and PDF): UC's and random noise's
     accuracy, UC's paired advantage over random and the worst case over defenses, each a mean
     with its 95% interval against the global batch, one line per configuration."""
     lines = batch_lines(rows)
+    for dataset in {ln.dataset for ln in lines}:
+        mine = [ln for ln in lines if ln.dataset == dataset]
+        for ln in mine:
+            ln.label = short_label(ln.label, len(mine) > 1)
     paths = []
     for dataset in sorted({r["dataset"] for r in rows}):
         mine = [r for r in rows if r["dataset"] == dataset]
