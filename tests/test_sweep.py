@@ -79,7 +79,7 @@ def test_sqrt_and_none_points_get_different_learning_rates():
 
 
 @pytest.mark.parametrize("spec,scheduler,count", [
-    ("digits-local.yaml", "slurm", 9 + 1), ("digits-batch-study.yaml", "slurm", 54 + 1),
+    ("digits-local.yaml", "slurm", 9 + 1), ("digits-batch-study.yaml", "slurm", 48 + 1),
     ("paper-summit.yaml", "lsf", 96 + 12), ("paper-frontier.yaml", "slurm", 156 + 12),
     ("paper-summit-flowers102.yaml", "lsf", 21 + 3),
     ("paper-frontier-flowers102.yaml", "slurm", 30 + 3),
@@ -106,16 +106,16 @@ def test_the_clusters_job_matches_its_reviewed_golden_file():
 
 
 def test_render_writes_the_scripts_only_and_no_run_directory(tmp_path):
-    """A preview: rendering paper-frontier once made its 54 points' run directories and 6
+    """A preview: rendering paper-frontier once made its points' run directories and its
     clusters-job ones under --runs (or ./runs)."""
     runs, out = tmp_path / "runs", tmp_path / "out"
     proc = hpcue("sweep", "render", "paper-frontier", "--account", ACCOUNT, "--out", str(out),
                  "--runs", str(runs), cwd=tmp_path)
-    assert "[hpcue] rendered 60 slurm scripts into" in proc.stdout
+    assert "[hpcue] rendered 168 slurm scripts into" in proc.stdout
     assert "`hpcue sweep submit` submits them and creates the run directories" in proc.stdout
     assert not runs.exists() and sorted(tmp_path.iterdir()) == [out]
     scripts = sorted(out.iterdir())
-    assert len(scripts) == 60 and all(p.suffix == ".sbatch" for p in scripts)
+    assert len(scripts) == 168 and all(p.suffix == ".sbatch" for p in scripts)
     assert f"#SBATCH --output={runs}/paper-frontier/" in scripts[-1].read_text()
     hpcue("sweep", "render", "digits-local", "--out", "default", cwd=tmp_path)
     assert not runs.exists()  # nor under the default --runs, ./runs
@@ -246,7 +246,7 @@ def test_an_official_split_caps_the_batch_before_anything_is_prepared(tmp_path):
     data.update(global_batch_sizes=[768, 1536], account=ACCOUNT)
     path = tmp_path / "flowers.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match="flowers102-b1536-s0-lrsqrt: train.global_batch_size="
+    with pytest.raises(ConfigError, match="flowers102-b1536-s0-adamw-lrsqrt: train.global_batch_size="
                                           "1536 > 1020 training images"):
         load_sweep(path)
 
@@ -517,7 +517,8 @@ def test_a_shipped_spec_is_found_by_name_and_its_configs_by_theirs():
     assert sweep.source == sweeps_dir() / "digits-local.yaml"
     assert sweep.points[0].config == Path("configs/debug-digits.yaml")  # under the cwd: relative
     with pytest.raises(ConfigError, match=r"sweep spec not found: nope \(not a file, nor a shipped "
-                                          r"spec: digits-local, paper-frontier, "):
+                                          r"spec: digits-batch-study, digits-local, "
+                                          r"paper-frontier, "):
         load_sweep("nope")
 
 

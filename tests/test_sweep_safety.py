@@ -255,8 +255,9 @@ def test_every_template_field_says_how_it_is_checked():
 @pytest.mark.parametrize("spec,scheduler,goldens", [
     ("digits-local.yaml", "slurm", {"digits-b16-s0": "digits-local-digits-b16-s0.sbatch",
                                     "clusters": "digits-local-clusters.sbatch"}),
-    ("paper-summit.yaml", "lsf", {"medmnist-pathmnist-b48-s0-lrsqrt": "paper-summit-first.bsub"}),
-    ("paper-frontier.yaml", "slurm", {"oxford-iiit-pet-b1024-s2-lrsqrt":
+    ("paper-summit.yaml", "lsf", {"medmnist-pathmnist-b48-s0-adamw-lrsqrt":
+                                  "paper-summit-first.bsub"}),
+    ("paper-frontier.yaml", "slurm", {"oxford-iiit-pet-b1024-s2-warmup-lrsqrt":
                                       "paper-frontier-last.sbatch"}),
 ])
 def test_the_shipped_specs_pass_the_checks_and_render_the_golden_files(tmp_path, monkeypatch,
