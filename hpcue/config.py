@@ -162,6 +162,15 @@ class TrainConfig(_Batching):
     # all (every image, each pulled toward k's target: the UC reference's, K x the work)
     generator_images: Literal["own_cluster", "all"] = "own_cluster"
 
+    @model_validator(mode="after")
+    def _adaptive_needs_decay(self) -> TrainConfig:
+        """timm's LAMB and LARS adapt a layer's step to its weight norm only where weight decay
+        is on (``always_adapt`` off): at 0 LARS would be plain SGD at its lr of about 1."""
+        if self.optimizer in ("lamb", "lars") and self.weight_decay == 0:
+            raise ValueError(f"train.optimizer={self.optimizer} needs train.weight_decay > 0: "
+                             f"timm applies its layer-wise trust ratio only to decayed weights")
+        return self
+
     @field_validator("epsilon")
     @classmethod
     def _eps_range(cls, value: float) -> float:

@@ -246,8 +246,8 @@ def test_an_official_split_caps_the_batch_before_anything_is_prepared(tmp_path):
     data.update(global_batch_sizes=[768, 1536], account=ACCOUNT)
     path = tmp_path / "flowers.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match="flowers102-b1536-s0-adamw-lrsqrt: train.global_batch_size="
-                                          "1536 > 1020 training images"):
+    with pytest.raises(ConfigError, match="flowers102-b1536-s0-adamw-lrsqrt: "
+                                          "train.global_batch_size=1536 > 1020 training images"):
         load_sweep(path)
 
 
@@ -310,6 +310,18 @@ def test_a_point_whose_epoch_cannot_fit_its_wall_time_is_refused(tmp_path):
                                       "(shipped: cpu-imagefolder, debug-digits, "
                                       "example-imagefolder, paper-bloodmnist"),
     ({"configs": ["mine.yaml"]}, "config file not found: "),
+    # the study's keys: a reading without its steps, steps without the reading, a variant
+    # setting what an axis sets (it would be overwritten without a word), a bad variant name
+    ({"training": "steps"}, "training: steps needs steps: N"),
+    ({"steps": 100}, "steps: 100 is the other reading"),
+    ({"overrides": ["train.steps=100"]}, "overrides: train.steps is set for every point"),
+    ({"lr_scaling": ["none", "sqrt"],
+      "variants": {"a": {"overrides": ["train.lr_scaling=sqrt", "train.base_batch_size=64"]}}},
+     "variants.a.overrides: train.lr_scaling is set for every point by the spec (lr_scaling)"),
+    ({"variants": {"a": {"overrides": ["seed=3"]}}}, "variants.a.overrides: seed is set"),
+    ({"variants": {"no/slash": {}}}, "'no/slash' is not a plain name"),
+    ({"variants": {}}, "an empty mapping"),
+    ({"variants": {"a": {"overrides": ["train.optimizer=sgd"]}}}, "train.optimizer"),
 ])
 def test_bad_specs(tmp_path, changes, message):
     with pytest.raises(ConfigError) as err:

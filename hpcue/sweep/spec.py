@@ -128,6 +128,27 @@ class SweepSpec(Strict):
                              f"too, or drop steps (under training: epochs, train.epochs decides)")
         return self
 
+    @model_validator(mode="after")
+    def _axes_win(self) -> SweepSpec:
+        """A key the spec sets for every point (an axis, the seed, the reading's steps) in
+        ``overrides`` or a variant would be overwritten without a word: refused."""
+        owned = {"train.global_batch_size": "global_batch_sizes", "seed": "seeds",
+                 "train.steps": "training: steps, steps: N"}
+        for key, axis in (("train.lr_scaling", "lr_scaling"),
+                          ("cluster.num_clusters", "num_clusters"), ("train.epsilon", "epsilon")):
+            if getattr(self, axis) is not None:
+                owned[key] = axis
+        sources = [("overrides", self.overrides)] + [
+            (f"variants.{name}.overrides", v.overrides)
+            for name, v in (self.variants or {}).items()]
+        for where, items in sources:
+            for item in items:
+                key = item.partition("=")[0].strip()
+                if key in owned:
+                    raise ValueError(f"{where}: {key} is set for every point by the spec "
+                                     f"({owned[key]}): set it there, not in overrides")
+        return self
+
     @field_validator("variants")
     @classmethod
     def _variant_names(cls, value: dict[str, Variant] | None) -> dict[str, Variant] | None:

@@ -128,7 +128,11 @@ class UCModule(UnitBatches, AttackModule):
         last = batch_idx + 1 == self.trainer.num_training_batches
         if (batch_idx + 1) % self.accumulate == 0 or last:
             self._step_owned()
-            if last:  # the epoch checkpoint and the final deltas hold every generator
+            # a fixed number of steps (train.steps) ends training within an epoch: that last
+            # step syncs too, or the other ranks' generators would be an epoch old
+            max_steps = self.trainer.max_steps
+            if last or (max_steps != -1 and self.trainer.global_step >= max_steps):
+                # the epoch checkpoint and the final deltas hold every generator
                 self.traffic["epoch_sync_bytes"] = sharding.sync_owned_state(
                     self.generators.generators, self._owner_of, self.optimizers().optimizer)
         return loss.detach()

@@ -56,6 +56,8 @@ def sync_owned_state(generators: torch.nn.ModuleList, owner_of: list[int],
         params = list(generator.parameters())
         tensors = [p.data for p in params]
         for p, entries in zip(params, layouts[owner_of[k]][k], strict=True):
+            if not entries:  # the owner keeps no state for it: nor does any other rank
+                continue
             state = optimizer.state[p]  # (a defaultdict: created where this rank never stepped)
             for key, shape, dtype in entries:
                 if key not in state:
