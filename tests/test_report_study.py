@@ -82,7 +82,7 @@ def test_a_one_run_row_shows_the_interval_over_its_victims_and_none_is_shown_as_
     s = row["study"]["unlearnable"]
     assert s["n"] == 1 and s["ci95"] == [0.41, 0.58] and s["over"] == "victim seeds"
     assert row["study"]["worst_case"]["ci95"] == [0.94, 0.96]  # its worst arm's
-    assert fmt_interval(s) == "0.500 [0.410, 0.580]"
+    assert fmt_interval(s) == "0.500 [0.410, 0.580] (victims)"
     assert fmt_interval({"mean": 0.5, "ci95": None}) == "0.500 [n/a]"
 
 
@@ -133,7 +133,9 @@ def test_across_world_sizes_one_global_batch_is_one_row_listing_its_world_sizes(
     apart = rows_of(runs)
     assert sorted(r["world_size"] for r in apart) == [1, 2] and {r["seeds"] for r in apart} == {3}
     (pooled,) = rows_of(runs, across=True)
-    assert pooled["world_size"] == "1+2" and pooled["seeds"] == 6
+    # one seed on two world sizes is still one seed: 3, and the interval over those 3
+    assert pooled["world_size"] == "1+2" and pooled["seeds"] == 3
+    assert pooled["study"]["unlearnable"]["n"] == 3
     report(runs, across_world_sizes=True)
     with (runs / "report" / "seeds.csv").open() as fh:
         assert sorted(r["world_size"] for r in csv.DictReader(fh)) == ["1"] * 3 + ["2"] * 3
@@ -152,3 +154,15 @@ def test_a_legend_names_what_differs_from_the_defaults_and_never_two_lines_alike
               "train.optimizer=adamw, train.warmup_epochs=5.0",
               "train.optimizer=lamb, train.warmup_epochs=0.0"]
     assert len({short_label(label, True) for label in labels}) == 3
+
+
+def test_a_damaged_interval_or_a_nan_never_reaches_the_figure(tmp_path):
+    runs = tmp_path / "runs"
+    study_run(runs, "b64-s0", seed=0, batch=64, unl=0.5, rand=0.9, victims_ci=[0.6, 0.7])
+    (row,) = rows_of(runs)
+    assert row["study"]["unlearnable"]["ci95"] is None  # does not hold its mean: not used
+    path = runs / "b64-s0" / "results.json"
+    path.write_text(path.read_text().replace('"mean": 0.4', '"mean": NaN'))
+    (row,) = rows_of(runs)
+    assert row["study"]["advantage"] is None
+    report(runs)

@@ -80,9 +80,9 @@ def test_sqrt_and_none_points_get_different_learning_rates():
 
 @pytest.mark.parametrize("spec,scheduler,count", [
     ("digits-local.yaml", "slurm", 9 + 1), ("digits-batch-study.yaml", "slurm", 48 + 1),
-    ("paper-summit.yaml", "lsf", 96 + 12), ("paper-frontier.yaml", "slurm", 156 + 12),
-    ("paper-summit-flowers102.yaml", "lsf", 21 + 3),
-    ("paper-frontier-flowers102.yaml", "slurm", 30 + 3),
+    ("paper-summit.yaml", "lsf", 96 + 4), ("paper-frontier.yaml", "slurm", 156 + 4),
+    ("paper-summit-flowers102.yaml", "lsf", 21 + 1),
+    ("paper-frontier-flowers102.yaml", "slurm", 30 + 1),
 ])  # points + one clusters job per cluster config
 def test_every_rendered_script_passes_bash_n(spec, scheduler, count, tmp_path):
     sweep = _shipped(spec)
@@ -111,11 +111,11 @@ def test_render_writes_the_scripts_only_and_no_run_directory(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out"
     proc = hpcue("sweep", "render", "paper-frontier", "--account", ACCOUNT, "--out", str(out),
                  "--runs", str(runs), cwd=tmp_path)
-    assert "[hpcue] rendered 168 slurm scripts into" in proc.stdout
+    assert "[hpcue] rendered 160 slurm scripts into" in proc.stdout
     assert "`hpcue sweep submit` submits them and creates the run directories" in proc.stdout
     assert not runs.exists() and sorted(tmp_path.iterdir()) == [out]
     scripts = sorted(out.iterdir())
-    assert len(scripts) == 168 and all(p.suffix == ".sbatch" for p in scripts)
+    assert len(scripts) == 160 and all(p.suffix == ".sbatch" for p in scripts)
     assert f"#SBATCH --output={runs}/paper-frontier/" in scripts[-1].read_text()
     hpcue("sweep", "render", "digits-local", "--out", "default", cwd=tmp_path)
     assert not runs.exists()  # nor under the default --runs, ./runs

@@ -3,12 +3,13 @@ configuration (an optimizer, an lr rule, warmup), each point a mean with its 95%
 
 1. victim accuracy on the clean test set: UC (solid) and random noise of the same size
    (dotted), each seed's UC figure beside its mean; 2. UC below random, paired by victim seed
-   (above 0: UC protects better than noise; the dashed line is the verdict's 10-point margin);
+   (above 0: UC protects better than noise; the dashed line is the verdict's margin);
 3. the worst case over defenses (UC's highest accuracy, with or without one) and clean data.
 
 Rows come from ``sweep/report.py`` with their ``study`` intervals and ``_seed_values`` (each
 run's figure per measure; ``sweep/report_study.py``);
-a point without an interval (one run of one victim seed) is drawn hollow, never as if exact.
+a point of one seed (its interval over its victims only, or none) is drawn hollow, never as if
+it had the seeds' interval.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from typing import Any
 
 from hpcue.figures.canvas import encode, pyplot
 from hpcue.figures.sweep import SAVE, SEED_OFFSET, Line
-
-#: the verdict's margin (evaluation/verdict.py): PROTECTED needs UC this far below random
-MARGIN = 0.10
 
 
 def _points(ax: Any, line: Line, name: str, label: str, **style: Any) -> Any:
@@ -35,7 +33,7 @@ def _points(ax: Any, line: Line, name: str, label: str, **style: Any) -> Any:
         ci = s["ci95"] or [s["mean"], s["mean"]]
         lo.append(s["mean"] - ci[0])
         hi.append(ci[1] - s["mean"])
-        if s["ci95"] is None:
+        if s.get("over") != "seeds":  # one seed: its victims' interval, or none
             hollow.append((xs[-1], ys[-1]))
     drawn = ax.errorbar(xs, ys, yerr=[lo, hi], capsize=3, label=label, **style)
     if hollow:
@@ -54,7 +52,7 @@ def _seeds(ax: Any, line: Line, name: str, color: str) -> None:
     ax.scatter(xs, ys, s=8, color=color, alpha=0.45, zorder=3)
 
 
-def study_figure(dataset: str, lines: list[Line], chance: float | None) -> Any:
+def study_figure(dataset: str, lines: list[Line], chance: float | None, margin: float) -> Any:
     """The figure ``draw_study`` writes (open: the caller closes it)."""
     plt = pyplot()
     from matplotlib.ticker import NullLocator
@@ -80,8 +78,8 @@ def study_figure(dataset: str, lines: list[Line], chance: float | None) -> Any:
             ax.axhline(chance, color="gray", linewidth=1, linestyle="-.",
                        label=f"chance (1/{round(1 / chance)})")
     adv.axhline(0.0, color="black", linewidth=1)
-    adv.axhline(MARGIN, color="gray", linewidth=1, linestyle="--",
-                label=f"{MARGIN * 100:.0f}-point margin")
+    adv.axhline(margin, color="gray", linewidth=1, linestyle="--",
+                label=f"verdict's {margin * 100:.0f}-point margin")
     batches = sorted({r["global_batch_size"] for ln in lines for r in ln.rows})
     for ax, ylabel, title in (
             (acc, "accuracy on the clean test set", "UC and random noise (lower protects)"),
@@ -97,12 +95,14 @@ def study_figure(dataset: str, lines: list[Line], chance: float | None) -> Any:
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=6)
     fig.suptitle(f"{dataset}: mean and 95% interval over seeds; small dots: each seed "
-                 f"(hollow: no interval)", fontsize=10)
+                 f"(hollow: one seed, its interval over its victims only, or none)",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def draw_study(dataset: str, lines: list[Line], chance: float | None,
+def draw_study(dataset: str, lines: list[Line], chance: float | None, margin: float,
                formats: tuple[str, ...] = ("png", "pdf")) -> dict[str, bytes]:
-    """The study figure of one data set's ``lines``, as each of ``formats``."""
-    return encode(study_figure(dataset, lines, chance), formats, **SAVE)
+    """The study figure of one data set's ``lines``, as each of ``formats``; ``margin``: the
+    verdict's (``evaluation/verdict.py``), drawn in the paired panel."""
+    return encode(study_figure(dataset, lines, chance, margin), formats, **SAVE)

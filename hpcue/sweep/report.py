@@ -338,7 +338,8 @@ def _order(row: dict) -> tuple:
         return (value is None, value if value is not None else 0)
 
     return (row["dataset"], row["setting"], known(row["epsilon"]), known(row["num_clusters"]),
-            known(row["victim_epochs"]), row["lr_scaling"], str(row["world_size"]),
+            known(row["victim_epochs"]), row["lr_scaling"],
+            tuple(int(w) for w in str(row["world_size"]).split("+")),
             row["global_batch_size"], row["config"])
 
 
@@ -385,10 +386,11 @@ def summarise(results: list[dict], expected: dict[str, int] | None = None,
             "_settings": runs[0]["_settings"],
             "_unlearnable_runs": [r["unlearnable_test_acc"] for r in runs],
         })
-    if across_world_sizes:
+    if across_world_sizes:  # a seed run on two world sizes is still one seed
         for row in rows:
             worlds = sorted({_get(r, "world_size", 1) for r in row["_runs"]})
             row["world_size"] = "+".join(str(w) for w in worlds)
+            row["seeds"] = len({r.get("seed", r["_dir"]) for r in row["_runs"]})
     return sorted(rows, key=_order)
 
 

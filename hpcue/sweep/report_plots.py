@@ -13,6 +13,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from hpcue.evaluation.verdict import MARGIN
 from hpcue.figures.study import draw_study
 from hpcue.figures.sweep import Line, draw_batch_plot, draw_throughput
 from hpcue.io import atomic_write
@@ -120,6 +121,6 @@ def plot_study(rows: list[dict], out: Path) -> list[Path]:
     for dataset in sorted({r["dataset"] for r in rows}):
         mine = [r for r in rows if r["dataset"] == dataset]
         blobs = draw_study(dataset, [ln for ln in lines if ln.dataset == dataset],
-                           chance(mine), ("png", "pdf"))
+                           chance(mine), MARGIN, ("png", "pdf"))
         paths += _write(blobs, out / f"study-{slug(dataset)}.png")
     return paths

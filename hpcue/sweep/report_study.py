@@ -14,6 +14,7 @@ protect better than noise of the same size at this batch?".
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -40,8 +41,18 @@ def lookup(data: dict, key: str) -> object:
 
 
 def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else None
+    """A finite number, else None (json reads NaN and Infinity; neither may reach a mean)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _ci(value: object, mean: float) -> list[float] | None:
+    """An interval a results.json holds, if it is two finite numbers around ``mean``."""
+    if not (isinstance(value, list) and len(value) == 2):
+        return None
+    lo, hi = (_number(v) for v in value)
+    return [lo, hi] if lo is not None and hi is not None and lo <= mean <= hi else None
 
 
 def _own_summary(run: dict, name: str) -> dict | None:
@@ -57,19 +68,28 @@ def _own_summary(run: dict, name: str) -> dict | None:
 
 def interval(runs: list[dict], name: str) -> dict | None:
     """A measure over ``runs`` (the seeds of one row): mean, std, 95% interval and n (the
-    runs' count), or None when no run holds it. One run: the interval over its victims."""
+    seeds), or None when no run holds it. Runs of one seed on several world sizes (a report
+    ``--across-world-sizes``) are that seed's one figure, their mean: they share the seed's
+    stage 1 and victims, and counted apart they would narrow the interval. One seed: the
+    interval over its run's victims (``over``: "victim seeds", narrower than over seeds)."""
     key, _, bounds = MEASURES[name]
-    values = [v for v in (_number(lookup(r, key)) for r in runs) if v is not None]
-    if not values:
+    by_seed: dict[object, list[tuple[dict, float]]] = {}
+    for run in runs:
+        value = _number(lookup(run, key))
+        if value is not None:
+            by_seed.setdefault(run.get("seed", run.get("_name")), []).append((run, value))
+    if not by_seed:
         return None
-    if len(values) == 1:
-        own = _own_summary(runs[0], name) or {}
-        ci = own.get("ci95")
-        return {"mean": round(values[0], 4), "std": None,
-                "ci95": ci if isinstance(ci, list) and len(ci) == 2 else None, "n": 1,
+    if len(by_seed) == 1:
+        ((only, value), *more) = next(iter(by_seed.values()))
+        mean = statistics.mean([value] + [v for _, v in more])
+        ci = None if more else _ci((_own_summary(only, name) or {}).get("ci95"), mean)
+        return {"mean": round(mean, 4), "std": None, "ci95": ci, "n": 1,
                 "over": "victim seeds" if ci else "none"}
-    ses = [s.get("test_se") for s in (_own_summary(r, name) for r in runs) if s]
-    ses = [se for se in ses if _number(se) is not None]
+    values = [statistics.mean(v for _, v in pairs) for pairs in by_seed.values()]
+    ses = [_number((_own_summary(r, name) or {}).get("test_se"))
+           for pairs in by_seed.values() for r, _ in pairs]
+    ses = [se for se in ses if se is not None]
     test_var = statistics.mean(se ** 2 for se in ses) if ses else None
     out = seed_summary(values, test_var, bounds=bounds)
     return {"mean": out["mean"], "std": out["std"], "ci95": out["ci95"], "n": out["n"],
@@ -96,12 +116,15 @@ def study_columns(runs: list[dict]) -> dict:
 
 
 def fmt_interval(summary: dict | None) -> str:
-    """``0.643 [0.555, 0.731]``; ``n/a`` for the interval of one victim seed; ``-`` unknown."""
+    """``0.643 [0.555, 0.731]``; ``(victims)`` after the interval of one seed's victims (it
+    leaves out the seeds' spread); ``n/a`` for one victim seed; ``-`` unknown."""
     if summary is None:
         return "-"
     ci = summary["ci95"]
-    return (f"{summary['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci
-            else f"{summary['mean']:.3f} [n/a]")
+    if not ci:
+        return f"{summary['mean']:.3f} [n/a]"
+    text = f"{summary['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return text + (" (victims)" if summary.get("over") == "victim seeds" else "")
 
 
 def reading_note(rows: list[dict]) -> str:
@@ -140,7 +163,8 @@ def study_markdown(rows: list[dict]) -> list[str]:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", reading_note(rows) + " Intervals: Student's t over the row's seeds with the "
               "test set's sampling error; a row of one seed shows the interval over that run's "
-              "victim seeds (n/a: one victim seed). UC below random: random noise's accuracy "
+              "victim seeds, marked (victims): narrower, it leaves out the seeds' spread (n/a: "
+              "one victim seed). UC below random: random noise's accuracy "
               "minus UC's, paired victim seed by victim seed; above 0 protects better than "
               "noise. worst case: UC's highest accuracy with or without a defense."]
     return lines
