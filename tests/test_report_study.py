@@ -100,7 +100,7 @@ def test_the_per_seed_table_names_each_runs_steps_and_the_report_says_which_read
     assert {r["reading"] for r in lines} == {"epochs"}
     md = (tmp_path / "runs" / "report" / "report.md").read_text()
     assert "same number of epochs at every batch size" in md
-    assert "| digits | - | 1024 | 1 | adamw | epochs | 60 | 2 |" in md
+    assert "| digits | - | 1024 | 1 | none | adamw | epochs | 60 | 2 |" in md
     for path in out["study_plots"]:
         assert path.is_file() and path.stat().st_size > 1000
     assert out["study_plots"][0].read_bytes().startswith(PNG)

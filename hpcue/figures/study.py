@@ -20,15 +20,16 @@ from hpcue.figures.canvas import encode, pyplot
 from hpcue.figures.sweep import SAVE, SEED_OFFSET, Line
 
 
-def _points(ax: Any, line: Line, name: str, label: str, **style: Any) -> Any:
+def _points(ax: Any, line: Line, name: str, label: str | None, dodge: float = 1.0,
+            **style: Any) -> Any:
     """One measure of one line: means joined, 95% intervals as error bars; hollow where a
-    point has none."""
+    point has none. ``dodge``: a factor on x that keeps lines at one batch apart."""
     xs, ys, lo, hi, hollow = [], [], [], [], []
     for r in line.rows:
         s = r["study"][name]
         if s is None:
             continue
-        xs.append(r["global_batch_size"])
+        xs.append(r["global_batch_size"] * dodge)
         ys.append(s["mean"])
         ci = s["ci95"] or [s["mean"], s["mean"]]
         lo.append(s["mean"] - ci[0])
@@ -42,12 +43,12 @@ def _points(ax: Any, line: Line, name: str, label: str, **style: Any) -> Any:
     return drawn
 
 
-def _seeds(ax: Any, line: Line, name: str, color: str) -> None:
+def _seeds(ax: Any, line: Line, name: str, color: str, dodge: float = 1.0) -> None:
     """Each run's figure of a measure, a little right of its mean."""
     xs, ys = [], []
     for r in line.rows:
         for value in r["_seed_values"][name]:
-            xs.append(r["global_batch_size"] * SEED_OFFSET)
+            xs.append(r["global_batch_size"] * SEED_OFFSET * dodge)
             ys.append(value)
     ax.scatter(xs, ys, s=8, color=color, alpha=0.45, zorder=3)
 
@@ -59,20 +60,17 @@ def study_figure(dataset: str, lines: list[Line], chance: float | None, margin: 
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharex=True)
     acc, adv, worst = axes
-    for line in lines:
-        def tag(what: str, line: Line = line) -> str:
-            return f"{what}: {line.label}" if line.label else what
-
-        uc = _points(acc, line, "unlearnable", tag("UC"), marker="o")
-        color = uc[0].get_color()
-        _seeds(acc, line, "unlearnable", color)
-        _points(acc, line, "random", tag("random noise"), marker="x", linestyle=":",
-                color=color)
-        _points(adv, line, "advantage", line.label or "UC below random", marker="o",
-                color=color)
-        _seeds(adv, line, "advantage", color)
-        _points(worst, line, "worst_case", tag("worst case"), marker="s", color=color)
-        _points(worst, line, "clean", tag("clean"), marker=".", linestyle="--", color=color)
+    for i, line in enumerate(lines):
+        dodge = 2 ** (0.09 * (i - (len(lines) - 1) / 2))  # lines side by side at one batch
+        name = line.label or "UC"
+        adv_line = _points(adv, line, "advantage", name, dodge, marker="o")
+        color = adv_line[0].get_color()
+        _seeds(adv, line, "advantage", color, dodge)
+        _points(acc, line, "unlearnable", None, dodge, marker="o", color=color)
+        _seeds(acc, line, "unlearnable", color, dodge)
+        _points(acc, line, "random", None, dodge, marker="x", linestyle=":", color=color)
+        _points(worst, line, "worst_case", None, dodge, marker="s", color=color)
+        _points(worst, line, "clean", None, dodge, marker=".", linestyle="--", color=color)
     if chance is not None:
         for ax in (acc, worst):
             ax.axhline(chance, color="gray", linewidth=1, linestyle="-.",
@@ -82,9 +80,11 @@ def study_figure(dataset: str, lines: list[Line], chance: float | None, margin: 
                 label=f"verdict's {margin * 100:.0f}-point margin")
     batches = sorted({r["global_batch_size"] for ln in lines for r in ln.rows})
     for ax, ylabel, title in (
-            (acc, "accuracy on the clean test set", "UC and random noise (lower protects)"),
+            (acc, "accuracy on the clean test set",
+             "UC (solid, o) and random noise (dotted, x); lower protects"),
             (adv, "random's accuracy minus UC's", "UC below random, paired (above 0 protects)"),
-            (worst, "accuracy on the clean test set", "worst case over defenses; clean")):
+            (worst, "accuracy on the clean test set",
+             "worst case over defenses (solid, squares); clean (dashed)")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.xaxis.set_minor_locator(NullLocator())
@@ -92,12 +92,17 @@ def study_figure(dataset: str, lines: list[Line], chance: float | None, margin: 
             ax.set_xlim(batches[0] / 2, batches[0] * 2)
         ax.set_xlabel("global batch size (stage 1)")
         ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=6)
+        ax.set_title(title, fontsize=9)
+        if ax.get_legend_handles_labels()[0] and ax is not adv:
+            ax.legend(fontsize=7, loc="lower right")
+    # one entry per line (its colour in every panel), below the panels
+    handles, labels = adv.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(f"{dataset}: mean and 95% interval over seeds; small dots: each seed "
                  f"(hollow: one seed, its interval over its victims only, or none)",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 + 0.035 * ((len(labels) + 2) // 3), 1, 1))
     return fig
 
 

@@ -99,10 +99,16 @@ def short_label(label: str, several: bool) -> str:
     from hpcue.config import RunConfig, flatten
 
     defaults = {k: str(v) for k, v in flatten(RunConfig().model_dump(mode="json")).items()}
+    parts = [p for p in label.split(", ") if p]
     kept = []
-    for part in filter(None, label.split(", ")):
+    for part in parts:
         key, sep, value = part.partition("=")
         if (sep and defaults.get(key) == value) or part == "lr none":
+            continue
+        # the base lr says again what a train.lr part says, or is the default's
+        if part.startswith("base lr ") and (
+                any(p.startswith("train.lr=") for p in parts)
+                or float(part.removeprefix("base lr ")) == float(defaults["train.lr"])):
             continue
         kept.append(part)
     return ", ".join(kept) or ("defaults" if several else "")
@@ -117,6 +123,7 @@ def plot_study(rows: list[dict], out: Path) -> list[Path]:
         mine = [ln for ln in lines if ln.dataset == dataset]
         for ln in mine:
             ln.label = short_label(ln.label, len(mine) > 1)
+    lines.sort(key=lambda ln: ln.label != "defaults")  # the default line first: its colour
     paths = []
     for dataset in sorted({r["dataset"] for r in rows}):
         mine = [r for r in rows if r["dataset"] == dataset]

@@ -142,7 +142,8 @@ def reading_note(rows: list[dict]) -> str:
     return "These results.json do not say how stage 1's training was budgeted."
 
 
-STUDY_HEADS = ["data set", "setting", "global batch", "world size", "optimizer", "reading",
+STUDY_HEADS = ["data set", "setting", "global batch", "world size", "lr rule", "optimizer",
+               "reading",
                "stage-1 steps", "n seeds", "unlearnable acc [95% CI]",
                "random-noise acc [95% CI]", "UC below random [95% CI]",
                "worst case [95% CI]", "clean acc [95% CI]"]
@@ -152,11 +153,11 @@ def study_markdown(rows: list[dict]) -> list[str]:
     """The study table: per row, every measure's mean and 95% interval, and its steps."""
     lines = ["## The batch-size study: 95% intervals over seeds", "",
              "| " + " | ".join(STUDY_HEADS) + " |",
-             "|---|---|---:|---|---|---|---:|---:|" + "---|" * 5]
+             "|---|---|---:|---|---|---|---|---:|---:|" + "---|" * 5]
     for r in rows:
         s = r["study"]
         cells = [r["dataset"], r["setting"] or "-", str(r["global_batch_size"]),
-                 str(r["world_size"]), r["optimizer"], r["reading"] or "-",
+                 str(r["world_size"]), r["lr_scaling"], r["optimizer"], r["reading"] or "-",
                  r["optimizer_steps"] or "-", str(r["seeds"]),
                  *(fmt_interval(s[name]) for name in
                    ("unlearnable", "random", "advantage", "worst_case", "clean"))]
