@@ -12,17 +12,18 @@ from hpcue.attacks.registry import attack_class
 from hpcue.distributed import collectives
 from hpcue.stages.artifacts import Perturbations, read_clusters, write_perturbations
 from hpcue.stages.context import StageContext
+from hpcue.training.batch_plan import steps_per_epoch
 from hpcue.training.callbacks import Throughput
 
 #: the attack this stage trains (the noise baselines are drawn by evaluate)
 ATTACK = "uc"
 
 
-def budget_epochs(epochs: int, steps: int | None, steps_per_epoch: int) -> int:
+def budget_epochs(epochs: int, steps: int | None, per_epoch: int) -> int:
     """The epochs stage 1 is given: ``train.epochs``, or under a fixed number of optimizer
     steps (``train.steps``) as many as those steps need (the Trainer's max_steps ends the last
     one early)."""
-    return epochs if steps is None else math.ceil(steps / max(1, steps_per_epoch))
+    return epochs if steps is None else math.ceil(steps / max(1, per_epoch))
 
 
 def budget_record(steps: int | None, trainer: L.Trainer) -> dict:
@@ -49,7 +50,7 @@ def run(ctx: StageContext) -> dict:
             used.append(batches)
             module = build(probed.accumulate_grad_batches)
         epochs = budget_epochs(cfg.train.epochs, cfg.train.steps,
-                               math.ceil(len(batches) / probed.accumulate_grad_batches))
+                               steps_per_epoch(len(batches), probed.accumulate_grad_batches))
         # a module that steps itself accumulates itself, and DDP must not wrap it
         trainer = ctx.trainer("train", epochs, [meter],
                               accumulate=(1 if module.steps_itself

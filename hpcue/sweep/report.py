@@ -61,7 +61,13 @@ from hpcue.io import atomic_write, atomic_write_text, read_json
 from hpcue.stages.rundir import STAGES, RunDir
 from hpcue.sweep.machines import CONTROL
 from hpcue.sweep.report_plots import plot, plot_study
-from hpcue.sweep.report_study import seed_rows, study_columns, study_markdown, write_seeds
+from hpcue.sweep.report_study import (
+    SEED_COLUMNS,
+    seed_rows,
+    seeds_markdown,
+    study_columns,
+    study_markdown,
+)
 from hpcue.sweep.report_tables import COLUMNS, latex, markdown
 
 #: config keys that never change a result, or that are columns of their own
@@ -394,6 +400,17 @@ def summarise(results: list[dict], expected: dict[str, int] | None = None,
     return sorted(rows, key=_order)
 
 
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """``rows`` as a CSV of ``columns`` (other keys left out), atomically."""
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
 def report(runs: Path, out: Path | None = None,
            across_world_sizes: bool = False) -> dict[str, Path | list[Path]]:
     """Write report.csv, report.md, report.tex, the per-seed seeds.csv and seeds.md, and the
@@ -411,17 +428,14 @@ def report(runs: Path, out: Path | None = None,
     out = Path(out) if out is not None else runs / "report"
     rows = summarise(results, expected, across_world_sizes)
 
-    def write_csv(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(out / "report.csv", write_csv)
+    write_csv(out / "report.csv", COLUMNS, rows)
     atomic_write_text(out / "report.md", markdown(rows, failed)
                       + "\n" + "\n".join(study_markdown(rows)) + "\n")
     atomic_write_text(out / "report.tex", latex(rows, failed))
-    seeds_csv, seeds_md = write_seeds(seed_rows(rows), out)
+    per_seed = seed_rows(rows)
+    seeds_csv, seeds_md = out / "seeds.csv", out / "seeds.md"
+    write_csv(seeds_csv, SEED_COLUMNS, per_seed)
+    atomic_write_text(seeds_md, seeds_markdown(per_seed))
     batch_plots, throughput = plot(rows, out, summarise(results, expected)
                                    if across_world_sizes else None)
     study_plots = plot_study(rows, out)

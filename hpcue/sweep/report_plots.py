@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
 from hpcue.evaluation.verdict import MARGIN
@@ -91,14 +92,20 @@ def plot(rows: list[dict], out: Path,
     return paths, throughput
 
 
+@cache
+def _defaults() -> dict[str, str]:
+    """hpcue's config defaults as a label writes them (``{dotted key: str(value)}``)."""
+    from hpcue.config import RunConfig, flatten
+
+    return {k: str(v) for k, v in flatten(RunConfig().model_dump(mode="json")).items()}
+
+
 def short_label(label: str, several: bool) -> str:
     """A line's label for a legend: its parts but those at hpcue's defaults (``train.lr=0.003``,
     ``lr none``), which say nothing a reader needs; "defaults" for a line left with none where
     other lines are drawn. Two lines never end with one label: where they differ, at most one
     of them is at the default."""
-    from hpcue.config import RunConfig, flatten
-
-    defaults = {k: str(v) for k, v in flatten(RunConfig().model_dump(mode="json")).items()}
+    defaults = _defaults()
     parts = [p for p in label.split(", ") if p]
     kept = []
     for part in parts:

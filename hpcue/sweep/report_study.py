@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from pathlib import Path
 
 from hpcue.evaluation.metrics import seed_summary
-from hpcue.io import atomic_write_text
 
 #: what the study figure and table show per row: name -> (results.json key of each run's
 #: figure, of its own summary (with ci95 and test_se), interval bounds)
@@ -224,17 +222,3 @@ def seeds_markdown(lines: list[dict]) -> str:
                  cell(r["uc_below_random"]), worst]
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(out) + "\n"
-
-
-def write_seeds(lines: list[dict], out: Path) -> tuple[Path, Path]:
-    """seeds.csv and seeds.md under ``out``, atomically."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SEED_COLUMNS)
-    writer.writeheader()
-    writer.writerows(lines)
-    atomic_write_text(out / "seeds.csv", buffer.getvalue())
-    atomic_write_text(out / "seeds.md", seeds_markdown(lines))
-    return out / "seeds.csv", out / "seeds.md"

@@ -70,6 +70,19 @@ CLUSTER_WALLTIME_MINUTES = 60
 AXES = ("configs", "global_batch_sizes", "seeds", "lr_scaling", "num_clusters", "epsilon")
 
 
+def crossed(values: list | None) -> list | None:
+    """A list crossed into the points (an axis, a variant's batches): an empty one would
+    silently make no points (or drop the axis), and a repeated value two points of one name."""
+    if values is None:
+        return None
+    if not values:
+        raise ValueError("an empty list: give at least one value (or leave the key out)")
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} given more than once")
+    return values
+
+
 class Variant(Strict):
     """One line of a study's figure: settings of its own (an optimizer, an lr rule, warmup),
     over its own batch sizes where it names them (default: the spec's)."""
@@ -77,12 +90,7 @@ class Variant(Strict):
     overrides: list[str] = []
     global_batch_sizes: list[int] | None = None
 
-    @field_validator("global_batch_sizes")
-    @classmethod
-    def _batches(cls, values: list[int] | None) -> list[int] | None:
-        if values is not None and (not values or len(set(values)) != len(values)):
-            raise ValueError("give each batch size once, at least one (or leave the key out)")
-        return values
+    _batches = field_validator("global_batch_sizes")(crossed)
 
 
 class SweepSpec(Strict):
@@ -213,19 +221,7 @@ class SweepSpec(Strict):
     def _account(cls, value: str | None) -> str | None:
         return value if value is None else scheduler_word(value)
 
-    @field_validator(*AXES)
-    @classmethod
-    def _axis(cls, values: list | None) -> list | None:
-        """An axis crossed into the points: an empty one would silently make no points (or
-        drop the axis), and a repeated value two points of one name."""
-        if values is None:
-            return None
-        if not values:
-            raise ValueError("an empty list: give at least one value (or leave the key out)")
-        repeated = sorted({str(v) for v in values if values.count(v) > 1})
-        if repeated:
-            raise ValueError(f"{', '.join(repeated)} given more than once")
-        return values
+    _axis = field_validator(*AXES)(crossed)
 
 
 def find_spec(spec: str | Path) -> Path:

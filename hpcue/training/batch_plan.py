@@ -32,11 +32,18 @@ class BatchPlan:
         return asdict(self)
 
 
+def steps_per_epoch(batches: int, accumulate: int) -> int:
+    """Optimizer steps an epoch of ``batches`` micro-batches takes, ``accumulate`` a step (the
+    last step takes what is left): the count Lightning, the lr schedule and stage 1's fixed
+    number of steps all use."""
+    return math.ceil(batches / accumulate)
+
+
 def epoch_shape(plan: BatchPlan, num_train: int, samples_per_rank: int,
                 batches_per_rank: int) -> dict:
     """What one epoch really runs, from the loader: optimizer steps, images a step, and how many
     samples are repeats padding the ranks to equal length (a nominal batch records none of it)."""
-    steps = math.ceil(batches_per_rank / plan.accumulate_grad_batches)
+    steps = steps_per_epoch(batches_per_rank, plan.accumulate_grad_batches)
     images = samples_per_rank * plan.world_size
     return {"num_train": num_train, "optimizer_steps_per_epoch": steps,
             "images_per_epoch": images, "padded_repeats_per_epoch": images - num_train,

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from hpcue.training.batch_plan import steps_per_epoch
+
 
 def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
                   min_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
@@ -34,8 +36,8 @@ def scheduled(opt: torch.optim.Optimizer, trainer, warmup_epochs: float, min_lr:
     step, where the Trainer takes one.
     """
     batches = trainer.estimated_stepping_batches  # (also sets trainer.num_training_batches)
-    per_epoch = math.ceil(trainer.num_training_batches
-                          / (accumulate if accumulate > 1 else trainer.accumulate_grad_batches))
+    per_epoch = steps_per_epoch(trainer.num_training_batches,
+                                accumulate if accumulate > 1 else trainer.accumulate_grad_batches)
     if accumulate > 1:
         batches = per_epoch * trainer.max_epochs
         if trainer.max_steps != -1:  # a fixed number of steps (train.steps) ends it sooner
