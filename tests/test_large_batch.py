@@ -132,6 +132,8 @@ def test_bad_large_batch_settings_are_config_errors():
         load_config(None, ["train.optimizer=sgd"])
     with pytest.raises(ConfigError, match="train.steps"):
         load_config(None, ["train.steps=0"])
+    with pytest.raises(ConfigError, match="train.optimizer=lars needs train.weight_decay > 0"):
+        load_config(None, ["train.optimizer=lars", "train.weight_decay=0"])
 
 
 @pytest.fixture(scope="module")
