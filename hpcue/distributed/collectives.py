@@ -79,12 +79,15 @@ def assemble(values: torch.Tensor, ids: torch.Tensor, total: int) -> torch.Tenso
     return all_reduce_sum(full)
 
 
-def gather_objects(obj) -> list:
-    """Every rank's ``obj``, in rank order, on every rank (pickled; small records only)."""
+def gather_objects(obj, long_wait: bool = True) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (pickled; small records only).
+    ``long_wait``: on the group that waits ``setup_timeout_s`` (setup and records); False: on
+    the default group, as the training's own collectives (inside a training step, where a
+    stopped run must not leave the other group mid-collective)."""
     if not active():
         return [obj]
     seen: list = [None] * world_size()
-    dist.all_gather_object(seen, obj, group=long_wait_group())
+    dist.all_gather_object(seen, obj, group=long_wait_group() if long_wait else None)
     return seen
 
 

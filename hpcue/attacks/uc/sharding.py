@@ -50,7 +50,7 @@ def sync_owned_state(generators: torch.nn.ModuleList, owner_of: list[int],
     me = collectives.rank()
     layouts = collectives.gather_objects(
         {k: state_layout(optimizer, g.parameters()) for k, g in enumerate(generators)
-         if owner_of[k] == me})
+         if owner_of[k] == me}, long_wait=False)
     sent = 0
     for k, generator in enumerate(generators):
         params = list(generator.parameters())
