@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -365,13 +366,8 @@ def _command_result(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    limit_threads_per_rank()  # before torch is imported
-    # a job's wall time (SIGTERM) or Ctrl-C: a non-zero exit that says where to resume. During a
-    # training Lightning's own SIGTERM handler runs first, then this one.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _stop)
+def _outcome(args: argparse.Namespace) -> int:
+    """The command's exit code: 0, 128 + a signal, or 2 for hpcue's one-line errors."""
     try:
         return _command_result(args)
     except Stopped as exc:
@@ -387,6 +383,35 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hpcue: error: {exc}", file=sys.stderr)
         return 2
+
+
+def leave(code: int) -> int:
+    """``code``, or, for a rank of a process group that stops or fails, an exit without the
+    interpreter's teardown.
+
+    A rank stopped by a signal or an error may leave gloo's threads mid-collective with a peer
+    that is gone; tearing the group down at interpreter exit then aborts the process ("terminate
+    called without an active exception", exit 6 in place of 143 or 2). Everything the command
+    writes is written atomically before it returns, so flushing the streams and the log files is
+    all that teardown still owed.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if code == 0 or dist is None or not dist.is_available() or not dist.is_initialized():
+        return code
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    limit_threads_per_rank()  # before torch is imported
+    # a job's wall time (SIGTERM) or Ctrl-C: a non-zero exit that says where to resume. During a
+    # training Lightning's own SIGTERM handler runs first, then this one.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
+    return leave(_outcome(args))
 
 
 if __name__ == "__main__":

@@ -106,3 +106,26 @@ def test_config_error_found_late_leaves_no_run_directory(tmp_path):
                  check=False)
     assert proc.returncode == 2 and "not a multiple of runtime.max_micro_batch=5" in proc.stderr
     assert not out.exists()
+
+
+LEAVE = """
+import atexit, os, sys, torch.distributed as dist
+from hpcue.cli import leave
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
+atexit.register(lambda: print("teardown ran", flush=True))
+assert leave(0) == 0  # success: the interpreter's usual exit
+print("stopped", flush=True)
+leave(143)
+print("after leave", flush=True)
+"""
+
+
+def test_a_stopped_rank_of_a_process_group_leaves_without_teardown():
+    """A rank that stops with its process group up exits with the code, its output flushed,
+    and without the interpreter's teardown (which can abort on gloo's threads: exit 6)."""
+    from tests.test_distributed import _free_port
+
+    done = subprocess.run([sys.executable, "-c", LEAVE.format(port=_free_port())], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert done.stdout.split() == ["stopped"]
