@@ -212,6 +212,38 @@ class VictimConfig(_Batching):
         return value
 
 
+#: every attack ``attack.name`` may name (hpcue/attacks/registry.py; a test keeps the two equal)
+ATTACK_CHOICES = ("uc", "em_samplewise", "em_classwise", "aue", "aap")
+
+
+class AttackConfig(_Section):
+    """Which attack stage 1 runs, and the settings of the bilevel ones (error-minimizing noise,
+    AUE, AAP: hpcue/attacks/bilevel/). UC's own settings are ``train``'s; every attack shares
+    ``train.epsilon`` and ``train.epochs`` (the most epochs it may take). A setting left null
+    takes the attack's published value (hpcue/attacks/bilevel/attack.py, in results.json)."""
+
+    name: Literal[ATTACK_CHOICES] = "uc"  # type: ignore[valid-type]
+    # PGD steps each batch's noise takes (EM 20 sample-wise, 1 class-wise; AUE 5; AAP 250)
+    pgd_steps: int | None = Field(None, ge=1)
+    # each PGD step moves a pixel by this fraction of epsilon (EM, AUE 0.1; AAP 0.01)
+    step_fraction: float | None = Field(None, gt=0, le=1)
+    # the crafting model's steps each round before the noise moves (EM 10; AUE every batch;
+    # AAP none once its reference model is trained); null: the attack's
+    model_steps: int | None = Field(None, ge=0)
+    # stop once the crafting model's error on the perturbed training set is below this
+    # (EM 0.01; AUE and AAP run every epoch)
+    stop_error: float | None = Field(None, ge=0, lt=1)
+    # AUE / AAP: the contrastive-like augmentation's strength (AUE 0.6, AAP 0.4: their CIFAR-10
+    # settings; 1 is SimCLR's crop 0.1-1, jitter 0.4, grayscale 0.2)
+    strength: float | None = Field(None, gt=0, le=1)
+    # AAP: epochs its reference model trains on the clean augmented images first (AAP's 40)
+    reference_epochs: int = Field(40, ge=1)
+    # the crafting model: this network (EM's is its victims' ResNet-18; the digits' victims are
+    # small_cnn), SGD at model_lr, momentum 0.9, weight decay 5e-4, gradients clipped at 5 (EM's)
+    model_arch: Literal["small_cnn", "resnet18"] = "small_cnn"
+    model_lr: float = Field(0.1, gt=0)
+
+
 class RuntimeConfig(_Section):
     """Where and how the work runs; launcher detection fills in the rest."""
 
@@ -247,6 +279,7 @@ class RunConfig(_Section):
     cluster: ClusterConfig = ClusterConfig()
     train: TrainConfig = TrainConfig()
     victim: VictimConfig = VictimConfig()
+    attack: AttackConfig = AttackConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
     _plain_name = field_validator("name")(plain_name)

@@ -117,7 +117,7 @@ def test_write_preview_from_shard_sets(tmp_path, monkeypatch):
     draw = generate.draw_preview
     monkeypatch.setattr(generate, "draw_preview", spy)
     out = tmp_path / "run" / "preview.png"
-    write_preview(out, clean, unlearnable, deltas, clusters, eps)
+    write_preview(out, clean, unlearnable, deltas, clusters.assignments, eps)
     shown_clean, shown_unlearnable, _, counts, _ = seen["args"]
     assert counts == [5, 0, 1]
     np.testing.assert_array_equal(shown_clean[0], clean_images[0])

@@ -35,6 +35,11 @@ class AttackModule(L.LightningModule):
     """The LightningModule of an attack that trains, as the stage's Trainer runs it."""
 
     @property
+    def epochs(self) -> int | None:
+        """The epochs this module needs, or None: the run's ``train.epochs``."""
+        return None
+
+    @property
     def steps_itself(self) -> bool:
         """True: the module steps its own optimizers (manual optimization, its own gradient
         reduction, one step every ``accumulate`` micro-batches it was built for), so the
@@ -74,6 +79,9 @@ class AttackInputs:
     loader: Iterable | None = None        # this rank's training batches (uint8, labels, ids)
     fit: Fit | None = None                # the run's Trainer, for an attack that trains
     world_size: int = 1                   # ranks that run ``fit`` together
+    rank: int = 0
+    labels: torch.Tensor | None = None    # N: every training image's class, by global id
+    num_classes: int | None = None
 
 
 @dataclass
@@ -81,6 +89,9 @@ class AttackResult:
     deltas: torch.Tensor                  # G x C x H x W (C: 3 or 1), |delta| <= epsilon
     state: dict[str, Any] = field(default_factory=dict)  # what reproduces them (weights)
     record: dict[str, Any] = field(default_factory=dict)  # figures for the stage's record
+    # N: which delta each training image gets, when not ``inputs.groups`` (sample-wise: itself;
+    # class-wise: its class); saved with the deltas, so generate applies them the same way
+    groups: torch.Tensor | None = None
 
 
 class Attack(ABC):
@@ -96,6 +107,12 @@ class Attack(ABC):
         """This attack as the run's config sets it; an attack that trains also takes the batch
         plan's (scaled) ``lr`` and the resolved ``augment``."""
         return cls()
+
+    @property
+    def owns_images(self) -> bool:
+        """True: one delta per image, kept on the rank that owns the image; the stage then
+        gives it each global batch's owned part (data/loader.py ``OwnedBatches``)."""
+        return False
 
     @abstractmethod
     def make(self, inputs: AttackInputs) -> AttackResult:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from hpcue.attacks.base import Attack
+from hpcue.attacks.bilevel.attack import (
+    AAP,
+    AUE,
+    ErrorMinimizingClasswise,
+    ErrorMinimizingSamplewise,
+)
 from hpcue.attacks.noise import ClassWise, RandomNoise
 from hpcue.attacks.uc.attack import UnlearnableClusters
 from hpcue.errors import ConfigError, did_you_mean
 
 ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (UnlearnableClusters, RandomNoise, ClassWise)
+    cls.name: cls for cls in (UnlearnableClusters, RandomNoise, ClassWise,
+                              ErrorMinimizingSamplewise, ErrorMinimizingClasswise, AUE, AAP)
 }
 
 

@@ -17,7 +17,7 @@ import os
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from hpcue.data.shard_set import ShardSet
 from hpcue.data.shards import ShardError, open_h5
@@ -145,3 +145,68 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int,
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
+
+
+class EpochOrder(Sampler[int]):
+    """One permutation of all sample ids an epoch, drawn from (seed, epoch), the same on every
+    rank (``OwnedBatches`` cuts it into global batches; Lightning sets its epoch)."""
+
+    def __init__(self, total: int, seed: int) -> None:
+        self.total, self.seed, self.epoch = total, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.total)
+                    .tolist())
+
+    def __len__(self) -> int:
+        return self.total
+
+
+class OwnedBatches(Sampler[list[int]]):
+    """Global batches of one shared order, each rank given only the ids it owns (id mod world
+    size = rank: a fixed partition across epochs).
+
+    For attacks that keep one delta per image: a rank updates only its own images' deltas, yet
+    the global batches are the ones a single process would see, so the data-parallel model
+    steps match one process's up to float order. A rank's share of a batch varies in size and
+    may be empty.
+    """
+
+    def __init__(self, total: int, global_batch: int, rank: int, world_size: int,
+                 seed: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.sampler = EpochOrder(total, seed)
+        self.global_batch, self.rank, self.world_size = global_batch, rank, world_size
+
+    def __iter__(self):
+        order = list(self.sampler)
+        for start in range(0, len(order), self.global_batch):
+            yield [i for i in order[start:start + self.global_batch]
+                   if i % self.world_size == self.rank]
+
+    def __len__(self) -> int:
+        return -(-self.sampler.total // self.global_batch)
+
+
+def owned_ids(total: int, rank: int, world_size: int) -> torch.Tensor:
+    """The ids ``OwnedBatches`` gives this rank, in order."""
+    return torch.arange(rank, total, world_size)
+
+
+def make_owned_loader(dataset: Dataset, global_batch: int, *, seed: int, num_workers: int = 0,
+                      rank: int = 0, world_size: int = 1) -> torch.utils.data.DataLoader:
+    """A DataLoader of this rank's owned part of each global batch (``OwnedBatches``); an empty
+    part comes as an empty batch of the right shapes."""
+    empty = default_collate([dataset[0]])
+    empty = [t[:0] for t in empty]
+
+    def collate(items: list):
+        return default_collate(items) if items else empty
+
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=OwnedBatches(len(dataset), global_batch, rank, world_size, seed),
+        num_workers=num_workers, collate_fn=collate, persistent_workers=num_workers > 0)

@@ -92,6 +92,12 @@ class Perturbations:
     deltas: torch.Tensor       # G x C x H x W (C: 3, or 1 on a gray data set), |delta| <= eps
     epsilon: float
     state: dict[str, Any] = field(default_factory=dict)  # what made them (generator weights)
+    # N: each training image's delta, by global id; None: its cluster's (UC, the baselines)
+    groups: torch.Tensor | None = None
+
+    def groups_or(self, clusters: Clusters) -> torch.Tensor:
+        """Which delta each training image gets: the saved groups, else its cluster."""
+        return clusters.assignments if self.groups is None else self.groups
 
 
 def check_deltas(deltas: torch.Tensor, epsilon: float, where: str) -> None:
@@ -107,7 +113,8 @@ def check_deltas(deltas: torch.Tensor, epsilon: float, where: str) -> None:
 
 def write_perturbations(run: RunDir, p: Perturbations) -> None:
     check_deltas(p.deltas, p.epsilon, f"{run.perturbations} (not written)")
-    _save(run.perturbations, {"deltas": p.deltas, "epsilon": p.epsilon, **p.state})
+    groups = {} if p.groups is None else {"groups": p.groups}
+    _save(run.perturbations, {"deltas": p.deltas, "epsilon": p.epsilon, **groups, **p.state})
 
 
 def read_perturbations(run: RunDir) -> Perturbations:
@@ -120,7 +127,14 @@ def read_perturbations(run: RunDir) -> Perturbations:
         raise _damaged(run, path, "train", f"'epsilon' should be a number in (0, 1], "
                                            f"got {epsilon!r}")
     check_deltas(deltas, float(epsilon), str(path))
-    return Perturbations(deltas, float(epsilon), state)
+    groups = None
+    if "groups" in state:
+        groups = _tensor(run, path, "train", state, "groups", 1, floating=False)
+        del state["groups"]
+        if len(groups) and not 0 <= int(groups.min()) <= int(groups.max()) < len(deltas):
+            raise _damaged(run, path, "train", f"'groups' should index its {len(deltas)} "
+                                               f"deltas")
+    return Perturbations(deltas, float(epsilon), state, groups)
 
 
 def write_surrogate(run: RunDir, model: nn.Module) -> None:

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 from hpcue import console
 from hpcue.config import RunConfig
-from hpcue.data.loader import ShardDataset, make_loader
+from hpcue.data.loader import ShardDataset, make_loader, make_owned_loader
 from hpcue.data.registry import importer
 from hpcue.data.shard_set import ShardSet
 from hpcue.distributed import collectives
@@ -78,6 +78,14 @@ class StageContext:
                            shuffle=train, seed=self.cfg.seed if seed is None else seed,
                            num_workers=self.cfg.data.num_workers, rank=collectives.rank(),
                            world_size=collectives.world_size())
+
+    def owned_loader(self, shards: ShardSet, split: str, global_batch: int):
+        """This rank's own images of each global batch (data/loader.py ``OwnedBatches``): for
+        an attack that keeps one delta per image, on the rank that owns the image."""
+        return make_owned_loader(ShardDataset(shards, split, cache=self.cfg.data.cache),
+                                 global_batch, seed=self.cfg.seed,
+                                 num_workers=self.cfg.data.num_workers, rank=collectives.rank(),
+                                 world_size=collectives.world_size())
 
     def inputs(self, stage: str) -> dict[str, Path]:
         """The files ``stage`` reads, by label (their digests go into its record)."""

@@ -23,7 +23,7 @@ from hpcue.errors import InputError
 from hpcue.evaluation.metrics import psnr_ssim, quality_sums
 from hpcue.figures.preview import PREVIEW_MAX_ROWS, draw_preview
 from hpcue.io import atomic_write, file_sha256
-from hpcue.stages.artifacts import Clusters, read_clusters, read_perturbations
+from hpcue.stages.artifacts import read_clusters, read_perturbations
 from hpcue.stages.context import StageContext
 
 
@@ -109,11 +109,12 @@ def read_images(shards: ShardSet, ids: list[int]) -> dict[int, np.ndarray]:
 
 
 def write_preview(path: Path, clean: ShardSet, unlearnable: ShardSet, deltas: torch.Tensor,
-                  clusters: Clusters, epsilon: float) -> None:
-    """preview.png: one row per cluster (the first PREVIEW_MAX_ROWS), labelled with its size:
-    its first image clean, the same image unlearnable, and its perturbation amplified."""
-    k = clusters.num_clusters
-    assignments = clusters.assignments.cpu().numpy()
+                  groups: torch.Tensor, epsilon: float) -> None:
+    """preview.png: one row per group (a cluster, a class or an image; the first
+    PREVIEW_MAX_ROWS), labelled with its size: its first image clean, the same image
+    unlearnable, and its perturbation amplified."""
+    k = len(deltas)
+    assignments = groups.cpu().numpy()
     counts = np.bincount(assignments, minlength=k).tolist()
     values, first = np.unique(assignments, return_index=True)  # each cluster's lowest id
     member = {int(c): int(i) for c, i in zip(values, first, strict=True) if c < PREVIEW_MAX_ROWS}
@@ -136,10 +137,14 @@ def run(ctx: StageContext) -> dict:
     if len(clusters.assignments) != data.size("train"):
         raise InputError(f"{run_dir.clusters} has {len(clusters.assignments)} assignments but the "
                          f"training set has {data.size('train')} images: rerun `hpcue cluster`")
-    record = write_unlearnable(data, run_dir.unlearnable, deltas, clusters.assignments)
+    groups = perturbations.groups_or(clusters)
+    if len(groups) != data.size("train"):
+        raise InputError(f"{run_dir.perturbations} has groups for {len(groups)} images but the "
+                         f"training set has {data.size('train')}: rerun `hpcue train`")
+    record = write_unlearnable(data, run_dir.unlearnable, deltas, groups)
     if collectives.is_main():
         # the bound the deltas were made under, as saved with them
-        write_preview(run_dir.preview, data, open_shards(run_dir.unlearnable), deltas, clusters,
+        write_preview(run_dir.preview, data, open_shards(run_dir.unlearnable), deltas, groups,
                       perturbations.epsilon)
     record["num_images"] = data.size("train")
     return record

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable
 
 import lightning as L
+import torch
 
 from hpcue.attacks.base import AttackInputs, AttackModule, BuildModule
 from hpcue.attacks.registry import attack_class
@@ -14,9 +15,6 @@ from hpcue.stages.artifacts import Perturbations, read_clusters, write_perturbat
 from hpcue.stages.context import StageContext
 from hpcue.training.batch_plan import steps_per_epoch
 from hpcue.training.callbacks import Throughput
-
-#: the attack this stage trains (the noise baselines are drawn by evaluate)
-ATTACK = "uc"
 
 
 def budget_epochs(epochs: int, steps: int | None, per_epoch: int) -> int:
@@ -39,23 +37,31 @@ def run(ctx: StageContext) -> dict:
     meter = Throughput()
     trainers: list[L.Trainer] = []
 
-    loader = ctx.loader(ctx.data, "train", plan.micro_batch_size, train=True)
+    attack = attack_class(cfg.attack.name).configured(cfg, lr=plan.effective_lr,
+                                                      augment=ctx.augment)
+    if attack.owns_images:  # each rank its own images' part of every global batch
+        loader = ctx.owned_loader(ctx.data, "train", plan.global_batch_size)
+    else:
+        loader = ctx.loader(ctx.data, "train", plan.micro_batch_size, train=True)
     used = [loader]
 
     def fit(build: BuildModule, batches: Iterable) -> AttackModule:
         module = build(plan.accumulate_grad_batches)
         probed = ctx.probed_plan("train", module, ctx.trial_batch)
         if probed.micro_batch_size != plan.micro_batch_size:  # auto found a smaller one
-            batches = ctx.loader(ctx.data, "train", probed.micro_batch_size, train=True)
-            used.append(batches)
+            if not attack.owns_images:  # (owned batches stay global; the module splits them)
+                batches = ctx.loader(ctx.data, "train", probed.micro_batch_size, train=True)
+                used.append(batches)
             module = build(probed.accumulate_grad_batches)
-        epochs = budget_epochs(cfg.train.epochs, cfg.train.steps,
-                               steps_per_epoch(len(batches), probed.accumulate_grad_batches))
+        per_epoch = (len(batches) if module.steps_itself and attack.owns_images
+                     else steps_per_epoch(len(batches), probed.accumulate_grad_batches))
+        epochs = module.epochs or budget_epochs(cfg.train.epochs, cfg.train.steps, per_epoch)
         # a module that steps itself accumulates itself, and DDP must not wrap it
         trainer = ctx.trainer("train", epochs, [meter],
                               accumulate=(1 if module.steps_itself
                                           else probed.accumulate_grad_batches),
-                              label=f"stage 1 generators (K={cfg.cluster.num_clusters})",
+                              label=(f"stage 1 generators (K={cfg.cluster.num_clusters})"
+                                     if cfg.attack.name == "uc" else f"stage 1 {attack.name}"),
                               wrap=not module.steps_itself, max_steps=cfg.train.steps)
         trainers.append(trainer)
         trainer.fit(module, batches, ckpt_path=ctx.resume_path("train"), weights_only=True)
@@ -64,15 +70,18 @@ def run(ctx: StageContext) -> dict:
     inputs = AttackInputs(
         groups=clusters.assignments, num_groups=clusters.num_clusters,
         image_size=cfg.data.image_size, epsilon=cfg.train.epsilon, seed=cfg.seed,
-        channels=ctx.perturbation_channels, centers=clusters.centers, surrogate=ctx.surrogate(),
-        loader=loader, fit=fit, world_size=ctx.topology.world_size)
-    attack = attack_class(ATTACK).configured(cfg, lr=plan.effective_lr, augment=ctx.augment)
+        channels=ctx.perturbation_channels, centers=clusters.centers,
+        surrogate=ctx.surrogate() if cfg.attack.name == "uc" else None,
+        loader=loader, fit=fit, world_size=ctx.topology.world_size, rank=collectives.rank(),
+        labels=torch.from_numpy(ctx.data.labels("train")).long(),
+        num_classes=len(ctx.data.classes))
     result = attack.make(inputs)
     if collectives.is_main():
         write_perturbations(ctx.run, Perturbations(result.deltas, cfg.train.epsilon,
-                                                   result.state))
+                                                   result.state, result.groups))
     metrics = trainers[-1].callback_metrics
-    return dict(batch_plan=ctx.batch_record("train", used[-1]), augment=ctx.augment,
+    return dict(attack={"name": attack.name, "uses_labels": attack.uses_labels},
+                batch_plan=ctx.batch_record("train", used[-1]), augment=ctx.augment,
                 **result.record, optimizer=cfg.train.optimizer,
                 budget=budget_record(cfg.train.steps, trainers[-1]),
                 epsilon=cfg.train.epsilon,

@@ -1,0 +1,1 @@
+"""Bilevel attacks: error-minimizing noise (sample-wise, class-wise), AUE and AAP."""
