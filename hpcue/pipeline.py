@@ -121,12 +121,19 @@ def _acc(summary: dict) -> str:
     return f"{summary['mean']:.4f} ± {spread} (n={summary['n']}){interval}"
 
 
+def _attack_line(attack: dict | None) -> str:
+    """The attack's name and its threat model (the arm "uc" below holds its victims)."""
+    attack = attack or {"name": "uc", "uses_labels": False}
+    return f"{attack['name']} ({'reads' if attack['uses_labels'] else 'never reads'} the labels)"
+
+
 def summary_table(results: dict) -> str:
     """The short table ``hpcue run`` ends with: accuracies as mean ± std over victim seeds."""
     victims = results["victims"]
     psnr = results["psnr_db"]
     rows = [
         ("dataset", results["dataset"]),
+        ("attack", _attack_line(results.get("attack"))),
         ("clusters (K)", results["num_clusters"]),
         ("epsilon", f"{results['epsilon']:.4f} ({results['epsilon'] * 255:.0f}/255)"),
         ("global batch size", results["global_batch_size"]),

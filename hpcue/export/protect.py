@@ -9,6 +9,7 @@ exactly as the generate stage does a training image.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -66,6 +67,14 @@ def _batches(clean: ShardSet, size: int) -> Iterator[tuple[torch.Tensor, torch.T
                    torch.from_numpy(labels[i:i + size]), torch.from_numpy(index[i:i + size]))
 
 
+def _attack(run: RunDir) -> str:
+    """The attack named in the run's stage record, or "unknown" (one made before it was)."""
+    try:
+        return str(json.loads(run.stage_record("train").read_text())["attack"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+
+
 def protect_test(run: RunDir, clean: ShardSet, image_shape: tuple[int, ...]) -> ProtectedTest:
     """Each clean test image's nearest cluster center, from the run's clusters, surrogate and
     perturbations (each missing one is an error naming the stage that writes it)."""
@@ -73,6 +82,10 @@ def protect_test(run: RunDir, clean: ShardSet, image_shape: tuple[int, ...]) -> 
         raise InputError(f"{clean.root}: its images are {clean.image_shape}, the unlearnable "
                          f"set's {image_shape}: export with --train-only")
     clusters, perturbations = read_clusters(run), read_perturbations(run)
+    if perturbations.groups is not None:  # one delta per image or per class: none is a cluster's
+        raise InputError(f"{run.root}: its perturbations were made per image or per class "
+                         f"(attack {_attack(run)}), so a test image has no cluster's to take: "
+                         f"export with --train-only")
     if len(perturbations.deltas) != clusters.num_clusters:
         raise InputError(f"{run.root}: {len(perturbations.deltas)} perturbations for "
                          f"{clusters.num_clusters} clusters: run `hpcue train` again")

@@ -31,6 +31,11 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "name": cfg.name,
         "dataset": cfg.data.dataset,
         "seed": cfg.seed,
+        # which attack made the unlearnable set (arm "uc" holds its victims whatever it is),
+        # whether it read the labels, its settings as resolved, and the time stage 1 took
+        "attack": records["train"].get("attack", {"name": "uc", "uses_labels": False}),
+        "attack_settings": records["train"].get("settings"),
+        "attack_seconds": records["train"].get("seconds"),
         # what the artifacts were made with (the records; a stage command never builds on an
         # earlier stage made under other settings: stages/provenance.py)
         # (records written by an older hpcue lack some: the config, which they were checked

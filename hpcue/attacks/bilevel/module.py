@@ -179,7 +179,7 @@ class BilevelModule(UnitBatches, AttackModule):
                                                                        self.epsilon)
 
     def on_train_epoch_end(self) -> None:
-        tally = collectives.all_reduce_sum(self._tally.to(self.device)).cpu()
+        tally = collectives.all_reduce_sum(self._tally.to(self.device)).cpu().clone()
         self._tally.zero_()
         crafting = self.current_epoch >= self.rounds.reference_epochs
         error = 1.0 - float(tally[0] / tally[1].clamp_min(1.0)) if crafting else None
