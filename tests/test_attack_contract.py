@@ -17,10 +17,13 @@ from hpcue.models.surrogate import Surrogate
 
 
 def test_the_registry_holds_every_attack_by_its_name():
-    assert ATTACKS == {"uc": UnlearnableClusters, "random": RandomNoise, "classwise": ClassWise}
+    assert {n: ATTACKS[n] for n in ("uc", "random", "classwise")} == {
+        "uc": UnlearnableClusters, "random": RandomNoise, "classwise": ClassWise}
+    assert set(ATTACKS) == {"uc", "random", "classwise", "em_samplewise", "em_classwise", "aue",
+                            "aap"}
     assert all(issubclass(cls, Attack) for cls in ATTACKS.values())
-    assert [attack_class(n).uses_labels for n in ("uc", "random", "classwise")] == [
-        False, False, True]
+    # only UC and random noise are label-free
+    assert {n for n in ATTACKS if not attack_class(n).uses_labels} == {"uc", "random"}
     with pytest.raises(ConfigError, match=r"unknown attack 'rando'.*did you mean 'random'"):
         attack_class("rando")
 

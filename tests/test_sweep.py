@@ -80,6 +80,7 @@ def test_sqrt_and_none_points_get_different_learning_rates():
 
 @pytest.mark.parametrize("spec,scheduler,count", [
     ("digits-local.yaml", "slurm", 9 + 1), ("digits-batch-study.yaml", "slurm", 48 + 1),
+    ("digits-attacks.yaml", "slurm", 5 + 1),
     ("paper-summit.yaml", "lsf", 96 + 4), ("paper-frontier.yaml", "slurm", 156 + 4),
     ("paper-summit-flowers102.yaml", "lsf", 21 + 1),
     ("paper-frontier-flowers102.yaml", "slurm", 30 + 1),
@@ -529,8 +530,8 @@ def test_a_shipped_spec_is_found_by_name_and_its_configs_by_theirs():
     assert sweep.source == sweeps_dir() / "digits-local.yaml"
     assert sweep.points[0].config == Path("configs/debug-digits.yaml")  # under the cwd: relative
     with pytest.raises(ConfigError, match=r"sweep spec not found: nope \(not a file, nor a shipped "
-                                          r"spec: digits-batch-study, digits-local, "
-                                          r"paper-frontier, "):
+                                          r"spec: digits-attacks, digits-batch-study, "
+                                          r"digits-local, paper-frontier, "):
         load_sweep("nope")
 
 
