@@ -166,3 +166,32 @@ def test_a_damaged_interval_or_a_nan_never_reaches_the_figure(tmp_path):
     (row,) = rows_of(runs)
     assert row["study"]["advantage"] is None
     report(runs)
+
+
+def test_the_attack_comparison_table_names_each_attack_and_its_threat_model(tmp_path):
+    """Rows of several attacks get the comparison table (threat model, quality, time); rows
+    of one attack (UC only, and results.json from before attacks were named) get none."""
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        study_run(runs, f"uc-s{seed}", seed=seed, batch=64, unl=0.6, rand=0.9)
+    report(runs, tmp_path / "one")
+    assert "attacks compared" not in (tmp_path / "one" / "report.md").read_text()
+    for seed in (0, 1):
+        d = study_run(runs, f"em-s{seed}", seed=seed, batch=64, unl=0.8 + seed / 100, rand=0.9)
+        config = yaml.safe_load((d / "config.yaml").read_text())
+        (d / "config.yaml").write_text(yaml.safe_dump({**config,
+                                                       "attack": {"name": "em_samplewise"}}))
+        result = json.loads((d / "results.json").read_text())
+        result |= {"attack": {"name": "em_samplewise", "uses_labels": True},
+                   "psnr_db": 26.5 + seed, "ssim": 0.96, "attack_seconds": 20.0 + seed}
+        (d / "results.json").write_text(json.dumps(result))
+    rows = {r["attack"]: r for r in rows_of(runs)}
+    assert rows["em_samplewise"]["uses_labels"] is True and rows["uc"]["uses_labels"] is None
+    assert rows["em_samplewise"]["psnr_db"] == 27.0 and rows["em_samplewise"]["seeds"] == 2
+    report(runs, tmp_path / "two")
+    text = (tmp_path / "two" / "report.md").read_text()
+    table = text[text.index("## The attacks compared"):].splitlines()
+    em = next(line for line in table if "| em_samplewise |" in line)
+    assert "| yes |" in em and "27.0 dB / 0.960" in em and "| 20.5 |" in em
+    assert "0.805 [" in em and "(uc+jpeg10)" in em
+    assert any("| uc | - |" in line for line in table)

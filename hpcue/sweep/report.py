@@ -60,6 +60,7 @@ from hpcue.evaluation.metrics import sample_std
 from hpcue.io import atomic_write, atomic_write_text, read_json
 from hpcue.stages.rundir import STAGES, RunDir
 from hpcue.sweep.machines import CONTROL
+from hpcue.sweep.report_attacks import attack_columns, attacks_markdown
 from hpcue.sweep.report_plots import plot, plot_study
 from hpcue.sweep.report_study import (
     SEED_COLUMNS,
@@ -387,6 +388,7 @@ def summarise(results: list[dict], expected: dict[str, int] | None = None,
                 r["stage1_images_per_second"] for r in runs), 1),
             "num_classes": classes.pop() if len(classes) == 1 else None,
             **study_columns(runs),
+            **attack_columns(runs),
             "_runs": runs,
             # for the plots, not the CSV: what tells lines apart, and each seed's point
             "_settings": runs[0]["_settings"],
@@ -429,8 +431,10 @@ def report(runs: Path, out: Path | None = None,
     rows = summarise(results, expected, across_world_sizes)
 
     write_csv(out / "report.csv", COLUMNS, rows)
+    compared = attacks_markdown(rows)
     atomic_write_text(out / "report.md", markdown(rows, failed)
-                      + "\n" + "\n".join(study_markdown(rows)) + "\n")
+                      + "\n" + "\n".join(study_markdown(rows)) + "\n"
+                      + ("\n" + "\n".join(compared) + "\n" if compared else ""))
     atomic_write_text(out / "report.tex", latex(rows, failed))
     per_seed = seed_rows(rows)
     seeds_csv, seeds_md = out / "seeds.csv", out / "seeds.md"
