@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from hpcue.data.tensors import to_float
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.stages.artifacts import read_perturbations
 from hpcue.stages.rundir import RunDir
-from tests.conftest import hpcue, tiny_sets
+from tests.conftest import REPO, hpcue, stop_after_first_epoch, tiny_sets
 from tests.test_distributed import BIN, _env, _run
 
 SETS = tiny_sets(["runtime.timeout_s=60", "data.test_fraction=0.252"])
@@ -201,3 +203,31 @@ def test_a_sample_wise_run_exports_its_training_split_only(tmp_path):
           "--even-if-unprotected", "--train-only")
     assert (tmp_path / "y" / "manifest.json").is_file()
 
+
+
+def test_owned_noise_killed_and_resumed_equals_uninterrupted(clustered, tmp_path):
+    """Two ranks stopped by SIGTERM after an epoch; the same command resumes from the epoch
+    checkpoint (every image's delta in it, each rank taking its own) and ends where an
+    uninterrupted run ends."""
+    mpi = [str(BIN / "mpiexec"), "-n", "2", str(BIN / "hpcue")]
+    sets = ["attack.name=em_samplewise", "attack.stop_error=0", "attack.pgd_steps=2",
+            "train.epochs=4"]
+    _train(clustered, tmp_path / "whole", *sets, launch=mpi)
+    cut = tmp_path / "cut"
+    shutil.copytree(clustered, cut)
+    args = ["train", "--out", str(cut), *SETS, *(a for s in sets for a in ("--set", s))]
+    proc = subprocess.Popen([*mpi, *args], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    last = cut / "checkpoints" / "train" / "last.ckpt"
+    stderr = stop_after_first_epoch(proc, last)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert not (cut / "perturbations.pt").exists()
+    rerun = _run([*mpi, *args], _env())
+    assert f"train: resuming from the epoch checkpoint {last}" in rerun.stdout
+    a, b = (torch.load(d / "perturbations.pt", weights_only=True)
+            for d in (tmp_path / "whole", cut))
+    torch.testing.assert_close(b["deltas"], a["deltas"])
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value)
+    record = json.loads(RunDir(cut).stage_record("train").read_text())
+    assert [r["epoch"] for r in record["rounds"]] == [0, 1, 2, 3]
