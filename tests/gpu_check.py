@@ -7,7 +7,8 @@ Runs the whole pipeline at tiny sizes with runtime.accelerator=gpu, full victim 
 accuracy reductions over NCCL), and checks what the run says about itself, after `hpcue doctor`
 on the GPU in bf16 (versions, the GPUs, every stage once in mixed precision) and stage 1's
 sharded generators in 16-mixed and bf16-mixed (and with LAMB and LARS for a fixed number of
-steps), and a CLIP RN50 surrogate (random weights)
+steps), the bilevel attacks (EM sample-wise in 16-mixed, AUE in bf16), and a CLIP RN50
+surrogate (random weights)
 through clustering and stage 1 in bf16, and an export whose test split is protected on the GPU.
 Exits non-zero with the reason on any failure.
 """
@@ -97,6 +98,25 @@ def large_batch_stage1(cli: list[str], tmp: Path) -> None:
               f"{record['final_uc_loss']:.4f}")
 
 
+def bilevel_stage1(cli: list[str], tmp: Path) -> None:
+    """The bilevel attacks on the GPU: sample-wise error-minimizing noise in 16-mixed (its
+    model's gradients summed by the module, unscaled by the GradScaler before EM's clipping),
+    AUE in bf16-mixed (kornia's augmentation on the device, crafted through)."""
+    for attack, precision in (("em_samplewise", "16-mixed"), ("aue", "bf16-mixed")):
+        out = tmp / f"{attack}-{precision}"
+        sets = tiny_sets(["runtime.accelerator=gpu", f"runtime.precision={precision}",
+                          f"attack.name={attack}", "attack.pgd_steps=3", "train.epochs=2"])
+        stages(cli, out, sets, f"{attack} in {precision}")
+        record = json.loads((out / "stages" / "train.json").read_text())
+        saved = torch.load(out / "perturbations.pt", weights_only=True)
+        assert record["attack"]["name"] == attack and len(record["rounds"]) >= 1, record
+        assert bool(torch.isfinite(saved["deltas"]).all()), attack
+        assert 0 < float(saved["deltas"].abs().max()) <= record["epsilon"] + 1e-6
+        assert all(bool(torch.isfinite(v.float()).all()) for v in saved["model"].values())
+        print(f"{attack} in {precision}: errors "
+              f"{[r['perturbed_train_error'] for r in record['rounds']]}")
+
+
 def clip_stages(cli: list[str], tmp: Path) -> None:
     """A CLIP surrogate (RN50, random weights in open_clip's own file format) through the
     cluster stage and stage 1 on the GPU in bf16: the resize inside the tower, the input
@@ -131,6 +151,7 @@ def main() -> None:
             sys.exit(f"FAILED: hpcue doctor on the GPU\n{doctor.stderr[-3000:]}")
         sharded_stage1(cli, Path(tmp))
         large_batch_stage1(cli, Path(tmp))
+        bilevel_stage1(cli, Path(tmp))
         clip_stages(cli, Path(tmp))
         one = run(cli, Path(tmp) / "one")
         print(f"one GPU: clean {one['clean_test_acc']}, uc {one['unlearnable_test_acc']}")

@@ -112,10 +112,14 @@ class BilevelModule(UnitBatches, AttackModule):
         for p in params:
             p.grad = flat[offset:offset + p.numel()].view_as(p) / max(count, 1.0)
             offset += p.numel()
-        nn.utils.clip_grad_norm_(params, CLIP_NORM)
-        opt.step()
+        opt.step()  # clipped in on_before_optimizer_step, where 16-mixed has unscaled them
         opt.zero_grad(set_to_none=True)
         self.traffic["steps"] += 1
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """EM's clipping, on gradients already summed over ranks (the same on every rank) and,
+        under 16-mixed, already unscaled by the GradScaler."""
+        nn.utils.clip_grad_norm_(self.model.parameters(), CLIP_NORM)
 
     def _pgd(self, x: torch.Tensor, target: torch.Tensor, start: torch.Tensor,
              batch_idx: int) -> torch.Tensor:
