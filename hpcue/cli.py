@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from hpcue import __version__, console
@@ -385,6 +386,11 @@ def _outcome(args: argparse.Namespace) -> int:
         return 2
 
 
+def _in_process_group() -> bool:
+    dist = sys.modules.get("torch.distributed")  # never imported here: torch may not be loaded
+    return dist is not None and dist.is_available() and dist.is_initialized()
+
+
 def leave(code: int) -> int:
     """``code``, or, for a rank of a process group that stops or fails, an exit without the
     interpreter's teardown.
@@ -395,8 +401,7 @@ def leave(code: int) -> int:
     writes is written atomically before it returns, so flushing the streams and the log files is
     all that teardown still owed.
     """
-    dist = sys.modules.get("torch.distributed")
-    if code == 0 or dist is None or not dist.is_available() or not dist.is_initialized():
+    if code == 0 or not _in_process_group():
         return code
     logging.shutdown()
     sys.stdout.flush()
@@ -411,7 +416,14 @@ def main(argv: list[str] | None = None) -> int:
     # training Lightning's own SIGTERM handler runs first, then this one.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
-    return leave(_outcome(args))
+    try:
+        code = _outcome(args)
+    except Exception:  # a bug: its traceback, then the same exit without teardown (exit 1)
+        if _in_process_group():
+            traceback.print_exc()
+            leave(1)
+        raise
+    return leave(code)
 
 
 if __name__ == "__main__":

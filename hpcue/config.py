@@ -219,8 +219,9 @@ ATTACK_CHOICES = ("uc", "em_samplewise", "em_classwise", "aue", "aap")
 class AttackConfig(_Section):
     """Which attack stage 1 runs, and the settings of the bilevel ones (error-minimizing noise,
     AUE, AAP: hpcue/attacks/bilevel/). UC's own settings are ``train``'s; every attack shares
-    ``train.epsilon`` and ``train.epochs`` (the most epochs it may take). A setting left null
-    takes the attack's published value (hpcue/attacks/bilevel/attack.py, in results.json)."""
+    ``train.epsilon``, and EM and AUE take ``train.epochs`` as their most epochs (AAP: its
+    ``reference_epochs`` and one crafting pass). A setting left null takes the attack's
+    published value (hpcue/attacks/bilevel/attack.py, in results.json)."""
 
     name: Literal[ATTACK_CHOICES] = "uc"  # type: ignore[valid-type]
     # PGD steps each batch's noise takes (EM 20 sample-wise, 1 class-wise; AUE 5; AAP 250)
@@ -291,6 +292,15 @@ class RunConfig(_Section):
     @property
     def cluster_seed(self) -> int:
         return self.seed if self.cluster.seed is None else self.cluster.seed
+
+    @model_validator(mode="after")
+    def _steps_are_ucs(self) -> RunConfig:
+        """train.steps is UC's fixed-steps reading; the bilevel attacks count rounds, not
+        optimizer steps (EM's stop rule, AAP's reference epochs)."""
+        if self.train.steps is not None and self.attack.name != "uc":
+            raise ValueError(f"train.steps applies to attack.name=uc only; "
+                             f"{self.attack.name} runs train.epochs rounds (drop train.steps)")
+        return self
 
     @model_validator(mode="after")
     def _lr_rule_needs_a_base(self) -> RunConfig:

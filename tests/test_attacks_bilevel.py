@@ -5,6 +5,7 @@ owns each image (the same noise as one process, under mpiexec)."""
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from hpcue.attacks.bilevel.augment import seeded, strong_augmentation
 from hpcue.attacks.bilevel.module import BilevelModule, Rounds
 from hpcue.attacks.registry import ATTACKS
 from hpcue.config import ATTACK_CHOICES
-from hpcue.data.loader import OwnedBatches, owned_ids
+from hpcue.data.loader import IndexedImages, OwnedBatches, make_owned_loader, owned_ids
 from hpcue.data.shard_set import open_shards
 from hpcue.data.tensors import to_float
 from hpcue.models.small_cnn import SmallCNN
@@ -57,10 +58,12 @@ def test_every_attack_the_config_names_is_registered():
     ("attack.step_fraction=1.5", "attack.step_fraction"),
     ("attack.pgd_steps=0", "attack.pgd_steps"),
     ("attack.stop_error=1", "attack.stop_error"),
+    ("attack.name=aap train.steps=5", "train.steps applies to attack.name=uc only"),
 ])
 def test_impossible_attack_settings_are_one_error(tmp_path, bad, says):
     out = tmp_path / "run"
-    proc = hpcue("run", "--out", str(out), "--set", bad, check=False)
+    proc = hpcue("run", "--out", str(out), *(a for b in bad.split() for a in ("--set", b)),
+                 check=False)
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr
     assert not out.exists()
 
@@ -149,8 +152,10 @@ def test_aap_trains_its_reference_model_then_crafts(clustered, tmp_path):
     assert [r["phase"] for r in record["rounds"]] == ["reference model"] * 2 + ["crafting"]
     s = record["settings"]
     assert s["strength"] == 0.4 and s["target_shift"] == 1
-    assert s["step"] == pytest.approx(0.01 * 16 / 255)
+    assert s["step"] == pytest.approx(0.01 * 16 / 255) and s["clip"] is None
     assert record["budget"]["epochs"] == 3
+    plan = record["batch_plan"]  # each rank reads its own images once an epoch, none padded
+    assert plan["images_per_epoch"] == plan["num_train"] and plan["padded_repeats_per_epoch"] == 0
 
 
 def test_owned_batches_are_one_processs_global_batches():
@@ -161,6 +166,13 @@ def test_owned_batches_are_one_processs_global_batches():
         assert sorted(sum((p[step] for p in parts), [])) == sorted(batch)
     for r, p in enumerate(parts):  # each rank only ever sees the images it owns
         assert sorted(i for b in p for i in b) == owned_ids(103, r, 3).tolist()
+    # a rank's share may be empty: an empty batch of the right shapes, from a collate that
+    # loader workers started by spawn can pickle
+    data = IndexedImages(np.zeros((4, 8, 8, 3), np.uint8), np.arange(4))
+    loader = make_owned_loader(data, 2, seed=0, rank=2, world_size=3)
+    images, labels, ids = pickle.loads(pickle.dumps(loader.collate_fn))([])
+    assert images.shape == (0, 3, 8, 8) and labels.shape == ids.shape == (0,)
+    assert sum(len(b[2]) for b in loader) == 1 and loader.batch_sampler.rank_images == 1
 
 
 def test_owned_sample_wise_noise_equals_one_process(clustered, tmp_path):

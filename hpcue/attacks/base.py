@@ -114,6 +114,12 @@ class Attack(ABC):
         gives it each global batch's owned part (data/loader.py ``OwnedBatches``)."""
         return False
 
+    @property
+    def splits_batches(self) -> bool:
+        """True: its module takes each rank's whole share of a global batch and splits it into
+        ``accumulate`` micro-batches itself (the stage loads whole shares and probes nothing)."""
+        return False
+
     @abstractmethod
     def make(self, inputs: AttackInputs) -> AttackResult:
         """The G perturbations for ``inputs.groups``."""

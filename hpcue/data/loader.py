@@ -191,6 +191,11 @@ class OwnedBatches(Sampler[list[int]]):
     def __len__(self) -> int:
         return -(-self.sampler.total // self.global_batch)
 
+    @property
+    def rank_images(self) -> int:
+        """The images this rank reads an epoch (each of its own once, none padded)."""
+        return len(range(self.rank, self.sampler.total, self.world_size))
+
 
 def owned_ids(total: int, rank: int, world_size: int) -> torch.Tensor:
     """The ids ``OwnedBatches`` gives this rank, in order."""
@@ -201,12 +206,18 @@ def make_owned_loader(dataset: Dataset, global_batch: int, *, seed: int, num_wor
                       rank: int = 0, world_size: int = 1) -> torch.utils.data.DataLoader:
     """A DataLoader of this rank's owned part of each global batch (``OwnedBatches``); an empty
     part comes as an empty batch of the right shapes."""
-    empty = default_collate([dataset[0]])
-    empty = [t[:0] for t in empty]
-
-    def collate(items: list):
-        return default_collate(items) if items else empty
-
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=OwnedBatches(len(dataset), global_batch, rank, world_size, seed),
-        num_workers=num_workers, collate_fn=collate, persistent_workers=num_workers > 0)
+        num_workers=num_workers, collate_fn=CollateOrEmpty(dataset),
+        persistent_workers=num_workers > 0)
+
+
+class CollateOrEmpty:
+    """``default_collate``, or for an empty share an empty batch of the dataset's shapes (a
+    class, not a closure: loader workers started by spawn must pickle it)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.empty = [t[:0] for t in default_collate([dataset[0]])]
+
+    def __call__(self, items: list):
+        return default_collate(items) if items else self.empty

@@ -111,7 +111,10 @@ class StageContext:
     def batch_record(self, section: str, loader) -> dict:
         """``section``'s batch plan and what an epoch of ``loader`` really runs."""
         plan = self.plans[section]
-        return plan.as_dict() | epoch_shape(plan, self.data.size("train"), len(loader.sampler),
+        # an owned loader (OwnedBatches) reads each of its images once; its sampler is not
+        # the rank's
+        samples = getattr(loader.batch_sampler, "rank_images", None) or len(loader.sampler)
+        return plan.as_dict() | epoch_shape(plan, self.data.size("train"), samples,
                                             len(loader))
 
     def surrogate(self) -> Surrogate:

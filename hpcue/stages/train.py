@@ -41,21 +41,24 @@ def run(ctx: StageContext) -> dict:
                                                       augment=ctx.augment)
     if attack.owns_images:  # each rank its own images' part of every global batch
         loader = ctx.owned_loader(ctx.data, "train", plan.global_batch_size)
-    else:
-        loader = ctx.loader(ctx.data, "train", plan.micro_batch_size, train=True)
+    else:  # micro-batches, or whole shares for a module that splits them itself
+        loader = ctx.loader(ctx.data, "train", plan.per_rank_batch_size if attack.splits_batches
+                            else plan.micro_batch_size, train=True)
     used = [loader]
 
     def fit(build: BuildModule, batches: Iterable) -> AttackModule:
         module = build(plan.accumulate_grad_batches)
-        probed = ctx.probed_plan("train", module, ctx.trial_batch)
+        # (a module that splits its batches is not probed: it has no trial step; its split
+        # follows runtime.max_micro_batch when set)
+        probed = (plan if attack.splits_batches
+                  else ctx.probed_plan("train", module, ctx.trial_batch))
         if probed.micro_batch_size != plan.micro_batch_size:  # auto found a smaller one
-            if not attack.owns_images:  # (owned batches stay global; the module splits them)
-                batches = ctx.loader(ctx.data, "train", probed.micro_batch_size, train=True)
-                used.append(batches)
+            batches = ctx.loader(ctx.data, "train", probed.micro_batch_size, train=True)
+            used.append(batches)
             module = build(probed.accumulate_grad_batches)
-        per_epoch = (len(batches) if module.steps_itself and attack.owns_images
-                     else steps_per_epoch(len(batches), probed.accumulate_grad_batches))
-        epochs = module.epochs or budget_epochs(cfg.train.epochs, cfg.train.steps, per_epoch)
+        epochs = module.epochs or budget_epochs(
+            cfg.train.epochs, cfg.train.steps,
+            steps_per_epoch(len(batches), probed.accumulate_grad_batches))
         # a module that steps itself accumulates itself, and DDP must not wrap it
         trainer = ctx.trainer("train", epochs, [meter],
                               accumulate=(1 if module.steps_itself

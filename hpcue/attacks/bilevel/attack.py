@@ -50,8 +50,12 @@ class Bilevel(Attack):
                         model_steps=pick("model_steps"), stop_error=pick("stop_error"),
                         reference_epochs=a.reference_epochs if d.get("reference") else 0,
                         target_shift=d.get("target_shift", 0), strength=pick("strength"),
-                        per_sample=d["per_sample"])
+                        per_sample=d["per_sample"], clip=d.get("clip"))
         return cls(rounds, a.model_arch, a.model_lr)
+
+    @property
+    def splits_batches(self) -> bool:
+        return True
 
     @property
     def owns_images(self) -> bool:
@@ -72,11 +76,9 @@ class Bilevel(Attack):
         else:
             row_of, rows = inputs.labels.long(), torch.zeros((classes, *shape))
             groups = inputs.labels.long()
-        gen_state = torch.get_rng_state()
 
         def build(accumulate: int) -> BilevelModule:
-            torch.set_rng_state(gen_state)  # every build starts from the same model
-            torch.manual_seed(inputs.seed)
+            torch.manual_seed(inputs.seed)  # every build starts from the same model
             return BilevelModule(build_victim(self.model_arch, classes), rows.clone(), row_of,
                                  inputs.labels, classes, inputs.epsilon, self.rounds,
                                  lr=self.model_lr, total=n, seed=inputs.seed,
@@ -101,14 +103,14 @@ class Bilevel(Attack):
 class ErrorMinimizingSamplewise(Bilevel):
     name: ClassVar[str] = "em_samplewise"
     DEFAULTS: ClassVar[dict] = dict(pgd_steps=20, step_fraction=0.1, model_steps=10,
-                                    stop_error=0.01, strength=None, per_sample=True)
+                                    stop_error=0.01, strength=None, per_sample=True, clip=5.0)
 
 
 @dataclass
 class ErrorMinimizingClasswise(Bilevel):
     name: ClassVar[str] = "em_classwise"
     DEFAULTS: ClassVar[dict] = dict(pgd_steps=1, step_fraction=0.1, model_steps=10,
-                                    stop_error=0.01, strength=None, per_sample=False)
+                                    stop_error=0.01, strength=None, per_sample=False, clip=5.0)
 
 
 @dataclass

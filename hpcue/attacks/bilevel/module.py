@@ -10,7 +10,8 @@ the model's error on the perturbed images; below ``stop_error`` the crafting sto
 Sample-wise noise lives on the rank that owns the image (``OwnedBatches``: a fixed partition);
 class-wise noise is replicated, each batch's class means summed over ranks. The model's
 gradients are summed over ranks by the module itself (``steps_itself``), and its batch norm
-uses the global batch (``batch_norm.py``): W ranks step as one process would.
+uses the global batch (``batch_norm.py``): without augmentation, W ranks step as one process
+would (an augmentation is drawn per rank, from (seed, epoch, step, rank)).
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ from hpcue.attacks.bilevel.batch_norm import global_batch_norm
 from hpcue.distributed import collectives
 from hpcue.training.batches import UnitBatches
 
-#: EM's gradient clipping of the crafting model (toolbox.py's trainer)
-CLIP_NORM = 5.0
-
 
 @dataclass(frozen=True)
 class Rounds:
@@ -43,12 +41,13 @@ class Rounds:
     target_shift: int = 0       # target class = (label + shift) mod classes (AAP: 1)
     strength: float | None = None  # the strong augmentation's, or None: no augmentation
     per_sample: bool = True     # one delta per image (owned), or one per class (replicated)
+    clip: float | None = None   # the model's gradient norm clipped to this (EM's 5), or not
 
 
 class BilevelModule(UnitBatches, AttackModule):
-    """The model is the one child (in checkpoints as weights); the noise is not a parameter:
-    each rank's rows are saved whole (gathered) in the epoch checkpoint, one format whatever
-    the world size."""
+    """The model is the one trained child (in checkpoints as weights; the augmentation has no
+    state); the noise is not a parameter: each rank's rows are saved whole (gathered) in the
+    epoch checkpoint, one format whatever the world size."""
 
     def __init__(self, model: nn.Module, rows: torch.Tensor, row_of: torch.Tensor,
                  labels: torch.Tensor, num_classes: int, epsilon: float, rounds: Rounds, *,
@@ -98,8 +97,8 @@ class BilevelModule(UnitBatches, AttackModule):
         ranks and divided by the global count (one process's mean)."""
         self.model.train()
         opt = self.optimizers()
-        for part in self._chunks(x):
-            loss = F.cross_entropy(self.model(self._view(x[part], batch_idx, 1)), y[part],
+        for k, part in enumerate(self._chunks(x)):
+            loss = F.cross_entropy(self.model(self._view(x[part], batch_idx, 1 + k)), y[part],
                                    reduction="sum")
             self.manual_backward(loss)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -119,7 +118,8 @@ class BilevelModule(UnitBatches, AttackModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         """EM's clipping, on gradients already summed over ranks (the same on every rank) and,
         under 16-mixed, already unscaled by the GradScaler."""
-        nn.utils.clip_grad_norm_(self.model.parameters(), CLIP_NORM)
+        if self.rounds.clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.rounds.clip)
 
     def _pgd(self, x: torch.Tensor, target: torch.Tensor, start: torch.Tensor,
              batch_idx: int) -> torch.Tensor:
