@@ -75,7 +75,7 @@ def main() -> None:
     print(f"  deltas held per rank: owned {mib(many['delta_bytes_per_rank'])}, replicated "
           f"{mib(full)}")
     print(f"  deltas moved per global batch: owned 0, replicated {mib(batch_bytes)} "
-          f"(their all-reduce); once at the end, owned: {mib(many['gather_bytes'])}")
+          f"(their all-reduce); once at the end, owned: {mib(many['gather_bytes'])} to rank 0")
     print(f"  model gradients per step (both): {mib(many['bytes_per_step'])}")
     print(f"  images/s: 1 process {one['images_per_second']}, {args.ranks} ranks "
           f"{many['images_per_second']}")

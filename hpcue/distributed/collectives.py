@@ -79,6 +79,36 @@ def assemble(values: torch.Tensor, ids: torch.Tensor, total: int) -> torch.Tenso
     return all_reduce_sum(full)
 
 
+def gather_rows(values: torch.Tensor, ids: torch.Tensor, total: int) -> torch.Tensor | None:
+    """Rows held by each rank (at global ids) -> the full tensor in id order on rank 0 alone
+    (None elsewhere): no rank but 0 ever holds more than its own rows plus one rank's
+    padding. Ranks may hold different numbers of rows (each is padded to the largest)."""
+    if not active():
+        full = torch.zeros((total, *values.shape[1:]), dtype=values.dtype, device=values.device)
+        full[ids.to(values.device)] = values
+        return full
+    device = _comm_device()
+    counts = all_reduce_sum(torch.zeros(world_size(), dtype=torch.long).index_fill_(
+        0, torch.tensor([rank()]), len(ids)))
+    most = int(counts.max())
+    rows = torch.zeros((most, *values.shape[1:]), dtype=values.dtype, device=device)
+    rows[:len(ids)] = values.to(device)
+    where = torch.full((most,), -1, dtype=torch.long, device=device)
+    where[:len(ids)] = ids.to(device)
+    row_parts = [torch.empty_like(rows) for _ in range(world_size())] if is_main() else None
+    id_parts = [torch.empty_like(where) for _ in range(world_size())] if is_main() else None
+    dist.gather(rows, row_parts, dst=0)
+    dist.gather(where, id_parts, dst=0)
+    if not is_main():
+        return None
+    assert row_parts is not None and id_parts is not None
+    full = torch.zeros((total, *values.shape[1:]), dtype=values.dtype, device=device)
+    for part, at in zip(row_parts, id_parts, strict=True):
+        keep = at >= 0
+        full[at[keep]] = part[keep]
+    return full.to(values.device)
+
+
 def gather_objects(obj, long_wait: bool = True) -> list:
     """Every rank's ``obj``, in rank order, on every rank (pickled; small records only).
     ``long_wait``: on the group that waits ``setup_timeout_s`` (setup and records); False: on

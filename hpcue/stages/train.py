@@ -92,4 +92,5 @@ def run(ctx: StageContext) -> dict:
                 images_per_second=round(meter.images_per_second, 2), train_images=meter.images,
                 final_uc_loss=(float(metrics["uc_loss_epoch"]) if "uc_loss_epoch" in metrics
                                else None),
-                max_abs_delta=float(result.deltas.abs().max()))
+                max_abs_delta=(float(result.deltas.abs().max()) if result.deltas.numel()
+                               else 0.0))

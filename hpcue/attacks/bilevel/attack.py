@@ -12,6 +12,7 @@ y + 1 through the augmentation at strength 0.4).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -86,7 +87,9 @@ class Bilevel(Attack):
 
         module = inputs.fit(build, inputs.loader)
         assert isinstance(module, BilevelModule)
-        deltas = module.full_rows().detach().float().cpu()
+        full = module.full_rows()  # sample-wise: on rank 0 alone, the one that writes them
+        # (elsewhere this rank's own rows stand in: its record is not written)
+        deltas = (full if full is not None else module.rows).detach().float().cpu()
         steps = max(1, module.traffic["steps"])
         record = {"settings": {**asdict(self.rounds), "model_arch": self.model_arch,
                                "model_lr": self.model_lr, "epsilon": inputs.epsilon},
@@ -94,8 +97,8 @@ class Bilevel(Attack):
                   "delta_parallel": "owned" if self.rounds.per_sample else "replicate",
                   "delta_bytes_per_rank": int(module.rows.numel() * module.rows.element_size()),
                   "bytes_per_step": round(module.traffic["step_bytes"] / steps),
-                  "gather_bytes": int(deltas.numel() * deltas.element_size())
-                  if inputs.world_size > 1 else 0}
+                  "gather_bytes": int(n * math.prod(shape) * 4)
+                  if inputs.world_size > 1 and self.rounds.per_sample else 0}
         return AttackResult(deltas, {"model": module.model.state_dict()}, record, groups)
 
 

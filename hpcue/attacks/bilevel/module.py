@@ -196,16 +196,19 @@ class BilevelModule(UnitBatches, AttackModule):
             if stop is not None and error < stop:  # the same reduced figure on every rank
                 self.trainer.should_stop = True
 
-    def full_rows(self) -> torch.Tensor:
-        """Every image's (or class's) delta, in id order, on every rank."""
+    def full_rows(self) -> torch.Tensor | None:
+        """Every image's (or class's) delta, in id order: on rank 0 alone for sample-wise noise
+        (None elsewhere: no other rank ever holds more than its own), on every rank for
+        class-wise noise (replicated anyway)."""
         if not self.rounds.per_sample:
             return self.rows
         owned = (self.row_of >= 0).nonzero().flatten()
-        full = collectives.assemble(self.rows[self.row_of[owned]], owned, self.total)
-        return full
+        return collectives.gather_rows(self.rows[self.row_of[owned]], owned, self.total)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["deltas"] = self.full_rows().cpu()  # a collective: every rank dumps
+        full = self.full_rows()  # a collective: every rank dumps, rank 0 saves
+        if full is not None:
+            checkpoint["deltas"] = full.cpu()
         checkpoint["history"] = list(self.history)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -215,6 +218,7 @@ class BilevelModule(UnitBatches, AttackModule):
             self.rows = full[owned].clone().to(self.rows.device)
         else:
             self.rows = full.clone().to(self.rows.device)
+        del checkpoint["deltas"]  # this rank's rows are taken; the rest is let go
         self.history = list(checkpoint.get("history", []))
 
     def configure_optimizers(self):
