@@ -25,7 +25,7 @@ def attack_columns(runs: list[dict]) -> dict:
     defenses = {r.get("worst_case_defense") for r in runs} - {None}
     return {"attack": "+".join(sorted(names)),
             "uses_labels": labels.pop() if len(labels) == 1 else None,
-            "worst_case_defense": "+".join(sorted(str(d) for d in defenses)) or None,
+            "worst_case_defense": ", ".join(sorted(str(d) for d in defenses)) or None,
             "psnr_db": _mean(runs, "psnr_db", 2), "ssim": _mean(runs, "ssim", 4),
             "attack_seconds": _mean(runs, "attack_seconds", 1)}
 
