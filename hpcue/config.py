@@ -213,7 +213,10 @@ class VictimConfig(_Batching):
 
 
 #: every attack ``attack.name`` may name (hpcue/attacks/registry.py; a test keeps the two equal)
-ATTACK_CHOICES = ("uc", "em_samplewise", "em_classwise", "aue", "aap")
+ATTACK_CHOICES = ("uc", "em_samplewise", "em_classwise", "aue", "aap", "bayes_error")
+#: the settings that only these attacks read (set for another attack: an error)
+BILEVEL_ONLY = ("pgd_steps", "step_fraction", "model_steps", "stop_error", "strength")
+BAYES_ONLY = ("bayes_steps", "bayes_retrain_epochs", "bayes_sigma", "bayes_lr")
 
 
 class AttackConfig(_Section):
@@ -243,6 +246,27 @@ class AttackConfig(_Section):
     # small_cnn), SGD at model_lr, momentum 0.9, weight decay 5e-4, gradients clipped at 5 (EM's)
     model_arch: Literal["small_cnn", "resnet18"] = "small_cnn"
     model_lr: float = Field(0.1, gt=0)
+    # bayes_error (hpcue/attacks/bayes_error/): its outer steps (AdamW steps on the images; the
+    # paper's 2000), the epochs a fresh model_arch retrains on the current images at each step
+    # (30), the kernel width on the scaled features (0.3), AdamW's lr (null: 2.0 / bayes_steps,
+    # the paper's 1e-3 at 2000). One run retrains bayes_steps x bayes_retrain_epochs epochs.
+    bayes_steps: int | None = Field(None, ge=1)
+    bayes_retrain_epochs: int | None = Field(None, ge=1)
+    bayes_sigma: float | None = Field(None, gt=0)
+    bayes_lr: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _settings_of_the_attack(self) -> AttackConfig:
+        """A setting the chosen attack never reads is a mistake, not a no-op."""
+        bilevel = self.name in ("em_samplewise", "em_classwise", "aue", "aap")
+        for keys, applies, which in ((BILEVEL_ONLY, bilevel, "em_samplewise, em_classwise, "
+                                      "aue or aap"), (BAYES_ONLY, self.name == "bayes_error",
+                                                      "bayes_error")):
+            set_here = [k for k in keys if getattr(self, k) is not None]
+            if set_here and not applies:
+                raise ValueError(f"attack.{set_here[0]} applies to attack.name={which} only, "
+                                 f"not {self.name}")
+        return self
 
 
 class RuntimeConfig(_Section):

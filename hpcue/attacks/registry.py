@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hpcue.attacks.base import Attack
+from hpcue.attacks.bayes_error.attack import BayesError
 from hpcue.attacks.bilevel.attack import (
     AAP,
     AUE,
@@ -15,7 +16,8 @@ from hpcue.errors import ConfigError, did_you_mean
 
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls for cls in (UnlearnableClusters, RandomNoise, ClassWise,
-                              ErrorMinimizingSamplewise, ErrorMinimizingClasswise, AUE, AAP)
+                              ErrorMinimizingSamplewise, ErrorMinimizingClasswise, AUE, AAP,
+                              BayesError)
 }
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from hpcue.attacks.base import Attack, AttackInputs, AttackResult
 from hpcue.attacks.bilevel.module import BilevelModule, Rounds
@@ -63,6 +64,18 @@ class Bilevel(Attack):
         """One delta per image, each on the rank that owns the image (``OwnedBatches``)."""
         return self.rounds.per_sample
 
+    def module(self, model: nn.Module, rows: torch.Tensor, row_of: torch.Tensor,
+               inputs: AttackInputs, classes: int, accumulate: int) -> BilevelModule:
+        """The module that crafts ``rows`` (this rank's deltas) with ``model``."""
+        assert inputs.labels is not None
+        return BilevelModule(model, rows, row_of, inputs.labels, classes, inputs.epsilon,
+                             self.rounds, lr=self.model_lr, total=len(inputs.labels),
+                             seed=inputs.seed, accumulate=accumulate)
+
+    def settings(self) -> dict:
+        """The resolved settings, for the record."""
+        return asdict(self.rounds)
+
     def make(self, inputs: AttackInputs) -> AttackResult:
         if inputs.labels is None or inputs.fit is None or inputs.loader is None:
             raise TypeError(f"{self.name} needs the training labels, batches and a fit function")
@@ -80,10 +93,8 @@ class Bilevel(Attack):
 
         def build(accumulate: int) -> BilevelModule:
             torch.manual_seed(inputs.seed)  # every build starts from the same model
-            return BilevelModule(build_victim(self.model_arch, classes), rows.clone(), row_of,
-                                 inputs.labels, classes, inputs.epsilon, self.rounds,
-                                 lr=self.model_lr, total=n, seed=inputs.seed,
-                                 accumulate=accumulate)
+            return self.module(build_victim(self.model_arch, classes), rows.clone(), row_of,
+                               inputs, classes, accumulate)
 
         module = inputs.fit(build, inputs.loader)
         assert isinstance(module, BilevelModule)
@@ -91,12 +102,14 @@ class Bilevel(Attack):
         # (elsewhere this rank's own rows stand in: its record is not written)
         deltas = (full if full is not None else module.rows).detach().float().cpu()
         steps = max(1, module.traffic["steps"])
-        record = {"settings": {**asdict(self.rounds), "model_arch": self.model_arch,
+        record = {"settings": {**self.settings(), "model_arch": self.model_arch,
                                "model_lr": self.model_lr, "epsilon": inputs.epsilon},
                   "rounds": module.history,
                   "delta_parallel": "owned" if self.rounds.per_sample else "replicate",
                   "delta_bytes_per_rank": int(module.rows.numel() * module.rows.element_size()),
                   "bytes_per_step": round(module.traffic["step_bytes"] / steps),
+                  **{k: v for k, v in module.traffic.items()
+                     if k not in ("steps", "step_bytes")},
                   "gather_bytes": int(n * math.prod(shape) * 4)
                   if inputs.world_size > 1 and self.rounds.per_sample else 0}
         return AttackResult(deltas, {"model": module.model.state_dict()}, record, groups)

@@ -1,0 +1,1 @@
+"""Unlearnable examples by Bayes-error maximisation (Zhang, Sun, Lim, Zhang)."""
