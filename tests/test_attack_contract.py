@@ -20,7 +20,7 @@ def test_the_registry_holds_every_attack_by_its_name():
     assert {n: ATTACKS[n] for n in ("uc", "random", "classwise")} == {
         "uc": UnlearnableClusters, "random": RandomNoise, "classwise": ClassWise}
     assert set(ATTACKS) == {"uc", "random", "classwise", "em_samplewise", "em_classwise", "aue",
-                            "aap"}
+                            "aap", "bayes_error"}
     assert all(issubclass(cls, Attack) for cls in ATTACKS.values())
     # only UC and random noise are label-free
     assert {n for n in ATTACKS if not attack_class(n).uses_labels} == {"uc", "random"}

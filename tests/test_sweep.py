@@ -80,7 +80,7 @@ def test_sqrt_and_none_points_get_different_learning_rates():
 
 @pytest.mark.parametrize("spec,scheduler,count", [
     ("digits-local.yaml", "slurm", 9 + 1), ("digits-batch-study.yaml", "slurm", 48 + 1),
-    ("digits-attacks.yaml", "slurm", 15 + 1),
+    ("digits-attacks.yaml", "slurm", 18 + 1),
     ("paper-summit.yaml", "lsf", 96 + 4), ("paper-frontier.yaml", "slurm", 156 + 4),
     ("paper-summit-flowers102.yaml", "lsf", 21 + 1),
     ("paper-frontier-flowers102.yaml", "slurm", 30 + 1),

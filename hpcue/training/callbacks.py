@@ -1,5 +1,5 @@
 """The callbacks every hpcue training carries besides the Trainer's own: a throughput meter, a
-stop on a non-finite loss, and hpcue's SIGTERM handler.
+stop on a non-finite loss, hpcue's SIGTERM handler, and the epoch checkpoint.
 
 Apart from ``trainer.py`` (which builds the Trainer and adds them) so each reads on its own: what
 it watches and why, not how a Trainer is put together.
@@ -11,8 +11,9 @@ import signal
 import threading
 import time
 
+import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from hpcue.errors import NonFiniteError
 
@@ -80,3 +81,21 @@ class OwnSignals(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         if callable(self.handler) and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.handler)  # Lightning restores its own at the end
+
+
+class EveryEpochCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, saved at the end of every epoch even when the epoch took no
+    optimizer step (Lightning skips a save at an unchanged global step): an attack's epoch may
+    move only its noise (Bayes error's features and ascent epochs, AAP's crafting pass), and a
+    run stopped after it must resume after it, not redo it from an older checkpoint."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._epoch_saved = -1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (self._last_global_step_saved == trainer.global_step
+                and self._epoch_saved != trainer.current_epoch):
+            self._last_global_step_saved = -1  # a new epoch: not "already saved"
+        super().on_train_epoch_end(trainer, pl_module)
+        self._epoch_saved = trainer.current_epoch

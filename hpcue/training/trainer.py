@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.overrides.distributed import _sync_module_states
 from lightning.pytorch.strategies import DDPStrategy
@@ -20,7 +20,7 @@ from hpcue.distributed import collectives
 from hpcue.distributed.lightning_env import trainer_environment
 from hpcue.distributed.topology import current
 from hpcue.errors import InputError
-from hpcue.training.callbacks import FiniteLoss, OwnSignals
+from hpcue.training.callbacks import EveryEpochCheckpoint, FiniteLoss, OwnSignals
 from hpcue.training.progress_bar import EpochLines, LabelledBar
 
 # Lightning's advice on worker counts and small logging intervals is noise for tiny debug runs.
@@ -128,8 +128,8 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
         enable_progress_bar=bool(display),
         callbacks=[*display,
                    # every epoch: a run stopped by its wall time resumes from the last one
-                   ModelCheckpoint(dirpath=checkpoints, save_last=True,
-                                   save_top_k=1, every_n_epochs=1),
+                   EveryEpochCheckpoint(dirpath=checkpoints, save_last=True,
+                                        save_top_k=1, every_n_epochs=1),
                    FiniteLoss(name), OwnSignals(),
                    *(callbacks or [])],
         enable_model_summary=False,
