@@ -198,12 +198,25 @@ class VictimConfig(_Batching):
     # and whose they are); the worst case over them is reported
     defenses: list[Literal[DEFENSE_CHOICES]] = [  # type: ignore[valid-type]
         "grayscale", "jpeg10", "bitdepth", "cutout"]
+    # the thief also holds clean data: an arm "uc@p" for each share p here trains on the
+    # unlearnable version of a share p of the training images and the clean original of the
+    # rest (one subset from the run's seed, nested: 0.5's images are among 0.8's); [] none
+    mixed: list[float] = []
     epochs: int = Field(8, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
 
-    @field_validator("defenses", "baselines")
+    @field_validator("mixed")
+    @classmethod
+    def _shares(cls, value: list[float]) -> list[float]:
+        outside = [p for p in value if not 0 < p < 1]
+        if outside:
+            raise ValueError(f"each share must lie strictly between 0 and 1 (0 is the clean "
+                             f"arm, 1 the uc arm), got {outside[0]}")
+        return value
+
+    @field_validator("defenses", "baselines", "mixed")
     @classmethod
     def _each_once(cls, value: list[str]) -> list[str]:
         twice = sorted({v for v in value if value.count(v) > 1})

@@ -34,7 +34,7 @@ from hpcue.evaluation.training_defenses import build as build_training_defense
 from hpcue.figures.curves import draw_curves
 from hpcue.io import atomic_write
 from hpcue.models.victims import build_victim
-from hpcue.stages.artifacts import read_clusters
+from hpcue.stages.artifacts import read_clusters, read_perturbations
 from hpcue.stages.context import StageContext
 
 
@@ -82,6 +82,39 @@ class Noised:
         return x.mul(255).round().to(torch.uint8)
 
 
+@dataclass
+class Mixed(Noised):
+    """The thief's mix: the published (unlearnable) version of the images ``chosen`` marks (by
+    global id), the clean original of the others."""
+
+    chosen: torch.Tensor
+
+    def __call__(self, images: torch.Tensor, labels, ids: torch.Tensor) -> torch.Tensor:
+        out = super().__call__(images, labels, ids)
+        self.chosen = self.chosen.to(images.device)
+        keep = ~self.chosen[ids]
+        out[keep] = images[keep]
+        return out
+
+
+def mixed_arms(ctx: StageContext) -> list[Arm]:
+    """One arm per share p of ``victim.mixed``: the first round(p N) images of one permutation
+    drawn from the run's seed are unlearnable, the rest clean. The unlearnable images are
+    made as generate made them (``perturb``, 8 bits), from the saved deltas and groups."""
+    if not ctx.cfg.victim.mixed:
+        return []
+    saved = read_perturbations(ctx.run)
+    groups = saved.groups_or(read_clusters(ctx.run))
+    n = ctx.data.size("train")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.cfg.seed))
+    out = []
+    for p in ctx.cfg.victim.mixed:
+        chosen = torch.zeros(n, dtype=torch.bool)
+        chosen[order[:round(p * n)]] = True
+        out.append(Arm(f"uc@{p:g}", ctx.data, Mixed(saved.deltas, groups, chosen)))
+    return out
+
+
 def arms(ctx: StageContext) -> list[Arm]:
     cfg, clean = ctx.cfg, ctx.data
     unlearnable = open_shards(ctx.run.require(ctx.run.unlearnable, "generate"))
@@ -100,7 +133,7 @@ def arms(ctx: StageContext) -> list[Arm]:
                                           epsilon=cfg.train.epsilon, seed=cfg.seed,
                                           channels=ctx.perturbation_channels)).deltas
         out.append(Arm(name, clean, Noised(deltas, groups)))
-    return out
+    return out + mixed_arms(ctx)
 
 
 def victim_seeds(seed: int, n: int) -> list[int]:
@@ -201,6 +234,12 @@ def run(ctx: StageContext) -> dict:
         "uc_below_clean": paired(per_arm, rows, "clean", "uc"),
         "worst_case_below_clean": paired(per_arm, rows, "clean", trained),
     }
+    if v.mixed:  # how fast the protection fades as the thief's share of clean images grows
+        record["mixed"] = [{"share": p, "arm": f"uc@{p:g}",
+                            "unlearnable_images": round(p * ctx.data.size("train")),
+                            "test_acc": victims[f"uc@{p:g}"]["mean"],
+                            "below_clean": paired(per_arm, rows, "clean", f"uc@{p:g}")}
+                           for p in v.mixed]
     if "random" in v.baselines:  # paired by seed: how far UC is below its trivial twin
         record["uc_advantage_over_random"] = paired(per_arm, rows, "random", "uc")
         record["worst_case_advantage_over_random"] = paired(per_arm, rows, "random", trained)

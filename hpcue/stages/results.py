@@ -70,6 +70,8 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "uc_below_clean": evaluate.get("uc_below_clean"),
         "worst_case_advantage_over_random": evaluate.get("worst_case_advantage_over_random"),
         "worst_case_below_clean": evaluate.get("worst_case_below_clean"),
+        # victim.mixed: each share p of unlearnable images among clean ones, and its accuracy
+        "mixed": evaluate.get("mixed", []),
         "defenses": evaluate.get("defenses", {}),
         "defenses_not_trained": evaluate.get("defenses_not_trained", {}),
         "interval_method": evaluate.get("interval_method"),
