@@ -202,6 +202,14 @@ class VictimConfig(_Batching):
     # unlearnable version of a share p of the training images and the clean original of the
     # rest (one subset from the run's seed, nested: 0.5's images are among 0.8's); [] none
     mixed: list[float] = []
+    # contrastive learners as victims (AUE/AAP's threat): each learns the clean, uc and
+    # baseline sets without labels (lightly's SimCLR / BYOL), an online linear probe on its
+    # features learns the labels; contrastive_seeds null: victim.seeds. [] none
+    contrastive: list[Literal["simclr", "byol"]] = []
+    contrastive_epochs: int = Field(30, ge=1)
+    contrastive_seeds: int | None = Field(None, ge=1)
+    # SGD (momentum 0.9, weight decay 5e-4, cosine) as lightly's SimCLR/BYOL examples train
+    contrastive_lr: float = Field(0.06, gt=0)
     epochs: int = Field(8, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -216,7 +224,7 @@ class VictimConfig(_Batching):
                              f"arm, 1 the uc arm), got {outside[0]}")
         return value
 
-    @field_validator("defenses", "baselines", "mixed")
+    @field_validator("defenses", "baselines", "mixed", "contrastive")
     @classmethod
     def _each_once(cls, value: list[str]) -> list[str]:
         twice = sorted({v for v in value if value.count(v) > 1})

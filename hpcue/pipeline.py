@@ -148,6 +148,9 @@ def summary_table(results: dict) -> str:
     rows.append(("worst case (UC, defenses)",
                  f"{results['worst_case_unlearnable_test_acc']:.4f} "
                  f"({results['worst_case_defense']})"))
+    if results.get("worst_case_over_learners"):
+        w = results["worst_case_over_learners"]
+        rows.append(("worst case (learners)", f"{w['test_acc']:.4f} ({w['learner']})"))
     if results.get("uc_advantage_over_random"):
         rows.append(("UC below random by", _acc(results["uc_advantage_over_random"])))
     if results.get("surrogate_training"):

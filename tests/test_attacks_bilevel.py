@@ -16,7 +16,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hpcue.attacks.bilevel.augment import seeded, strong_augmentation
 from hpcue.attacks.bilevel.module import BilevelModule, Rounds
 from hpcue.attacks.registry import ATTACKS
 from hpcue.config import ATTACK_CHOICES
@@ -26,6 +25,7 @@ from hpcue.data.tensors import to_float
 from hpcue.models.small_cnn import SmallCNN
 from hpcue.stages.artifacts import read_perturbations
 from hpcue.stages.rundir import RunDir
+from hpcue.training.views import seeded, strong_augmentation
 from tests.conftest import REPO, hpcue, stop_after_first_epoch, tiny_sets
 from tests.test_distributed import BIN, _env, _run
 

@@ -126,14 +126,10 @@ def test_rotation_pretext_never_reads_labels():
     assert torch.isfinite(loss) and loss.requires_grad  # no labels were needed
 
 
-def test_simclr_pretext_never_reads_labels_and_its_loss_rewards_matching_views():
+def test_simclr_pretext_never_reads_labels_and_draws_its_views_from_the_seed():
     from hpcue.models.small_cnn import SmallCNN
-    from hpcue.training.simclr import PROJECTION_DIM, SimCLRPretext, nt_xent, view
+    from hpcue.training.simclr import PROJECTION_DIM, SimCLRPretext, view
 
-    z = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
-    matched = nt_xent(torch.cat([z, z]), 0.5)  # each view's twin is itself: easy to find
-    unmatched = nt_xent(torch.cat([z, z.roll(1, 0)]), 0.5)  # twins are other images
-    assert matched < unmatched
     x = torch.rand(6, 3, 16, 16)
     a = view(x, torch.Generator().manual_seed(3))
     assert torch.equal(a, view(x, torch.Generator().manual_seed(3)))  # drawn from the seed

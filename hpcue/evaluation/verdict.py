@@ -61,6 +61,19 @@ def _defense_line(results: dict[str, Any]) -> str | None:
     return line
 
 
+def _learner_line(results: dict[str, Any]) -> str | None:
+    """The verdict is the supervised victims'; a contrastive learner that learns more from
+    the protected images is said beside it (victim.contrastive)."""
+    worst = results.get("worst_case_over_learners") or {}
+    if not worst or worst.get("learner") == "uc":
+        return None
+    method = worst["learner"].split(":")[0]
+    clean = results["victims"].get(f"{method}:clean", {}).get("mean")
+    return (f"This verdict is the supervised victims'. A {method.upper()} learner with a linear "
+            f"probe learns more from the protected images: {worst['test_acc']:.2f} (from the "
+            f"originals {clean:.2f}).")
+
+
 def verdict(results: dict[str, Any]) -> dict[str, Any]:
     """``{"level": ..., "text": [lines]}`` for results.json and the run's closing lines."""
     lvl = level(results)
@@ -92,4 +105,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     defense = _defense_line(results)
     if defense:
         lines.append(defense)
+    learner = _learner_line(results)
+    if learner:
+        lines.append(learner)
     return {"level": lvl, "margin": MARGIN, "text": lines}

@@ -36,6 +36,7 @@ from hpcue.io import atomic_write
 from hpcue.models.victims import build_victim
 from hpcue.stages.artifacts import read_clusters, read_perturbations
 from hpcue.stages.context import StageContext
+from hpcue.stages.evaluate_contrastive import train_contrastive
 
 
 @dataclass
@@ -167,6 +168,32 @@ def paired(per_arm: dict[str, list[float]], rows: dict[str, torch.Tensor] | None
     return seed_summary(diffs, sampling_variance(outcome), outcome.shape[1], bounds=(-1.0, 1.0))
 
 
+def contrastive_record(ctx: StageContext, sets: list[Arm], seeds: list[int],
+                       victims: dict[str, dict], curves: dict[str, list]) -> dict:
+    """The contrastive victims' arms (added to ``victims`` and ``curves``), and the worst case
+    over learners: the learner (supervised or contrastive) the unlearnable set stops least."""
+    v = ctx.cfg.victim
+    per_arm, more_curves, rows = train_contrastive(ctx, sets, seeds)
+    victims.update(summaries(per_arm, rows))
+    curves.update(more_curves)
+    learners = ["uc", *(f"{m}:uc" for m in v.contrastive)]
+    worst = max(learners, key=lambda a: victims[a]["mean"])
+    out: dict = {
+        "contrastive": {"methods": list(v.contrastive), "epochs": v.contrastive_epochs,
+                        "seeds": len(per_arm[learners[1]]), "lr": v.contrastive_lr,
+                        "probe": "online linear (trained beside the encoder on detached "
+                                 "features)", "arms": sorted(per_arm)},
+        "worst_case_over_learners": {"learner": worst, "test_acc": victims[worst]["mean"]},
+    }
+    for m in v.contrastive:
+        out["contrastive"][f"{m}_uc_below_clean"] = paired(per_arm, rows, f"{m}:clean",
+                                                           f"{m}:uc")
+        if "random" in v.baselines:
+            out["contrastive"][f"{m}_uc_advantage_over_random"] = paired(
+                per_arm, rows, f"{m}:random", f"{m}:uc")
+    return out
+
+
 def run(ctx: StageContext) -> dict:
     cfg, plan, v = ctx.cfg, ctx.plans["victim"], ctx.cfg.victim
     seeds = victim_seeds(cfg.seed, v.seeds)
@@ -240,6 +267,8 @@ def run(ctx: StageContext) -> dict:
                             "test_acc": victims[f"uc@{p:g}"]["mean"],
                             "below_clean": paired(per_arm, rows, "clean", f"uc@{p:g}")}
                            for p in v.mixed]
+    if v.contrastive:
+        record.update(contrastive_record(ctx, sets, seeds, victims, curves))
     if "random" in v.baselines:  # paired by seed: how far UC is below its trivial twin
         record["uc_advantage_over_random"] = paired(per_arm, rows, "random", "uc")
         record["worst_case_advantage_over_random"] = paired(per_arm, rows, "random", trained)

@@ -72,6 +72,10 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "worst_case_below_clean": evaluate.get("worst_case_below_clean"),
         # victim.mixed: each share p of unlearnable images among clean ones, and its accuracy
         "mixed": evaluate.get("mixed", []),
+        # victim.contrastive: the contrastive learners' setup and figures (their arms are in
+        # "victims" as <method>:<set>), and the worst case over supervised and contrastive
+        "contrastive": evaluate.get("contrastive"),
+        "worst_case_over_learners": evaluate.get("worst_case_over_learners"),
         "defenses": evaluate.get("defenses", {}),
         "defenses_not_trained": evaluate.get("defenses_not_trained", {}),
         "interval_method": evaluate.get("interval_method"),

@@ -9,24 +9,13 @@ hands K-means are its input.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from lightly.loss import NTXentLoss
 
 from hpcue.training.batches import augment_batch
 from hpcue.training.classifier import Classifier
 
 #: the projection's width (the small CNN's ``fc`` outputs)
 PROJECTION_DIM = 64
-
-
-def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The normalised temperature-scaled cross entropy of 2B embeddings, where row i and row
-    i + B are two views of one image and every other row is a negative."""
-    z = F.normalize(z, dim=1)
-    n = len(z) // 2
-    sim = z @ z.T / temperature
-    sim.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(sim, targets)
 
 
 def view(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -51,8 +40,10 @@ class SimCLRPretext(Classifier):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, _labels, _ = batch
         gen = self.step_generator(images.device, batch_idx, salt=2)
-        loss = nt_xent(self(torch.cat([view(images, gen), view(images, gen)])),
-                       self.temperature)
+        # one forward over both views (batch norm sees 2B images); lightly's NT-Xent: each
+        # view's twin the positive, every other view a negative
+        z = self(torch.cat([view(images, gen), view(images, gen)]))
+        loss = NTXentLoss(self.temperature)(*z.chunk(2))
         self.log("contrastive_loss", loss, prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=len(images))
         return loss

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpcue.attacks.base import AttackModule
-from hpcue.attacks.bilevel.augment import seeded, strong_augmentation
 from hpcue.attacks.bilevel.batch_norm import global_batch_norm
 from hpcue.distributed import collectives
 from hpcue.training.batches import UnitBatches
+from hpcue.training.views import seeded, strong_augmentation
 
 
 @dataclass(frozen=True)

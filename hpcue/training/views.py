@@ -1,5 +1,7 @@
-"""AUE and AAP's contrastive-like augmentation, crafted through: kornia's, so every image draws
-its own crop, jitter and grayscale and the gradient reaches the noise through them."""
+"""The contrastive-like strong augmentation: kornia's, so every image draws its own crop, jitter
+and grayscale and a gradient reaches the images through them. AUE and AAP craft their noise
+through it; the contrastive victims (evaluation/contrastive.py) learn from two of its views (at
+strength 1 it is SimCLR's)."""
 
 from __future__ import annotations
 
