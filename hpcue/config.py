@@ -185,11 +185,19 @@ DEFENSE_CHOICES = ("grayscale", "jpeg", "jpeg10", "bitdepth", "cutout", "mixup",
                    "adversarial")
 
 
+#: every victim architecture (hpcue/models/victims.py VICTIM_ARCHS; a test keeps the two equal)
+VICTIM_ARCH_CHOICES = ("small_cnn", "resnet18", "resnet18_small", "vgg11_bn", "vgg16_bn",
+                       "vit_tiny")
+
+
 class VictimConfig(_Batching):
     """The models trained from scratch on clean data, on the unlearnable set (as is and after
     each defense) and on each baseline's set, ``seeds`` times each; all tested on clean data."""
 
-    arch: Literal["small_cnn", "resnet18"] = "small_cnn"
+    arch: Literal[VICTIM_ARCH_CHOICES] = "small_cnn"  # type: ignore[valid-type]
+    # more architectures, each trained on the clean and uc sets (arms <arch>:clean, <arch>:uc)
+    # with the same seeds and recipe; the worst case over learners takes them in. [] none
+    other_archs: list[Literal[VICTIM_ARCH_CHOICES]] = []  # type: ignore[valid-type]
     # 6 on the digits: with 3, one random-noise victim that locks onto the noise (2 of 10 did,
     # docs/evaluation.md) widens the paired interval past zero; paper configs set 3
     seeds: int = Field(6, ge=1)
@@ -224,7 +232,7 @@ class VictimConfig(_Batching):
                              f"arm, 1 the uc arm), got {outside[0]}")
         return value
 
-    @field_validator("defenses", "baselines", "mixed", "contrastive")
+    @field_validator("defenses", "baselines", "mixed", "contrastive", "other_archs")
     @classmethod
     def _each_once(cls, value: list[str]) -> list[str]:
         twice = sorted({v for v in value if value.count(v) > 1})
@@ -265,7 +273,7 @@ class AttackConfig(_Section):
     reference_epochs: int = Field(40, ge=1)
     # the crafting model: this network (EM's is its victims' ResNet-18; the digits' victims are
     # small_cnn), SGD at model_lr, momentum 0.9, weight decay 5e-4, gradients clipped at 5 (EM's)
-    model_arch: Literal["small_cnn", "resnet18"] = "small_cnn"
+    model_arch: Literal[VICTIM_ARCH_CHOICES] = "small_cnn"  # type: ignore[valid-type]
     model_lr: float = Field(0.1, gt=0)
     # bayes_error (hpcue/attacks/bayes_error/): its outer steps (AdamW steps on the images; the
     # paper's 2000), the epochs a fresh model_arch retrains on the current images at each step

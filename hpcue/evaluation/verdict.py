@@ -62,16 +62,18 @@ def _defense_line(results: dict[str, Any]) -> str | None:
 
 
 def _learner_line(results: dict[str, Any]) -> str | None:
-    """The verdict is the supervised victims'; a contrastive learner that learns more from
-    the protected images is said beside it (victim.contrastive)."""
+    """The verdict is victim.arch's; another learner that learns more from the protected
+    images (victim.other_archs, victim.contrastive) is said beside it."""
     worst = results.get("worst_case_over_learners") or {}
     if not worst or worst.get("learner") == "uc":
         return None
-    method = worst["learner"].split(":")[0]
-    clean = results["victims"].get(f"{method}:clean", {}).get("mean")
-    return (f"This verdict is the supervised victims'. A {method.upper()} learner with a linear "
-            f"probe learns more from the protected images: {worst['test_acc']:.2f} (from the "
-            f"originals {clean:.2f}).")
+    learner = worst["learner"].split(":")[0]
+    clean = results["victims"].get(f"{learner}:clean", {}).get("mean")
+    who = (f"A {learner.upper()} learner with a linear probe" if learner in ("simclr", "byol")
+           else f"A {learner} victim")
+    return (f"This verdict is the {results.get('victim', 'first')} victims'. {who} learns more "
+            f"from the protected images: {worst['test_acc']:.2f} (from the originals "
+            f"{clean:.2f}).")
 
 
 def verdict(results: dict[str, Any]) -> dict[str, Any]:

@@ -170,20 +170,18 @@ def paired(per_arm: dict[str, list[float]], rows: dict[str, torch.Tensor] | None
 
 def contrastive_record(ctx: StageContext, sets: list[Arm], seeds: list[int],
                        victims: dict[str, dict], curves: dict[str, list]) -> dict:
-    """The contrastive victims' arms (added to ``victims`` and ``curves``), and the worst case
-    over learners: the learner (supervised or contrastive) the unlearnable set stops least."""
+    """The contrastive victims' arms (added to ``victims`` and ``curves``) and their paired
+    differences."""
     v = ctx.cfg.victim
     per_arm, more_curves, rows = train_contrastive(ctx, sets, seeds)
     victims.update(summaries(per_arm, rows))
     curves.update(more_curves)
-    learners = ["uc", *(f"{m}:uc" for m in v.contrastive)]
-    worst = max(learners, key=lambda a: victims[a]["mean"])
     out: dict = {
         "contrastive": {"methods": list(v.contrastive), "epochs": v.contrastive_epochs,
-                        "seeds": len(per_arm[learners[1]]), "lr": v.contrastive_lr,
+                        "seeds": len(per_arm[f"{v.contrastive[0]}:uc"]),
+                        "lr": v.contrastive_lr,
                         "probe": "online linear (trained beside the encoder on detached "
                                  "features)", "arms": sorted(per_arm)},
-        "worst_case_over_learners": {"learner": worst, "test_acc": victims[worst]["mean"]},
     }
     for m in v.contrastive:
         out["contrastive"][f"{m}_uc_below_clean"] = paired(per_arm, rows, f"{m}:clean",
@@ -198,32 +196,37 @@ def run(ctx: StageContext) -> dict:
     cfg, plan, v = ctx.cfg, ctx.plans["victim"], ctx.cfg.victim
     seeds = victim_seeds(cfg.seed, v.seeds)
     sets = arms(ctx)
-    # member order: arm by arm, seed i within each arm (results are read back in this order)
-    pairs = [(arm, i, seed) for arm in sets for i, seed in enumerate(seeds)]
-    names = [f"{arm.name}/seed{i}" for arm, i, _ in pairs]
+    # (result name, training set, architecture): every set with victim.arch, then the clean
+    # and uc sets with each of victim.other_archs
+    learners = [(arm.name, arm, v.arch) for arm in sets]
+    learners += [(f"{arch}:{arm.name}", arm, arch) for arch in v.other_archs
+                 for arm in sets[:2]]
+    # member order: learner by learner, seed i within each (results are read back so)
+    pairs = [(arm, arch, i, seed) for _, arm, arch in learners for i, seed in enumerate(seeds)]
+    names = [f"{label}/seed{i}" for label, _, _ in learners for i in range(len(seeds))]
     members = []
-    for _, _, seed in pairs:
+    for _, arch, _, seed in pairs:
         torch.manual_seed(seed)  # victim i of every arm starts from the same weights
-        members.append(build_victim(v.arch, len(ctx.data.classes)))
-    module = VictimEnsemble(members, names, [s for _, _, s in pairs],
-                            [arm.transform for arm, _, _ in pairs], lr=plan.effective_lr,
+        members.append(build_victim(arch, len(ctx.data.classes), cfg.data.image_size))
+    module = VictimEnsemble(members, names, [s for *_, s in pairs],
+                            [arm.transform for arm, *_ in pairs], lr=plan.effective_lr,
                             momentum=v.momentum, weight_decay=v.weight_decay,
                             augment=ctx.augment, warmup_epochs=v.warmup_epochs,
-                            train_defenses=[arm.train_defense for arm, _, _ in pairs],
+                            train_defenses=[arm.train_defense for arm, *_ in pairs],
                             num_test=ctx.data.size("test"))
     plan = ctx.probed_plan("victim", module,
                            lambda m: {name: ctx.trial_batch(m) for name in names})
     train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
-             for name, (arm, _, s) in zip(names, pairs, strict=True)}
+             for name, (arm, *_, s) in zip(names, pairs, strict=True)}
     test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)
     trainer = ctx.trainer("victims", v.epochs, accumulate=plan.accumulate_grad_batches,
-                          label=f"victims ({len(sets)} training sets x {len(seeds)} seeds)")
+                          label=f"victims ({len(learners)} training sets x {len(seeds)} seeds)")
     trainer.fit(module, train, val_dataloaders=test, ckpt_path=ctx.resume_path("victims"),
                 weights_only=True)
     trainer.test(module, test, verbose=False)
 
     n = len(seeds)
-    arm_names = [a.name for a in sets]
+    arm_names = [label for label, _, _ in learners]
     per_arm = {a: module.test_accuracy[k * n:(k + 1) * n] for k, a in enumerate(arm_names)}
     by_member = list(zip(*module.curves, strict=True))  # per member: accuracy after each epoch
     curves = {a: [[round(acc, 4) for acc in by_member[k * n + i]] for i in range(n)]
@@ -267,8 +270,17 @@ def run(ctx: StageContext) -> dict:
                             "test_acc": victims[f"uc@{p:g}"]["mean"],
                             "below_clean": paired(per_arm, rows, "clean", f"uc@{p:g}")}
                            for p in v.mixed]
+    if v.other_archs:
+        record["other_archs"] = {arch: {"uc_below_clean": paired(per_arm, rows, f"{arch}:clean",
+                                                                 f"{arch}:uc")}
+                                 for arch in v.other_archs}
     if v.contrastive:
         record.update(contrastive_record(ctx, sets, seeds, victims, curves))
+    others = ["uc", *(f"{a}:uc" for a in v.other_archs), *(f"{m}:uc" for m in v.contrastive)]
+    if len(others) > 1:
+        worst_learner = max(others, key=lambda a: victims[a]["mean"])
+        record["worst_case_over_learners"] = {"learner": worst_learner,
+                                              "test_acc": victims[worst_learner]["mean"]}
     if "random" in v.baselines:  # paired by seed: how far UC is below its trivial twin
         record["uc_advantage_over_random"] = paired(per_arm, rows, "random", "uc")
         record["worst_case_advantage_over_random"] = paired(per_arm, rows, "random", trained)

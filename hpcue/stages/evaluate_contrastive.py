@@ -16,9 +16,9 @@ from hpcue.models.victims import build_victim
 from hpcue.stages.context import StageContext
 
 
-def feature_width(arch: str, num_classes: int) -> int:
+def feature_width(arch: str, num_classes: int, image_size: int) -> int:
     """The width of ``arch``'s features (the input of its ``fc``)."""
-    return build_victim(arch, num_classes).fc.in_features
+    return build_victim(arch, num_classes, image_size).fc.in_features
 
 
 def train_contrastive(ctx: StageContext, arms: Sequence[Any], seeds: Sequence[int]
@@ -28,7 +28,8 @@ def train_contrastive(ctx: StageContext, arms: Sequence[Any], seeds: Sequence[in
     their per-image test outcomes (None without a test count)."""
     v = ctx.cfg.victim
     classes = len(ctx.data.classes)
-    width = feature_width(v.arch, classes)
+    size = ctx.cfg.data.image_size
+    width = feature_width(v.arch, classes, size)
     n = v.contrastive_seeds or v.seeds
     used = [a for a in arms if a.name in ("clean", "uc", *v.baselines)]
     triples = [(method, arm, i, seed) for method in v.contrastive for arm in used
@@ -37,11 +38,12 @@ def train_contrastive(ctx: StageContext, arms: Sequence[Any], seeds: Sequence[in
     members = []
     for method, _, _, seed in triples:
         torch.manual_seed(seed)  # learner i of every set starts from the same weights
-        members.append(ContrastiveLearner(method, build_victim(v.arch, classes), width, classes))
+        members.append(ContrastiveLearner(method, build_victim(v.arch, classes, size), width,
+                                          classes))
     module = ContrastiveEnsemble(members, names, [s for *_, s in triples],
                                  [arm.transform for _, arm, _, _ in triples],
                                  lr=v.contrastive_lr, momentum=0.9, weight_decay=5e-4,
-                                 image_size=ctx.cfg.data.image_size,
+                                 image_size=size,
                                  num_test=ctx.data.size("test"))
     def batch_of(m: int) -> dict:
         return {name: ctx.trial_batch(m) for name in names}

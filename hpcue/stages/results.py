@@ -73,8 +73,11 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         # victim.mixed: each share p of unlearnable images among clean ones, and its accuracy
         "mixed": evaluate.get("mixed", []),
         # victim.contrastive: the contrastive learners' setup and figures (their arms are in
-        # "victims" as <method>:<set>), and the worst case over supervised and contrastive
+        # "victims" as <method>:<set>); the worst case over every learner (victim.arch,
+        # victim.other_archs, the contrastive ones) on the uc set
         "contrastive": evaluate.get("contrastive"),
+        # victim.other_archs: each architecture's paired drop (its arms: <arch>:clean, :uc)
+        "other_archs": evaluate.get("other_archs"),
         "worst_case_over_learners": evaluate.get("worst_case_over_learners"),
         "defenses": evaluate.get("defenses", {}),
         "defenses_not_trained": evaluate.get("defenses_not_trained", {}),

@@ -51,13 +51,13 @@ class BayesError(Bilevel):
     def module(self, model: nn.Module, rows: torch.Tensor, row_of: torch.Tensor,
                inputs: AttackInputs, classes: int, accumulate: int) -> BilevelModule:
         assert inputs.labels is not None
-        arch, seed = self.model_arch, inputs.seed
+        arch, seed, size = self.model_arch, inputs.seed, inputs.image_size
 
         def fresh(step: int) -> nn.Module:
             """Outer step ``step``'s freshly initialised model, from (seed, step) alone."""
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed * 1_000_003 + step)
-                return build_victim(arch, classes)
+                return build_victim(arch, classes, size)
 
         return BayesErrorModule(model, fresh, rows, row_of, inputs.labels, classes,
                                 inputs.epsilon, self.ascent, lr=self.model_lr,

@@ -93,7 +93,8 @@ class Bilevel(Attack):
 
         def build(accumulate: int) -> BilevelModule:
             torch.manual_seed(inputs.seed)  # every build starts from the same model
-            return self.module(build_victim(self.model_arch, classes), rows.clone(), row_of,
+            return self.module(build_victim(self.model_arch, classes, inputs.image_size),
+                               rows.clone(), row_of,
                                inputs, classes, accumulate)
 
         module = inputs.fit(build, inputs.loader)
