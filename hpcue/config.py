@@ -218,6 +218,15 @@ class VictimConfig(_Batching):
     contrastive_seeds: int | None = Field(None, ge=1)
     # SGD (momentum 0.9, weight decay 5e-4, cosine) as lightly's SimCLR/BYOL examples train
     contrastive_lr: float = Field(0.06, gt=0)
+    # the Unlearnable Distance (hpcue/evaluation/sharpness.py): the SAL of each layer of every
+    # set's first victim after each epoch (each layer alone moved within a relative L2 ball of
+    # ud_radius by ud_iterations passes of SGD at ud_lr, up and down the loss), and each set's
+    # UD to the clean one; the reference code's 10, 0.05, 0.1 cost 40 passes over the
+    # training set per layer and epoch
+    ud: bool = False
+    ud_iterations: int = Field(10, ge=1)
+    ud_radius: float = Field(0.05, gt=0)
+    ud_lr: float = Field(0.1, gt=0)
     epochs: int = Field(8, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)

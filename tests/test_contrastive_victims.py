@@ -1,6 +1,7 @@
 """Contrastive learners as victims (``victim.contrastive``): they learn the digits without labels
 well above chance through their linear probe, on 2 ranks; only the probe reads the labels; BYOL's
-target network follows the online one and is never trained by a gradient."""
+target network follows the online one and is never trained by a gradient. The same 2-rank run
+takes the Unlearnable Distance (``victim.ud``), its SAL passes data-parallel."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.test_distributed import BIN, _env, _run
 def test_contrastive_learners_learn_the_digits_through_their_probe_on_two_ranks(tmp_path):
     out = tmp_path / "run"
     sets = tiny_sets(["victim.contrastive=[simclr, byol]", "victim.contrastive_epochs=5",
+                      "victim.ud=true", "victim.ud_iterations=1",
                       "data.num_shards=3", "runtime.timeout_s=120"])
     proc = _run([str(BIN / "mpiexec"), "-n", "2", str(BIN / "hpcue"), "run", "--out", str(out),
                  *sets], _env())
@@ -36,6 +38,11 @@ def test_contrastive_learners_learn_the_digits_through_their_probe_on_two_ranks(
                      "test_acc": max(learners.values())}
     assert len(results["victim_curves"]["simclr:uc"][0]) == 5  # one test per epoch
     assert "worst case (learners)" in proc.stdout
+    ud = results["ud"]
+    assert set(ud["arms"]) == {"clean", "uc"} and ud["settings"]["iterations"] == 1
+    assert ud["arms"]["clean"]["ud"] == 0.0 and ud["arms"]["uc"]["ud"] >= 0.0
+    # every epoch (2), every layer of the small CNN (4 convolutions, fc)
+    assert [len(e) for e in ud["arms"]["uc"]["sal"]] == [5, 5]
     if worst["learner"] != "uc":
         assert "learns more from the protected images" in " ".join(results["verdict"]["text"])
 

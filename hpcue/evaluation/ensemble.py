@@ -53,6 +53,9 @@ class VictimEnsemble(L.LightningModule):
         # (the intervals of evaluation/metrics.py resample the test images with it)
         self.num_test = num_test
         self.test_correct: torch.Tensor | None = None
+        # victim.ud: per training set, its first victim's SAL of each layer after each epoch
+        # (evaluation/sharpness.py ``SharpnessEachEpoch`` fills it)
+        self.sal: dict[str, list[list[float]]] = {}
 
     def _train_batch(self, m: int, batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Member m's images and targets this step: its arm's transform, the augmentation, then
@@ -125,9 +128,11 @@ class VictimEnsemble(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["hpcue_curves"] = self.curves  # a resumed run keeps the epochs before it
+        checkpoint["hpcue_sal"] = self.sal
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.curves = checkpoint.get("hpcue_curves", [])
+        self.sal = checkpoint.get("hpcue_sal", {})
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.members.parameters(), lr=self.lr, momentum=self.momentum,

@@ -29,6 +29,7 @@ from hpcue.evaluation.metrics import (
     sampling_variance,
     seed_summary,
 )
+from hpcue.evaluation.sharpness import SharpnessEachEpoch, threshold, unlearnable_distance
 from hpcue.evaluation.training_defenses import TrainingDefense
 from hpcue.evaluation.training_defenses import build as build_training_defense
 from hpcue.figures.curves import draw_curves
@@ -192,6 +193,32 @@ def contrastive_record(ctx: StageContext, sets: list[Arm], seeds: list[int],
     return out
 
 
+def sharpness_callback(ctx: StageContext, learners: list, micro_batch: int, seed: int,
+                       n: int) -> SharpnessEachEpoch | None:
+    """victim.ud: SAL of the first victim of each of victim.arch's sets after every epoch."""
+    v = ctx.cfg.victim
+    if not v.ud:
+        return None
+    own = [(k, label, arm) for k, (label, arm, arch) in enumerate(learners) if arch == v.arch]
+    return SharpnessEachEpoch(
+        {label: k * n for k, label, _ in own},
+        {label: ctx.loader(arm.shards, "train", micro_batch, train=True, seed=seed)
+         for _, label, arm in own},
+        iterations=v.ud_iterations, radius=v.ud_radius, lr=v.ud_lr)
+
+
+def ud_record(v, sal: dict[str, list[list[float]]]) -> dict:
+    """Each set's Unlearnable Distance to the clean set, from its first victim's SAL."""
+    clean = np.array(sal["clean"])
+    cut = threshold(clean)
+    return {"settings": {"iterations": v.ud_iterations, "radius": v.ud_radius,
+                         "lr": v.ud_lr, "victim": "each set's first seed"},
+            "threshold": cut,
+            "arms": {arm: {**unlearnable_distance(clean, np.array(values), cut),
+                           "sal": [[round(s, 5) for s in epoch] for epoch in values]}
+                     for arm, values in sal.items()}}
+
+
 def run(ctx: StageContext) -> dict:
     cfg, plan, v = ctx.cfg, ctx.plans["victim"], ctx.cfg.victim
     seeds = victim_seeds(cfg.seed, v.seeds)
@@ -219,7 +246,9 @@ def run(ctx: StageContext) -> dict:
     train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
              for name, (arm, *_, s) in zip(names, pairs, strict=True)}
     test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)
-    trainer = ctx.trainer("victims", v.epochs, accumulate=plan.accumulate_grad_batches,
+    sal = sharpness_callback(ctx, learners, plan.micro_batch_size, seeds[0], len(seeds))
+    trainer = ctx.trainer("victims", v.epochs, [sal] if sal else None,
+                          accumulate=plan.accumulate_grad_batches,
                           label=f"victims ({len(learners)} training sets x {len(seeds)} seeds)")
     trainer.fit(module, train, val_dataloaders=test, ckpt_path=ctx.resume_path("victims"),
                 weights_only=True)
@@ -270,6 +299,8 @@ def run(ctx: StageContext) -> dict:
                             "test_acc": victims[f"uc@{p:g}"]["mean"],
                             "below_clean": paired(per_arm, rows, "clean", f"uc@{p:g}")}
                            for p in v.mixed]
+    if v.ud:
+        record["ud"] = ud_record(v, module.sal)
     if v.other_archs:
         record["other_archs"] = {arch: {"uc_below_clean": paired(per_arm, rows, f"{arch}:clean",
                                                                  f"{arch}:uc")}

@@ -78,6 +78,8 @@ def collect_results(ctx: StageContext, evaluate: dict[str, Any]) -> dict[str, An
         "contrastive": evaluate.get("contrastive"),
         # victim.other_archs: each architecture's paired drop (its arms: <arch>:clean, :uc)
         "other_archs": evaluate.get("other_archs"),
+        # victim.ud: each set's Unlearnable Distance to the clean set, and the SAL it is from
+        "ud": evaluate.get("ud"),
         "worst_case_over_learners": evaluate.get("worst_case_over_learners"),
         "defenses": evaluate.get("defenses", {}),
         "defenses_not_trained": evaluate.get("defenses_not_trained", {}),
