@@ -195,3 +195,39 @@ def test_the_attack_comparison_table_names_each_attack_and_its_threat_model(tmp_
     assert "| yes |" in em and "27.0 dB / 0.960" in em and "| 20.5 |" in em
     assert "0.805 [" in em and "(uc+jpeg10)" in em
     assert any("| uc | - |" in line for line in table)
+
+
+def test_the_learners_table_gives_every_learner_and_the_worst_case(tmp_path):
+    """Rows whose runs trained contrastive learners, other architectures, mixed sets or took
+    UD get one line per learner and set (mean ± std over seeds) and the worst case; rows of
+    one victim alone get no such table."""
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        study_run(runs, f"uc-s{seed}", seed=seed, batch=64, unl=0.6, rand=0.9)
+    report(runs, tmp_path / "plain")
+    assert "Every learner" not in (tmp_path / "plain" / "report.md").read_text()
+    for seed in (0, 1):
+        d = runs / f"uc-s{seed}"
+        result = json.loads((d / "results.json").read_text())
+        result["victim"] = "small_cnn"
+        result["victims"] |= {"simclr:clean": {"mean": 0.7}, "simclr:uc": {"mean": 0.6 + seed / 10},
+                              "vgg11_bn:clean": {"mean": 0.97}, "vgg11_bn:uc": {"mean": 0.5},
+                              "uc@0.5": {"mean": 0.9}}
+        result |= {"contrastive": {"methods": ["simclr"]},
+                   "other_archs": {"vgg11_bn": {}},
+                   "mixed": [{"share": 0.5, "arm": "uc@0.5"}],
+                   "ud": {"arms": {"uc": {"ud": 0.4 + seed / 10}, "clean": {"ud": 0.0}}},
+                   "worst_case_over_learners": {"learner": "simclr:uc",
+                                                "test_acc": 0.6 + seed / 10}}
+        (d / "results.json").write_text(json.dumps(result))
+    report(runs, tmp_path / "learners")
+    text = (tmp_path / "learners" / "report.md").read_text()
+    table = text[text.index("## Every learner"):].splitlines()
+    simclr = next(line for line in table if "| simclr (contrastive, linear probe) | uc |" in line)
+    assert "0.650 ± 0.071 (n=2)" in simclr and "0.700 ± 0.000 (n=2)" in simclr
+    supervised = next(line for line in table if "| small_cnn (supervised) | uc |" in line)
+    assert supervised.endswith("| 0.45 |")  # the mean UD over the seeds
+    assert any("| vgg11_bn (supervised) | uc | 0.500" in line for line in table)
+    assert any("0.5 unlearnable, rest clean | 0.900" in line for line in table)
+    worst = next(line for line in table if "worst case over learners" in line)
+    assert "0.650 ± 0.071 (n=2)" in worst and worst.endswith("| simclr:uc |")

@@ -61,6 +61,7 @@ from hpcue.io import atomic_write, atomic_write_text, read_json
 from hpcue.stages.rundir import STAGES, RunDir
 from hpcue.sweep.machines import CONTROL
 from hpcue.sweep.report_attacks import attack_columns, attacks_markdown
+from hpcue.sweep.report_learners import learners_markdown
 from hpcue.sweep.report_plots import plot, plot_study
 from hpcue.sweep.report_study import (
     SEED_COLUMNS,
@@ -431,10 +432,10 @@ def report(runs: Path, out: Path | None = None,
     rows = summarise(results, expected, across_world_sizes)
 
     write_csv(out / "report.csv", COLUMNS, rows)
-    compared = attacks_markdown(rows)
+    extra = [t for t in (attacks_markdown(rows), learners_markdown(rows)) if t]
     atomic_write_text(out / "report.md", markdown(rows, failed)
                       + "\n" + "\n".join(study_markdown(rows)) + "\n"
-                      + ("\n" + "\n".join(compared) + "\n" if compared else ""))
+                      + "".join("\n" + "\n".join(t) + "\n" for t in extra))
     atomic_write_text(out / "report.tex", latex(rows, failed))
     per_seed = seed_rows(rows)
     seeds_csv, seeds_md = out / "seeds.csv", out / "seeds.md"
