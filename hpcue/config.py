@@ -198,6 +198,8 @@ class VictimConfig(_Batching):
     # more architectures, each trained on the clean and uc sets (arms <arch>:clean, <arch>:uc)
     # with the same seeds and recipe; the worst case over learners takes them in. [] none
     other_archs: list[Literal[VICTIM_ARCH_CHOICES]] = []  # type: ignore[valid-type]
+    # victims of each other arch per set (null: victim.seeds; its first seeds)
+    other_archs_seeds: int | None = Field(None, ge=1)
     # 6 on the digits: with 3, one random-noise victim that locks onto the noise (2 of 10 did,
     # docs/evaluation.md) widens the paired interval past zero; paper configs set 3
     seeds: int = Field(6, ge=1)
@@ -231,6 +233,16 @@ class VictimConfig(_Batching):
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
+
+    @model_validator(mode="after")
+    def _seed_subsets(self) -> VictimConfig:
+        """The other learners take the first of victim.seeds' seeds: no more than there are."""
+        for key in ("other_archs_seeds", "contrastive_seeds"):
+            value = getattr(self, key)
+            if value is not None and value > self.seeds:
+                raise ValueError(f"victim.{key} ({value}) is more than victim.seeds "
+                                 f"({self.seeds}): they are the first of its seeds")
+        return self
 
     @field_validator("mixed")
     @classmethod

@@ -44,11 +44,15 @@ def test_every_architecture_classifies_small_images_and_learns(arch, size):
 
 def test_other_architectures_train_beside_the_first_and_join_the_worst_case(tmp_path):
     out = tmp_path / "run"
-    proc = hpcue("run", "--out", str(out), *tiny_sets(["victim.other_archs=[resnet18_small]"]))
+    proc = hpcue("run", "--out", str(out), *tiny_sets(["victim.other_archs=[resnet18_small]",
+                                                       "victim.seeds=2",
+                                                       "victim.other_archs_seeds=1"]))
     results = json.loads((out / "results.json").read_text())
     victims = results["victims"]
     assert {"resnet18_small:clean", "resnet18_small:uc"} <= set(victims)
     assert "resnet18_small:random" not in victims  # the other archs learn clean and uc only
+    assert victims["resnet18_small:uc"]["n"] == 1 and victims["uc"]["n"] == 2
+    assert len(results["victim_curves"]["resnet18_small:uc"]) == 1
     drop = results["other_archs"]["resnet18_small"]["uc_below_clean"]["mean"]
     assert drop == pytest.approx(victims["resnet18_small:clean"]["mean"]
                                  - victims["resnet18_small:uc"]["mean"], abs=1e-3)
@@ -57,8 +61,12 @@ def test_other_architectures_train_beside_the_first_and_join_the_worst_case(tmp_
     assert "worst case (learners)" in proc.stdout
 
 
-def test_an_unknown_architecture_is_one_error(tmp_path):
+@pytest.mark.parametrize("bad, says", [
+    ("victim.other_archs=[vgg19]", "victim.other_archs"),
+    ("victim.other_archs_seeds=7", "victim.other_archs_seeds (7) is more than victim.seeds"),
+])
+def test_an_impossible_learner_setting_is_one_error(tmp_path, bad, says):
     out = tmp_path / "run"
-    proc = hpcue("run", "--out", str(out), "--set", "victim.other_archs=[vgg19]", check=False)
-    assert proc.returncode == 2 and "victim.other_archs" in proc.stderr, proc.stderr
+    proc = hpcue("run", "--out", str(out), "--set", bad, check=False)
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr
     assert not out.exists()

@@ -193,17 +193,17 @@ def contrastive_record(ctx: StageContext, sets: list[Arm], seeds: list[int],
     return out
 
 
-def sharpness_callback(ctx: StageContext, learners: list, micro_batch: int, seed: int,
-                       n: int) -> SharpnessEachEpoch | None:
+def sharpness_callback(ctx: StageContext, learners: list, spans: dict[str, tuple[int, int]],
+                       micro_batch: int, seed: int) -> SharpnessEachEpoch | None:
     """victim.ud: SAL of the first victim of each of victim.arch's sets after every epoch."""
     v = ctx.cfg.victim
     if not v.ud:
         return None
-    own = [(k, label, arm) for k, (label, arm, arch) in enumerate(learners) if arch == v.arch]
+    own = [(label, arm) for label, arm, arch, _ in learners if ":" not in label]
     return SharpnessEachEpoch(
-        {label: k * n for k, label, _ in own},
+        {label: spans[label][0] for label, _ in own},
         {label: ctx.loader(arm.shards, "train", micro_batch, train=True, seed=seed)
-         for _, label, arm in own},
+         for label, arm in own},
         iterations=v.ud_iterations, radius=v.ud_radius, lr=v.ud_lr)
 
 
@@ -223,14 +223,18 @@ def run(ctx: StageContext) -> dict:
     cfg, plan, v = ctx.cfg, ctx.plans["victim"], ctx.cfg.victim
     seeds = victim_seeds(cfg.seed, v.seeds)
     sets = arms(ctx)
-    # (result name, training set, architecture): every set with victim.arch, then the clean
-    # and uc sets with each of victim.other_archs
-    learners = [(arm.name, arm, v.arch) for arm in sets]
-    learners += [(f"{arch}:{arm.name}", arm, arch) for arch in v.other_archs
-                 for arm in sets[:2]]
+    # (result name, training set, architecture, victims): every set with victim.arch, then
+    # the clean and uc sets with each of victim.other_archs
+    learners = [(arm.name, arm, v.arch, len(seeds)) for arm in sets]
+    learners += [(f"{arch}:{arm.name}", arm, arch, v.other_archs_seeds or len(seeds))
+                 for arch in v.other_archs for arm in sets[:2]]
     # member order: learner by learner, seed i within each (results are read back so)
-    pairs = [(arm, arch, i, seed) for _, arm, arch in learners for i, seed in enumerate(seeds)]
-    names = [f"{label}/seed{i}" for label, _, _ in learners for i in range(len(seeds))]
+    pairs = [(arm, arch, i, seeds[i]) for _, arm, arch, k in learners for i in range(k)]
+    names = [f"{label}/seed{i}" for label, _, _, k in learners for i in range(k)]
+    spans = {}  # each learner's members: [start, end)
+    for label, *_, k in learners:
+        start = max((end for _, end in spans.values()), default=0)
+        spans[label] = (start, start + k)
     members = []
     for _, arch, _, seed in pairs:
         torch.manual_seed(seed)  # victim i of every arm starts from the same weights
@@ -246,7 +250,7 @@ def run(ctx: StageContext) -> dict:
     train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
              for name, (arm, *_, s) in zip(names, pairs, strict=True)}
     test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)
-    sal = sharpness_callback(ctx, learners, plan.micro_batch_size, seeds[0], len(seeds))
+    sal = sharpness_callback(ctx, learners, spans, plan.micro_batch_size, seeds[0])
     trainer = ctx.trainer("victims", v.epochs, [sal] if sal else None,
                           accumulate=plan.accumulate_grad_batches,
                           label=f"victims ({len(learners)} training sets x {len(seeds)} seeds)")
@@ -254,15 +258,12 @@ def run(ctx: StageContext) -> dict:
                 weights_only=True)
     trainer.test(module, test, verbose=False)
 
-    n = len(seeds)
-    arm_names = [label for label, _, _ in learners]
-    per_arm = {a: module.test_accuracy[k * n:(k + 1) * n] for k, a in enumerate(arm_names)}
+    per_arm = {a: module.test_accuracy[s:e] for a, (s, e) in spans.items()}
     by_member = list(zip(*module.curves, strict=True))  # per member: accuracy after each epoch
-    curves = {a: [[round(acc, 4) for acc in by_member[k * n + i]] for i in range(n)]
-              for k, a in enumerate(arm_names)}
+    curves = {a: [[round(acc, 4) for acc in by_member[i]] for i in range(s, e)]
+              for a, (s, e) in spans.items()}
     correct = module.test_correct
-    rows = None if correct is None else {a: correct[k * n:(k + 1) * n]
-                                         for k, a in enumerate(arm_names)}
+    rows = None if correct is None else {a: correct[s:e] for a, (s, e) in spans.items()}
     victims = summaries(per_arm, rows)
     if collectives.is_main():  # the arms that were trained (a copy would hide uc's line)
         write_curves(ctx.run.victim_curves, curves, v.epochs)
