@@ -200,6 +200,11 @@ class VictimConfig(_Batching):
     other_archs: list[Literal[VICTIM_ARCH_CHOICES]] = []  # type: ignore[valid-type]
     # victims of each other arch per set (null: victim.seeds; its first seeds)
     other_archs_seeds: int | None = Field(None, ge=1)
+    # on W ranks: false, every rank trains every victim on its share of each batch (gradients
+    # all-reduced); true, rank r trains victims r, r + W, ... on the whole set alone, nothing
+    # exchanged until their results are gathered (the supervised victims; the contrastive
+    # learners stay data-parallel)
+    spread: bool = False
     # 6 on the digits: with 3, one random-noise victim that locks onto the noise (2 of 10 did,
     # docs/evaluation.md) widens the paired interval past zero; paper configs set 3
     seeds: int = Field(6, ge=1)

@@ -45,20 +45,21 @@ def layer_names(model: nn.Module) -> list[str]:
             if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def mean_loss(model: nn.Module, batches: Batches) -> float:
-    """The cross-entropy over every rank's batches (one process's mean)."""
+def mean_loss(model: nn.Module, batches: Batches, across_ranks: bool = True) -> float:
+    """The cross-entropy over every rank's batches (one process's mean); ``across_ranks``
+    False: over this rank's alone (it holds the whole set)."""
     total = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
         for x, y in batches():
             total += torch.tensor([float(F.cross_entropy(model(x), y, reduction="sum")),
                                    float(len(y))], dtype=torch.float64)
-    if collectives.active():
+    if across_ranks and collectives.active():
         total = collectives.all_reduce_sum(total)
     return float(total[0] / total[1].clamp_min(1.0))
 
 
 def _moved(model: nn.Module, name: str, batches: Batches, direction: float, *,
-           iterations: int, radius: float, lr: float) -> list[float]:
+           iterations: int, radius: float, lr: float, across_ranks: bool) -> list[float]:
     """A copy whose layer ``name`` alone descends (direction 1) or ascends (-1) the loss,
     projected into the ball after each pass; its loss after each pass."""
     clone = copy.deepcopy(model).eval()
@@ -73,7 +74,7 @@ def _moved(model: nn.Module, name: str, batches: Batches, direction: float, *,
         for x, y in batches():
             opt.zero_grad()
             (direction * F.cross_entropy(clone(x), y)).backward()
-            if collectives.active():  # the mean over ranks: one process's step
+            if across_ranks and collectives.active():  # the mean over ranks: one step
                 param.grad = collectives.all_reduce_sum(param.grad) / collectives.world_size()
             opt.step()
         with torch.no_grad():
@@ -81,19 +82,20 @@ def _moved(model: nn.Module, name: str, batches: Batches, direction: float, *,
             times = float(diff.norm() / start.norm().clamp_min(1e-12))
             if times > radius:
                 param.copy_(start + diff / times * radius)
-        losses.append(mean_loss(clone, batches))
+        losses.append(mean_loss(clone, batches, across_ranks))
     return losses
 
 
 def layer_sal(model: nn.Module, batches: Batches, *, iterations: int = 10,
-              radius: float = 0.05, lr: float = 0.1) -> list[float]:
+              radius: float = 0.05, lr: float = 0.1, across_ranks: bool = True) -> list[float]:
     """SAL of each of ``layer_names(model)``: max(highest loss reached - loss, loss - lowest
-    loss reached), each in [0, inf)."""
+    loss reached), each in [0, inf). ``across_ranks``: the batches are this rank's share of
+    the data (steps and losses summed over ranks); False: the whole set, this rank alone."""
     model = model.eval()
-    origin = mean_loss(model, batches)
+    origin = mean_loss(model, batches, across_ranks)
     out = []
     for name in layer_names(model):
-        kw = dict(iterations=iterations, radius=radius, lr=lr)
+        kw = dict(iterations=iterations, radius=radius, lr=lr, across_ranks=across_ranks)
         rise = max([origin, *_moved(model, name, batches, -1.0, **kw)]) - origin
         fall = origin - min([origin, *_moved(model, name, batches, 1.0, **kw)])
         out.append(max(rise, fall))
@@ -140,9 +142,10 @@ class SharpnessEachEpoch(L.Callback):
     (saved in its epoch checkpoint: a resumed run keeps the epochs before the stop)."""
 
     def __init__(self, members: dict[str, int], loaders: dict[str, Iterable], *,
-                 iterations: int, radius: float, lr: float) -> None:
+                 iterations: int, radius: float, lr: float, across_ranks: bool = True) -> None:
         self.members, self.loaders = members, loaders
-        self.settings = dict(iterations=iterations, radius=radius, lr=lr)
+        self.settings = dict(iterations=iterations, radius=radius, lr=lr,
+                             across_ranks=across_ranks)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for arm, index in self.members.items():

@@ -71,13 +71,15 @@ class StageContext:
         return 1 if self.data.grayscale else 3
 
     def loader(self, shards: ShardSet, split: str, batch_size: int, *, train: bool,
-               seed: int | None = None):
-        """This rank's part: training order (shuffled, padded) or evaluation (each sample once);
-        the order is drawn from ``seed`` (default: the run's)."""
+               seed: int | None = None, whole: bool = False):
+        """This rank's part (``whole``: all of it, as one process reads it): training order
+        (shuffled, padded) or evaluation (each sample once); the order is drawn from ``seed``
+        (default: the run's)."""
         return make_loader(ShardDataset(shards, split, cache=self.cfg.data.cache), batch_size,
                            shuffle=train, seed=self.cfg.seed if seed is None else seed,
-                           num_workers=self.cfg.data.num_workers, rank=collectives.rank(),
-                           world_size=collectives.world_size())
+                           num_workers=self.cfg.data.num_workers,
+                           rank=0 if whole else collectives.rank(),
+                           world_size=1 if whole else collectives.world_size())
 
     def owned_loader(self, shards: ShardSet, split: str, global_batch: int):
         """This rank's own images of each global batch (data/loader.py ``OwnedBatches``): for
@@ -108,9 +110,9 @@ class StageContext:
         return random_batch(size, self.cfg.data.image_size, len(self.data.classes),
                             self.data.size("train"))
 
-    def batch_record(self, section: str, loader) -> dict:
-        """``section``'s batch plan and what an epoch of ``loader`` really runs."""
-        plan = self.plans[section]
+    def batch_record(self, section: str, loader, plan: BatchPlan | None = None) -> dict:
+        """``section``'s batch plan (or ``plan``) and what an epoch of ``loader`` really runs."""
+        plan = self.plans[section] if plan is None else plan
         # an owned loader (OwnedBatches) reads each of its images once; its sampler is not
         # the rank's
         samples = getattr(loader.batch_sampler, "rank_images", None) or len(loader.sampler)

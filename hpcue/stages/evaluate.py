@@ -38,6 +38,8 @@ from hpcue.models.victims import build_victim
 from hpcue.stages.artifacts import read_clusters, read_perturbations
 from hpcue.stages.context import StageContext
 from hpcue.stages.evaluate_contrastive import train_contrastive
+from hpcue.stages.plans import batch_plan
+from hpcue.training.batch_plan import BatchPlan
 
 
 @dataclass
@@ -194,17 +196,20 @@ def contrastive_record(ctx: StageContext, sets: list[Arm], seeds: list[int],
 
 
 def sharpness_callback(ctx: StageContext, learners: list, spans: dict[str, tuple[int, int]],
-                       micro_batch: int, seed: int) -> SharpnessEachEpoch | None:
-    """victim.ud: SAL of the first victim of each of victim.arch's sets after every epoch."""
+                       micro_batch: int, seed: int,
+                       whole: bool = False) -> SharpnessEachEpoch | None:
+    """victim.ud: SAL of the first victim of each of victim.arch's sets after every epoch
+    (those in ``spans``: this rank's, under victim.spread, on the whole set)."""
     v = ctx.cfg.victim
     if not v.ud:
         return None
-    own = [(label, arm) for label, arm, arch, _ in learners if ":" not in label]
+    own = [(label, arm) for label, arm, arch, _ in learners
+           if ":" not in label and label in spans]
     return SharpnessEachEpoch(
         {label: spans[label][0] for label, _ in own},
-        {label: ctx.loader(arm.shards, "train", micro_batch, train=True, seed=seed)
-         for label, arm in own},
-        iterations=v.ud_iterations, radius=v.ud_radius, lr=v.ud_lr)
+        {label: ctx.loader(arm.shards, "train", micro_batch, train=True, seed=seed,
+                           whole=whole) for label, arm in own},
+        iterations=v.ud_iterations, radius=v.ud_radius, lr=v.ud_lr, across_ranks=not whole)
 
 
 def ud_record(v, sal: dict[str, list[list[float]]]) -> dict:
@@ -219,8 +224,101 @@ def ud_record(v, sal: dict[str, list[list[float]]]) -> dict:
                      for arm, values in sal.items()}}
 
 
+@dataclass
+class Trained:
+    """What the victims' training gives, in member order, whichever way it was spread."""
+
+    test_accuracy: list[float]
+    curves: list[list[float]]             # per member: its accuracy after each epoch
+    test_correct: torch.Tensor | None     # members x test images
+    sal: dict[str, list[list[float]]]
+    loader: object                        # one of the training loaders (for the batch record)
+    plan: BatchPlan | None = None         # spread: the plan each rank trained under
+    per_rank: list[int] | None = None     # spread: how many members each rank trained
+
+
+def _ensemble(ctx: StageContext, pairs: list, names: list[str], lr: float) -> VictimEnsemble:
+    v = ctx.cfg.victim
+    members = []
+    for _, arch, _, seed in pairs:
+        torch.manual_seed(seed)  # victim i of every arm starts from the same weights
+        members.append(build_victim(arch, len(ctx.data.classes), ctx.cfg.data.image_size))
+    return VictimEnsemble(members, names, [s for *_, s in pairs],
+                          [arm.transform for arm, *_ in pairs], lr=lr,
+                          momentum=v.momentum, weight_decay=v.weight_decay,
+                          augment=ctx.augment, warmup_epochs=v.warmup_epochs,
+                          train_defenses=[arm.train_defense for arm, *_ in pairs],
+                          num_test=ctx.data.size("test"))
+
+
+def train_together(ctx: StageContext, pairs: list, names: list[str], learners: list,
+                   spans: dict, seed: int, label: str) -> Trained:
+    """Every victim on every rank, each rank its share of every batch (data-parallel)."""
+    v, plan = ctx.cfg.victim, ctx.plans["victim"]
+    module = _ensemble(ctx, pairs, names, plan.effective_lr)
+    plan = ctx.probed_plan("victim", module,
+                           lambda m: {name: ctx.trial_batch(m) for name in names})
+    train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
+             for name, (arm, *_, s) in zip(names, pairs, strict=True)}
+    test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)
+    sal = sharpness_callback(ctx, learners, spans, plan.micro_batch_size, seed)
+    trainer = ctx.trainer("victims", v.epochs, [sal] if sal else None,
+                          accumulate=plan.accumulate_grad_batches, label=label)
+    trainer.fit(module, train, val_dataloaders=test, ckpt_path=ctx.resume_path("victims"),
+                weights_only=True)
+    trainer.test(module, test, verbose=False)
+    return Trained(module.test_accuracy, [list(c) for c in zip(*module.curves, strict=True)],
+                   module.test_correct, module.sal, next(iter(train.values())))
+
+
+def train_spread(ctx: StageContext, pairs: list, names: list[str], learners: list,
+                 spans: dict, seed: int, label: str) -> Trained:
+    """victim.spread: rank r trains victims r, r + W, ... on the whole training set, alone
+    (nothing is exchanged while they train), then every rank's results are gathered."""
+    v = ctx.cfg.victim
+    rank, world = collectives.rank(), collectives.world_size()
+    plan = batch_plan(ctx.cfg, "victim", 1)  # the global batch, as one process takes it
+    mine = list(range(rank, len(pairs), world))
+    module = _ensemble(ctx, [pairs[j] for j in mine], [names[j] for j in mine],
+                       plan.effective_lr)
+    train = {names[j]: ctx.loader(pairs[j][0].shards, "train", plan.micro_batch_size,
+                                  train=True, seed=pairs[j][3], whole=True) for j in mine}
+    test = ctx.loader(ctx.data, "test", plan.micro_batch_size, train=False, whole=True)
+    local = {label_: mine.index(start) for label_, (start, _) in spans.items() if start in mine}
+    sal = sharpness_callback(ctx, learners, {k: (i, i + 1) for k, i in local.items()},
+                             plan.micro_batch_size, seed, whole=True)
+    name = f"victims-rank{rank}of{world}"
+    trainer = ctx.trainer(name, v.epochs, [sal] if sal else None, this_rank_only=True,
+                          accumulate=plan.accumulate_grad_batches,
+                          label=f"{label}, rank {rank}: {len(mine)} of them")
+    if mine:
+        trainer.fit(module, train, val_dataloaders=test, ckpt_path=ctx.resume_path(name),
+                    weights_only=True)
+        trainer.test(module, test, verbose=False)
+    part = {"ids": mine, "acc": module.test_accuracy if mine else [],
+            "curves": [list(c) for c in zip(*module.curves, strict=True)] if mine else [],
+            "correct": module.test_correct, "sal": module.sal}
+    parts = collectives.gather_objects(part)
+    n = len(pairs)
+    acc, curves = [0.0] * n, [[] for _ in range(n)]
+    correct = None
+    sal: dict[str, list[list[float]]] = {}
+    for p in parts:
+        for k, j in enumerate(p["ids"]):
+            acc[j], curves[j] = p["acc"][k], p["curves"][k]
+        if p["correct"] is not None:
+            if correct is None:
+                correct = torch.zeros((n, p["correct"].shape[1]), dtype=torch.bool)
+            correct[p["ids"]] = p["correct"]
+        sal.update(p["sal"])
+    loader = ctx.loader(pairs[0][0].shards, "train", plan.micro_batch_size, train=True,
+                        seed=pairs[0][3], whole=True)
+    return Trained(acc, curves, correct, sal, loader, plan,
+                   per_rank=[len(p["ids"]) for p in parts])
+
+
 def run(ctx: StageContext) -> dict:
-    cfg, plan, v = ctx.cfg, ctx.plans["victim"], ctx.cfg.victim
+    cfg, v = ctx.cfg, ctx.cfg.victim
     seeds = victim_seeds(cfg.seed, v.seeds)
     sets = arms(ctx)
     # (result name, training set, architecture, victims): every set with victim.arch, then
@@ -235,34 +333,16 @@ def run(ctx: StageContext) -> dict:
     for label, *_, k in learners:
         start = max((end for _, end in spans.values()), default=0)
         spans[label] = (start, start + k)
-    members = []
-    for _, arch, _, seed in pairs:
-        torch.manual_seed(seed)  # victim i of every arm starts from the same weights
-        members.append(build_victim(arch, len(ctx.data.classes), cfg.data.image_size))
-    module = VictimEnsemble(members, names, [s for *_, s in pairs],
-                            [arm.transform for arm, *_ in pairs], lr=plan.effective_lr,
-                            momentum=v.momentum, weight_decay=v.weight_decay,
-                            augment=ctx.augment, warmup_epochs=v.warmup_epochs,
-                            train_defenses=[arm.train_defense for arm, *_ in pairs],
-                            num_test=ctx.data.size("test"))
-    plan = ctx.probed_plan("victim", module,
-                           lambda m: {name: ctx.trial_batch(m) for name in names})
-    train = {name: ctx.loader(arm.shards, "train", plan.micro_batch_size, train=True, seed=s)
-             for name, (arm, *_, s) in zip(names, pairs, strict=True)}
-    test = ctx.loader(ctx.data, "test", plan.per_rank_batch_size, train=False)
-    sal = sharpness_callback(ctx, learners, spans, plan.micro_batch_size, seeds[0])
-    trainer = ctx.trainer("victims", v.epochs, [sal] if sal else None,
-                          accumulate=plan.accumulate_grad_batches,
-                          label=f"victims ({len(learners)} training sets x {len(seeds)} seeds)")
-    trainer.fit(module, train, val_dataloaders=test, ckpt_path=ctx.resume_path("victims"),
-                weights_only=True)
-    trainer.test(module, test, verbose=False)
+    label = f"victims ({len(learners)} training sets x {len(seeds)} seeds)"
+    spread = v.spread and ctx.topology.world_size > 1
+    fitted = (train_spread if spread else train_together)(ctx, pairs, names, learners, spans,
+                                                           seeds[0], label)
 
-    per_arm = {a: module.test_accuracy[s:e] for a, (s, e) in spans.items()}
-    by_member = list(zip(*module.curves, strict=True))  # per member: accuracy after each epoch
+    per_arm = {a: fitted.test_accuracy[s:e] for a, (s, e) in spans.items()}
+    by_member = fitted.curves  # per member: its accuracy after each epoch
     curves = {a: [[round(acc, 4) for acc in by_member[i]] for i in range(s, e)]
               for a, (s, e) in spans.items()}
-    correct = module.test_correct
+    correct = fitted.test_correct
     rows = None if correct is None else {a: correct[s:e] for a, (s, e) in spans.items()}
     victims = summaries(per_arm, rows)
     if collectives.is_main():  # the arms that were trained (a copy would hide uc's line)
@@ -290,7 +370,7 @@ def run(ctx: StageContext) -> dict:
         "worst_case_defense": worst,
         "baselines": {b: victims[b] for b in v.baselines},
         "victim_curves": curves,
-        "batch_plan": ctx.batch_record("victim", next(iter(train.values()))),
+        "batch_plan": ctx.batch_record("victim", fitted.loader, fitted.plan),
         "uc_below_clean": paired(per_arm, rows, "clean", "uc"),
         "worst_case_below_clean": paired(per_arm, rows, "clean", trained),
     }
@@ -301,7 +381,9 @@ def run(ctx: StageContext) -> dict:
                             "below_clean": paired(per_arm, rows, "clean", f"uc@{p:g}")}
                            for p in v.mixed]
     if v.ud:
-        record["ud"] = ud_record(v, module.sal)
+        record["ud"] = ud_record(v, fitted.sal)
+    record["victim_parallel"] = ({"mode": "spread", "members_per_rank": fitted.per_rank}
+                                 if spread else {"mode": "data"})
     if v.other_archs:
         record["other_archs"] = {arch: {"uc_below_clean": paired(per_arm, rows, f"{arch}:clean",
                                                                  f"{arch}:uc")}

@@ -35,7 +35,7 @@ from hpcue.stages.slices import config_slice, flat_config
 INPUT_ERRORS = (HpcueError, FileNotFoundError)
 
 # how the work is spread, not what it computes: a run resumes under the other value
-EXECUTION_ONLY = frozenset({"train.generator_parallel"})
+EXECUTION_ONLY = frozenset({"train.generator_parallel", "victim.spread"})
 
 
 def changed_keys(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
