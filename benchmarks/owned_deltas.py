@@ -20,29 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from launch import hpcue, mib
+
 #: training images of the paper's data sets (their train splits as hpcue prepares them)
 PAPER_SETS = {"pets": 3680, "flowers102": 1020 + 1020, "pathmnist": 89996}
 
 
-def hpcue(args: list[str], ranks: int) -> None:
-    cmd = ([str(BIN / "mpiexec"), "-n", str(ranks), str(BIN / "hpcue"), *args] if ranks > 1
-           else [sys.executable, "-m", "hpcue.cli", *args])
-    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True)
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-
-
-def mib(n: float) -> str:
-    return f"{n / 2**20:.2f} MiB"
 
 
 def main() -> None:
@@ -58,12 +45,12 @@ def main() -> None:
             "--set", "runtime.timeout_s=120"]
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
-        hpcue(["cluster", "--out", str(base), *sets], 1)
+        hpcue(["cluster", "--out", str(base), *sets], 1, launcher="mpiexec")
         records = {}
         for ranks in (1, args.ranks):
             out = Path(tmp) / f"w{ranks}"
             shutil.copytree(base, out)
-            hpcue(["train", "--out", str(out), *sets], ranks)
+            hpcue(["train", "--out", str(out), *sets], ranks, launcher="mpiexec")
             records[ranks] = json.loads((out / "stages" / "train.json").read_text())
     one, many = records[1], records[args.ranks]
     full = one["delta_bytes_per_rank"]             # every image's delta: what replication holds

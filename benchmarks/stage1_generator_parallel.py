@@ -21,25 +21,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from launch import hpcue, mib
+
 MODES = ("replicate", "shard")
 
 
-def hpcue(args: list[str], ranks: int, env: dict) -> None:
-    cmd = ([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", str(ranks), "-m",
-            "hpcue.cli", *args] if ranks > 1 else [sys.executable, "-m", "hpcue.cli", *args])
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-
-
-def mib(n: float) -> str:
-    return f"{n / 2**20:.2f} MiB"
 
 
 def main() -> None:

@@ -15,20 +15,10 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-
-
-def hpcue(args: list[str], ranks: int, env: dict) -> None:
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", str(ranks), "-m",
-           "hpcue.cli", *args] if ranks > 1 else [sys.executable, "-m", "hpcue.cli", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+from launch import hpcue
 
 
 def main() -> None:
