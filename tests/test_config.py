@@ -26,7 +26,8 @@ def _write(tmp_path, data, name="c.yaml"):
     ("data.dataset=imagenet21k", "unknown data set 'imagenet21k'"),
     ("data.dataset=medmnist:nosuchmnist", "unknown MedMNIST flag 'nosuchmnist'"),
     ("surrogate.arch=vit_h", "surrogate.arch: Input should be 'small_cnn', 'resnet18', 'resnet50'"),
-    ("victim.arch=resnet50", "victim.arch: Input should be 'small_cnn' or 'resnet18'"),
+    ("victim.arch=resnet50", "victim.arch: Input should be 'small_cnn', 'resnet18', "
+                              "'resnet18_small', 'vgg11_bn', 'vgg16_bn' or 'vit_tiny'"),
     ("runtime.max_micro_batch=0", "runtime.max_micro_batch: must be at least 1, 'auto' or null"),
     ("train.perturbation_channels=2",
      "train.perturbation_channels: Input should be 'auto', 1 or 3"),
