@@ -309,7 +309,8 @@ def test_a_point_whose_epoch_cannot_fit_its_wall_time_is_refused(tmp_path):
      "walltime: no wall time for paper-pathmnist (add it, or a 'default')"),
     ({"configs": ["no-such-config"]}, "configs: 'no-such-config' is not a shipped config "
                                       "(shipped: cpu-imagefolder, debug-digits, "
-                                      "example-imagefolder, paper-bloodmnist"),
+                                      "digits-full-protocol, example-imagefolder, "
+                                      "paper-bloodmnist"),
     ({"configs": ["mine.yaml"]}, "config file not found: "),
     # the study's keys: a reading without its steps, steps without the reading, a variant
     # setting what an axis sets (it would be overwritten without a word), a bad variant name
