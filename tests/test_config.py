@@ -119,3 +119,9 @@ def test_split_smaller_than_world_size():
     check_consistency(cfg, 20, 3, world_size=3)
     with pytest.raises(ConfigError, match="test split of digits has 2 images, fewer than the 3"):
         check_consistency(cfg, 20, 2, world_size=3)
+
+
+def test_the_shipped_debug_config_is_exactly_the_default_run():
+    """`hpcue run` with no --config and with configs/debug-digits.yaml run the same thing, to
+    the last bit of every value (a rounded eps trains other generators: chaos does the rest)."""
+    assert load_config(REPO / "configs" / "debug-digits.yaml") == load_config(None)
