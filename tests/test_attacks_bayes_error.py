@@ -5,9 +5,6 @@ moving up the estimate of the model they were crafted on, its settings, and its 
 from __future__ import annotations
 
 import json
-import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,11 +18,15 @@ from hpcue.models.small_cnn import SmallCNN
 from hpcue.models.victims import penultimate
 from hpcue.stages.artifacts import read_perturbations
 from hpcue.stages.rundir import RunDir
-from tests.conftest import REPO, hpcue, stop_after_first_epoch, tiny_sets
-from tests.test_attacks_bilevel import _train_images
-from tests.test_distributed import BIN, _env, _run
+from tests.conftest import hpcue
+from tests.test_attacks_bilevel import (
+    SETS,
+    _train,
+    _train_images,
+    stopped_and_resumed_on_two_ranks,
+)
+from tests.test_distributed import BIN
 
-SETS = tiny_sets(["runtime.timeout_s=60", "data.test_fraction=0.252"])
 MPI = [str(BIN / "mpiexec"), "-n", "2", str(BIN / "hpcue")]
 
 
@@ -34,16 +35,6 @@ def clustered(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bayes") / "base"
     hpcue("cluster", "--out", str(out), *SETS)
     return out
-
-
-def _train(base: Path, out: Path, *sets: str, launch: list[str] | None = None) -> dict:
-    shutil.copytree(base, out)
-    args = ["train", "--out", str(out), *SETS, *(a for s in sets for a in ("--set", s))]
-    if launch is None:
-        hpcue(*args)
-    else:
-        _run([*launch, *args], _env())
-    return json.loads(RunDir(out).stage_record("train").read_text())
 
 
 def _by_definition(features: torch.Tensor, labels: torch.Tensor, sigma: float) -> float:
@@ -88,20 +79,6 @@ def test_penultimate_is_what_the_classifier_reads():
     features = penultimate(net, x)
     assert features.shape == (3, 512)
     torch.testing.assert_close(net.fc(features), net(x))
-
-
-@pytest.mark.parametrize("bad, says", [
-    ("attack.name=bayes_error attack.bayes_steps=0", "attack.bayes_steps"),
-    ("attack.name=bayes_error attack.bayes_sigma=0", "attack.bayes_sigma"),
-    ("attack.bayes_steps=5", "attack.bayes_steps applies to attack.name=bayes_error only"),
-    ("attack.name=bayes_error attack.pgd_steps=3", "attack.pgd_steps applies to"),
-])
-def test_impossible_bayes_error_settings_are_one_error(tmp_path, bad, says):
-    out = tmp_path / "run"
-    proc = hpcue("run", "--out", str(out), *(a for b in bad.split() for a in ("--set", b)),
-                 check=False)
-    assert proc.returncode == 2 and says in proc.stderr, proc.stderr
-    assert not out.exists()
 
 
 def test_the_images_move_up_the_estimate_of_the_model_they_were_crafted_on(clustered, tmp_path):
@@ -163,23 +140,9 @@ def test_owned_bayes_error_killed_and_resumed_equals_uninterrupted(clustered, tm
     """Two ranks stopped by SIGTERM after an epoch resume from the checkpoint (deltas, AdamW's
     moments, the feature gradient, the model and its place in the outer loop) and end where an
     uninterrupted run ends."""
-    sets = [*BOTH, "attack.bayes_steps=4"]
-    whole = _train(clustered, tmp_path / "whole", *sets, launch=MPI)
     cut = tmp_path / "cut"
-    shutil.copytree(clustered, cut)
-    args = ["train", "--out", str(cut), *SETS, *(a for s in sets for a in ("--set", s))]
-    proc = subprocess.Popen([*MPI, *args], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    last = cut / "checkpoints" / "train" / "last.ckpt"
-    stderr = stop_after_first_epoch(proc, last)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-    rerun = _run([*MPI, *args], _env())
-    assert f"train: resuming from the epoch checkpoint {last}" in rerun.stdout
-    a, b = (torch.load(d / "perturbations.pt", weights_only=True)
-            for d in (tmp_path / "whole", cut))
-    torch.testing.assert_close(b["deltas"], a["deltas"])
-    for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value)
+    whole = stopped_and_resumed_on_two_ranks(clustered, tmp_path / "whole", cut,
+                                             [*BOTH, "attack.bayes_steps=4"])
     record = json.loads(RunDir(cut).stage_record("train").read_text())
     assert [r["bayes_error"] for r in record["rounds"]] == pytest.approx(
         [r["bayes_error"] for r in whole["rounds"]], rel=1e-6)

@@ -59,6 +59,10 @@ def test_every_attack_the_config_names_is_registered():
     ("attack.pgd_steps=0", "attack.pgd_steps"),
     ("attack.stop_error=1", "attack.stop_error"),
     ("attack.name=aap train.steps=5", "train.steps applies to attack.name=uc only"),
+    ("attack.name=bayes_error attack.bayes_steps=0", "attack.bayes_steps"),
+    ("attack.name=bayes_error attack.bayes_sigma=0", "attack.bayes_sigma"),
+    ("attack.bayes_steps=5", "attack.bayes_steps applies to attack.name=bayes_error only"),
+    ("attack.name=bayes_error attack.pgd_steps=3", "attack.pgd_steps applies to"),
 ])
 def test_impossible_attack_settings_are_one_error(tmp_path, bad, says):
     out = tmp_path / "run"
@@ -221,12 +225,22 @@ def test_owned_noise_killed_and_resumed_equals_uninterrupted(clustered, tmp_path
     """Two ranks stopped by SIGTERM after an epoch; the same command resumes from the epoch
     checkpoint (every image's delta in it, each rank taking its own) and ends where an
     uninterrupted run ends."""
-    mpi = [str(BIN / "mpiexec"), "-n", "2", str(BIN / "hpcue")]
     sets = ["attack.name=em_samplewise", "attack.stop_error=0", "attack.pgd_steps=2",
             "train.epochs=4"]
-    _train(clustered, tmp_path / "whole", *sets, launch=mpi)
     cut = tmp_path / "cut"
-    shutil.copytree(clustered, cut)
+    stopped_and_resumed_on_two_ranks(clustered, tmp_path / "whole", cut, sets)
+    record = json.loads(RunDir(cut).stage_record("train").read_text())
+    assert [r["epoch"] for r in record["rounds"]] == [0, 1, 2, 3]
+
+
+def stopped_and_resumed_on_two_ranks(base: Path, whole: Path, cut: Path,
+                                     sets: list[str]) -> dict:
+    """``train`` with ``sets`` on 2 ranks in ``whole``; again in ``cut``, stopped by SIGTERM
+    after an epoch (nothing written yet), then resumed by the same command: both end with the
+    same deltas and model. Returns the uninterrupted run's record."""
+    mpi = [str(BIN / "mpiexec"), "-n", "2", str(BIN / "hpcue")]
+    record = _train(base, whole, *sets, launch=mpi)
+    shutil.copytree(base, cut)
     args = ["train", "--out", str(cut), *SETS, *(a for s in sets for a in ("--set", s))]
     proc = subprocess.Popen([*mpi, *args], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -236,10 +250,8 @@ def test_owned_noise_killed_and_resumed_equals_uninterrupted(clustered, tmp_path
     assert not (cut / "perturbations.pt").exists()
     rerun = _run([*mpi, *args], _env())
     assert f"train: resuming from the epoch checkpoint {last}" in rerun.stdout
-    a, b = (torch.load(d / "perturbations.pt", weights_only=True)
-            for d in (tmp_path / "whole", cut))
+    a, b = (torch.load(d / "perturbations.pt", weights_only=True) for d in (whole, cut))
     torch.testing.assert_close(b["deltas"], a["deltas"])
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value)
-    record = json.loads(RunDir(cut).stage_record("train").read_text())
-    assert [r["epoch"] for r in record["rounds"]] == [0, 1, 2, 3]
+    return record
