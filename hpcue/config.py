@@ -185,6 +185,8 @@ DEFENSE_CHOICES = ("grayscale", "jpeg", "jpeg10", "bitdepth", "cutout", "mixup",
                    "adversarial")
 
 
+#: the contrastive learners ``victim.contrastive`` may name (hpcue/evaluation/contrastive.py)
+CONTRASTIVE_CHOICES = ("simclr", "byol")
 #: every victim architecture (hpcue/models/victims.py VICTIM_ARCHS; a test keeps the two equal)
 VICTIM_ARCH_CHOICES = ("small_cnn", "resnet18", "resnet18_small", "vgg11_bn", "vgg16_bn",
                        "vit_tiny")
@@ -220,7 +222,7 @@ class VictimConfig(_Batching):
     # contrastive learners as victims (AUE/AAP's threat): each learns the clean, uc and
     # baseline sets without labels (lightly's SimCLR / BYOL), an online linear probe on its
     # features learns the labels; contrastive_seeds null: victim.seeds. [] none
-    contrastive: list[Literal["simclr", "byol"]] = []
+    contrastive: list[Literal[CONTRASTIVE_CHOICES]] = []  # type: ignore[valid-type]
     contrastive_epochs: int = Field(30, ge=1)
     contrastive_seeds: int | None = Field(None, ge=1)
     # SGD (momentum 0.9, weight decay 5e-4, cosine) as lightly's SimCLR/BYOL examples train

@@ -50,7 +50,7 @@ def test_contrastive_learners_learn_the_digits_through_their_probe_on_two_ranks(
 @pytest.mark.parametrize("method", ["simclr", "byol"])
 def test_only_the_probe_reads_the_labels(method):
     torch.manual_seed(0)
-    learner = ContrastiveLearner(method, SmallCNN(10, width=8), 32, 10)
+    learner = ContrastiveLearner(method, SmallCNN(10, width=8), 10)
     v0, v1 = torch.rand(8, 3, 16, 16), torch.rand(8, 3, 16, 16)
     labels = torch.arange(8) % 10
     grads = []
@@ -67,7 +67,7 @@ def test_only_the_probe_reads_the_labels(method):
 
 def test_byols_target_follows_the_online_network_without_gradients():
     torch.manual_seed(0)
-    learner = ContrastiveLearner("byol", SmallCNN(10, width=8), 32, 10)
+    learner = ContrastiveLearner("byol", SmallCNN(10, width=8), 10)
     assert not any(p.requires_grad for p in learner.target_encoder.parameters())
     with torch.no_grad():
         for p in learner.encoder.parameters():

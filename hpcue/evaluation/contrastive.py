@@ -23,6 +23,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from hpcue.config import CONTRASTIVE_CHOICES
 from hpcue.data.tensors import to_unit
 from hpcue.evaluation.ensemble import BatchTransform, VictimEnsemble
 from hpcue.training.batches import seeded_generator
@@ -30,7 +31,7 @@ from hpcue.training.lr_schedule import scheduled
 from hpcue.training.views import seeded, strong_augmentation
 
 #: what ``victim.contrastive`` may name
-METHODS = ("simclr", "byol")
+METHODS = CONTRASTIVE_CHOICES
 #: the projection's output width; SimCLR's temperature (lightly's examples: 0.5 on CIFAR)
 PROJECTION_DIM, TEMPERATURE = 128, 0.5
 #: BYOL's target network follows the online one at a momentum from this to 1 (cosine)
@@ -43,10 +44,11 @@ class ContrastiveLearner(nn.Module):
     """An encoder (a victim architecture, its ``fc`` removed), the method's heads, and the
     linear probe; ``forward`` is the probe on the encoder's features (what the test counts)."""
 
-    def __init__(self, method: str, encoder: nn.Module, width: int, num_classes: int) -> None:
+    def __init__(self, method: str, encoder: nn.Module, num_classes: int) -> None:
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"unknown contrastive method {method!r}: expected one of {METHODS}")
+        width = encoder.fc.in_features  # the features its classifier read
         encoder.fc = nn.Identity()
         self.method, self.encoder = method, encoder
         self.probe = nn.Linear(width, num_classes)

@@ -138,3 +138,17 @@ class VictimEnsemble(L.LightningModule):
         opt = torch.optim.SGD(self.members.parameters(), lr=self.lr, momentum=self.momentum,
                               weight_decay=self.weight_decay)
         return scheduled(opt, self.trainer, self.warmup_epochs, 0.0)
+
+
+def by_learner(spans: dict[str, tuple[int, int]], test_accuracy: Sequence[float],
+               member_curves: Sequence[Sequence[float]], test_correct: torch.Tensor | None
+               ) -> tuple[dict[str, list[float]], dict[str, list[list[float]]],
+                          dict[str, torch.Tensor] | None]:
+    """An ensemble's results, member by member, regrouped by learner (``spans``: each one's
+    members, [start, end)): its victims' accuracies, each one's curve, their test outcomes."""
+    per_arm = {a: list(test_accuracy[s:e]) for a, (s, e) in spans.items()}
+    curves = {a: [[round(acc, 4) for acc in member_curves[i]] for i in range(s, e)]
+              for a, (s, e) in spans.items()}
+    rows = (None if test_correct is None
+            else {a: test_correct[s:e] for a, (s, e) in spans.items()})
+    return per_arm, curves, rows

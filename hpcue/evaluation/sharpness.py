@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from torch import nn
 
+from hpcue.data.tensors import to_unit
 from hpcue.distributed import collectives
 
 #: (x in [0, 1], labels) batches of this rank's share of the data, each call a fresh pass
@@ -128,8 +129,6 @@ def unlearnable_distance(clean: np.ndarray, other: np.ndarray,
 
 def arm_batches(loader: Iterable, transform: Callable, device: torch.device) -> Batches:
     """A training set's batches as SAL reads them: its arm's transform, no augmentation."""
-    from hpcue.data.tensors import to_unit
-
     def passes() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels, ids in loader:
             images, labels, ids = images.to(device), labels.to(device), ids.to(device)

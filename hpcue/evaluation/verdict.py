@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpcue.config import CONTRASTIVE_CHOICES
+
 MARGIN = 0.10
 #: every ``level`` a verdict has, surest protection first (what an export reads back)
 LEVELS = ("protected", "weak", "uncertain", "not protected", "undecided")
@@ -69,7 +71,7 @@ def _learner_line(results: dict[str, Any]) -> str | None:
         return None
     learner = worst["learner"].split(":")[0]
     clean = results["victims"].get(f"{learner}:clean", {}).get("mean")
-    who = (f"A {learner.upper()} learner with a linear probe" if learner in ("simclr", "byol")
+    who = (f"A {learner.upper()} learner with a linear probe" if learner in CONTRASTIVE_CHOICES
            else f"A {learner} victim")
     return (f"This verdict is the {results.get('victim', 'first')} victims'. {who} learns more "
             f"from the protected images: {worst['test_acc']:.2f} (from the originals "

@@ -22,7 +22,7 @@ from hpcue.data.shard_set import ShardSet, open_shards
 from hpcue.data.tensors import to_unit
 from hpcue.distributed import collectives
 from hpcue.evaluation.defenses import DEFENSES
-from hpcue.evaluation.ensemble import BatchTransform, VictimEnsemble, identity
+from hpcue.evaluation.ensemble import BatchTransform, VictimEnsemble, by_learner, identity
 from hpcue.evaluation.metrics import (
     INTERVAL_METHOD,
     interval_warnings,
@@ -311,8 +311,9 @@ def train_spread(ctx: StageContext, pairs: list, names: list[str], learners: lis
                 correct = torch.zeros((n, p["correct"].shape[1]), dtype=torch.bool)
             correct[p["ids"]] = p["correct"]
         sal.update(p["sal"])
-    loader = ctx.loader(pairs[0][0].shards, "train", plan.micro_batch_size, train=True,
-                        seed=pairs[0][3], whole=True)
+    loader = next(iter(train.values()), None) or ctx.loader(
+        pairs[0][0].shards, "train", plan.micro_batch_size, train=True, seed=pairs[0][3],
+        whole=True)  # a rank with no victims reads the same plan
     return Trained(acc, curves, correct, sal, loader, plan,
                    per_rank=[len(p["ids"]) for p in parts])
 
@@ -338,12 +339,8 @@ def run(ctx: StageContext) -> dict:
     fitted = (train_spread if spread else train_together)(ctx, pairs, names, learners, spans,
                                                            seeds[0], label)
 
-    per_arm = {a: fitted.test_accuracy[s:e] for a, (s, e) in spans.items()}
-    by_member = fitted.curves  # per member: its accuracy after each epoch
-    curves = {a: [[round(acc, 4) for acc in by_member[i]] for i in range(s, e)]
-              for a, (s, e) in spans.items()}
-    correct = fitted.test_correct
-    rows = None if correct is None else {a: correct[s:e] for a, (s, e) in spans.items()}
+    per_arm, curves, rows = by_learner(spans, fitted.test_accuracy, fitted.curves,
+                                       fitted.test_correct)
     victims = summaries(per_arm, rows)
     if collectives.is_main():  # the arms that were trained (a copy would hide uc's line)
         write_curves(ctx.run.victim_curves, curves, v.epochs)

@@ -12,13 +12,9 @@ from typing import Any
 import torch
 
 from hpcue.evaluation.contrastive import ContrastiveEnsemble, ContrastiveLearner
+from hpcue.evaluation.ensemble import by_learner
 from hpcue.models.victims import build_victim
 from hpcue.stages.context import StageContext
-
-
-def feature_width(arch: str, num_classes: int, image_size: int) -> int:
-    """The width of ``arch``'s features (the input of its ``fc``)."""
-    return build_victim(arch, num_classes, image_size).fc.in_features
 
 
 def train_contrastive(ctx: StageContext, arms: Sequence[Any], seeds: Sequence[int]
@@ -29,7 +25,6 @@ def train_contrastive(ctx: StageContext, arms: Sequence[Any], seeds: Sequence[in
     v = ctx.cfg.victim
     classes = len(ctx.data.classes)
     size = ctx.cfg.data.image_size
-    width = feature_width(v.arch, classes, size)
     n = v.contrastive_seeds or v.seeds
     used = [a for a in arms if a.name in ("clean", "uc", *v.baselines)]
     triples = [(method, arm, i, seed) for method in v.contrastive for arm in used
@@ -38,8 +33,7 @@ def train_contrastive(ctx: StageContext, arms: Sequence[Any], seeds: Sequence[in
     members = []
     for method, _, _, seed in triples:
         torch.manual_seed(seed)  # learner i of every set starts from the same weights
-        members.append(ContrastiveLearner(method, build_victim(v.arch, classes, size), width,
-                                          classes))
+        members.append(ContrastiveLearner(method, build_victim(v.arch, classes, size), classes))
     module = ContrastiveEnsemble(members, names, [s for *_, s in triples],
                                  [arm.transform for _, arm, _, _ in triples],
                                  lr=v.contrastive_lr, momentum=0.9, weight_decay=5e-4,
@@ -61,11 +55,6 @@ def train_contrastive(ctx: StageContext, arms: Sequence[Any], seeds: Sequence[in
     trainer.test(module, test, verbose=False)
 
     arm_names = list(dict.fromkeys(name.split("/")[0] for name in names))
-    per_arm = {a: module.test_accuracy[k * n:(k + 1) * n] for k, a in enumerate(arm_names)}
-    by_member = list(zip(*module.curves, strict=True))
-    curves = {a: [[round(acc, 4) for acc in by_member[k * n + i]] for i in range(n)]
-              for k, a in enumerate(arm_names)}
-    correct = module.test_correct
-    rows = None if correct is None else {a: correct[k * n:(k + 1) * n]
-                                         for k, a in enumerate(arm_names)}
-    return per_arm, curves, rows
+    spans = {a: (k * n, (k + 1) * n) for k, a in enumerate(arm_names)}
+    return by_learner(spans, module.test_accuracy, list(zip(*module.curves, strict=True)),
+                      module.test_correct)

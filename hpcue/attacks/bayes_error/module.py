@@ -159,13 +159,9 @@ class BayesErrorModule(BilevelModule):
         with torch.no_grad():
             rows.clamp_(-self.epsilon, self.epsilon)
 
-    def _full(self, values: torch.Tensor) -> torch.Tensor | None:
-        owned = (self.row_of >= 0).nonzero().flatten()
-        return collectives.gather_rows(values[self.row_of[owned]], owned, self.total)
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        moments = {key: self._full(self.adam[key]) for key in ("exp_avg", "exp_avg_sq")
+        moments = {key: self.gather_owned(self.adam[key]) for key in ("exp_avg", "exp_avg_sq")
                    } if self.adam else {}
         if collectives.is_main():
             checkpoint["adam"] = ({"step": float(self.adam["step"]),

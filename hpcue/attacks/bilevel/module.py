@@ -202,8 +202,13 @@ class BilevelModule(UnitBatches, AttackModule):
         class-wise noise (replicated anyway)."""
         if not self.rounds.per_sample:
             return self.rows
+        return self.gather_owned(self.rows)
+
+    def gather_owned(self, values: torch.Tensor) -> torch.Tensor | None:
+        """``values`` (one row per image this rank owns, as ``rows``) for every image, in id
+        order, on rank 0 alone (None elsewhere)."""
         owned = (self.row_of >= 0).nonzero().flatten()
-        return collectives.gather_rows(self.rows[self.row_of[owned]], owned, self.total)
+        return collectives.gather_rows(values[self.row_of[owned]], owned, self.total)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         full = self.full_rows()  # a collective: every rank dumps, rank 0 saves
