@@ -144,6 +144,26 @@ def clip_stages(cli: list[str], tmp: Path) -> None:
     print(f"CLIP RN50 surrogate: {record['feature_dim']}-d features, stage 1 ran")
 
 
+def every_learner(cli: list[str], tmp: Path) -> None:
+    """The evaluation's other learners on the GPU in bf16-mixed: SimCLR and BYOL (lightly's
+    heads, kornia's views on the device), timm's ViT-Tiny beside the small CNN, a mixed set,
+    and SAL's per-layer SGD for the Unlearnable Distance."""
+    out = tmp / "learners"
+    cmd = [*cli, "run", "--out", str(out), *tiny_sets([
+        "runtime.accelerator=gpu", "runtime.precision=bf16-mixed",
+        "victim.contrastive=[simclr, byol]", "victim.contrastive_epochs=1",
+        "victim.other_archs=[vit_tiny]", "victim.mixed=[0.5]", "victim.ud=true",
+        "victim.ud_iterations=1"])]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+        sys.exit(f"FAILED: every learner on the GPU\n{proc.stderr[-3000:]}")
+    results = json.loads((out / "results.json").read_text())
+    for arm in ("simclr:uc", "byol:uc", "vit_tiny:uc", "uc@0.5"):
+        assert 0 <= results["victims"][arm]["mean"] <= 1, (arm, results["victims"][arm])
+    assert results["ud"]["arms"]["clean"]["ud"] == 0.0, results["ud"]
+    print(f"every learner: worst case {results['worst_case_over_learners']}")
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("no CUDA device visible: run this on a GPU node")
@@ -159,6 +179,7 @@ def main() -> None:
         sharded_stage1(cli, Path(tmp))
         large_batch_stage1(cli, Path(tmp))
         bilevel_stage1(cli, Path(tmp))
+        every_learner(cli, Path(tmp))
         clip_stages(cli, Path(tmp))
         one = run(cli, Path(tmp) / "one")
         print(f"one GPU: clean {one['clean_test_acc']}, uc {one['unlearnable_test_acc']}")
