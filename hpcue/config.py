@@ -187,6 +187,8 @@ DEFENSE_CHOICES = ("grayscale", "jpeg", "jpeg10", "bitdepth", "cutout", "mixup",
 
 #: the contrastive learners ``victim.contrastive`` may name (hpcue/evaluation/contrastive.py)
 CONTRASTIVE_CHOICES = ("simclr", "byol")
+#: what ``runtime.compile`` may compile (training/speed.py keeps the same tuple)
+COMPILE_PARTS = ("generator", "surrogate", "victim")
 #: every victim architecture (hpcue/models/victims.py VICTIM_ARCHS; a test keeps the two equal)
 VICTIM_ARCH_CHOICES = ("small_cnn", "resnet18", "resnet18_small", "vgg11_bn", "vgg16_bn",
                        "vit_tiny")
@@ -349,6 +351,19 @@ class RuntimeConfig(_Section):
     # auto: true on CPUs; "warn" on GPUs, where torch raises on ops without a deterministic
     # kernel (some backward passes on some torch versions). false also lets cuDNN autotune.
     deterministic: bool | Literal["warn", "auto"] = "auto"
+    # how a training uses a GPU's speed (training/speed.py): each auto takes what
+    # benchmarks/gpu_throughput.py measured faster on GPUs (none yet) and is off on CPUs
+    channels_last: bool | Literal["auto"] = "auto"
+    compile: list[Literal[COMPILE_PARTS]] | Literal["auto"] = "auto"  # type: ignore[valid-type]
+    fused_optimizer: bool | Literal["auto"] = "auto"
+    pin_memory: bool | Literal["auto"] = "auto"  # the loaders' pages, on GPUs only
+
+    @field_validator("compile")
+    @classmethod
+    def _parts_once(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list) and len(set(value)) < len(value):
+            raise ValueError(f"a part named twice: {value}")
+        return value
 
 
 class RunConfig(_Section):

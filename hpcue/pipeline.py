@@ -30,6 +30,7 @@ from hpcue.stages.provenance import config_sha256, environment, file_digests, no
 from hpcue.stages.results import collect_results
 from hpcue.stages.rundir import STAGES, RunDir
 from hpcue.stages.slices import config_slice
+from hpcue.training import speed
 
 STAGE_RUNNERS: dict[str, Callable[[StageContext], dict]] = dict(zip(
     STAGES, (cluster.run, train.run, generate.run, evaluate.run), strict=True))
@@ -38,13 +39,18 @@ STAGE_RUNNERS: dict[str, Callable[[StageContext], dict]] = dict(zip(
 def start(cfg: RunConfig, say: bool = True) -> Topology:
     """Find the launcher's topology, join the process group, say what was found (rank 0).
 
-    cuDNN autotunes its kernels only when the run need not be deterministic.
+    cuDNN autotunes its kernels only when the run need not be deterministic; the speed
+    options (training/speed.py) are resolved for this device.
     """
     topo = detect(cfg.runtime.launcher, cfg.runtime.accelerator)
     init_process_group(topo, cfg.runtime.timeout_s, cfg.runtime.setup_timeout_s)
     activate(topo)
-    if topo.device.startswith("cuda"):
+    on_gpu = topo.device.startswith("cuda")
+    if on_gpu:
         torch.backends.cudnn.benchmark = cfg.runtime.deterministic is False
+    r = cfg.runtime
+    speed.activate(speed.resolve(r.channels_last, r.compile, r.fused_optimizer, r.pin_memory,
+                                 on_gpu))
     if topo.is_main and say:
         console.say(topo.summary())
     return topo

@@ -68,6 +68,9 @@ def test_every_record_and_results_json_say_what_made_them(finished_run):
     assert list(prov["devices"].values()) == [1] and next(iter(prov["devices"])).startswith("cpu")
     for key in ("python", "torch", "lightning", "launcher", "num_nodes"):
         assert prov[key], key
+    # the speed options in force: every auto is off on a CPU (training/speed.py)
+    assert prov["speed"] == {"channels_last": False, "compile": [], "fused_optimizer": False,
+                             "pin_memory": False, "cudnn_benchmark": False}
     assert prov["started"] <= prov["finished"]  # ISO 8601, UTC: ordered as text
     assert prov["data_meta_sha256"] == file_sha256(out / "data" / "meta.json")
     assert re.fullmatch(r"[0-9a-f]{64}", prov["config_sha256"])

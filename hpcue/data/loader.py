@@ -136,14 +136,16 @@ class RankSampler(Sampler[int]):
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int,
                 num_workers: int = 0, rank: int = 0, world_size: int = 1,
-                pad: bool | None = None) -> torch.utils.data.DataLoader:
-    """A DataLoader whose order depends only on (seed, epoch, rank, world size)."""
+                pad: bool | None = None,
+                pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader whose order depends only on (seed, epoch, rank, world size); ``pin_memory``:
+    batches in page-locked memory, so the copy to a GPU runs beside the step."""
     counts = getattr(dataset, "counts", [len(dataset)])
     sampler = RankSampler(counts, rank, world_size, seed, shuffle,
                           pad=shuffle if pad is None else pad)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        persistent_workers=num_workers > 0, pin_memory=pin_memory,
     )
 
 
@@ -203,13 +205,14 @@ def owned_ids(total: int, rank: int, world_size: int) -> torch.Tensor:
 
 
 def make_owned_loader(dataset: Dataset, global_batch: int, *, seed: int, num_workers: int = 0,
-                      rank: int = 0, world_size: int = 1) -> torch.utils.data.DataLoader:
+                      rank: int = 0, world_size: int = 1,
+                      pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader of this rank's owned part of each global batch (``OwnedBatches``); an empty
     part comes as an empty batch of the right shapes."""
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=OwnedBatches(len(dataset), global_batch, rank, world_size, seed),
         num_workers=num_workers, collate_fn=CollateOrEmpty(dataset),
-        persistent_workers=num_workers > 0)
+        persistent_workers=num_workers > 0, pin_memory=pin_memory)
 
 
 class CollateOrEmpty:

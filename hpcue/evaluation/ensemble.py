@@ -21,6 +21,7 @@ from hpcue.data.tensors import to_unit
 from hpcue.evaluation.training_defenses import TrainingDefense
 from hpcue.training.batches import augment_batch, seeded_generator
 from hpcue.training.lr_schedule import scheduled
+from hpcue.training.speed import fused
 
 #: uint8 images, labels, global ids -> the uint8 images this member trains on
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -134,9 +135,13 @@ class VictimEnsemble(L.LightningModule):
         self.curves = checkpoint.get("hpcue_curves", [])
         self.sal = checkpoint.get("hpcue_sal", {})
 
+    def speed_parts(self) -> dict[str, list[nn.Module]]:
+        """What ``runtime.channels_last`` and ``runtime.compile`` act on (training/speed.py)."""
+        return {"victim": list(self.members)}
+
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.members.parameters(), lr=self.lr, momentum=self.momentum,
-                              weight_decay=self.weight_decay)
+                              weight_decay=self.weight_decay, **fused(self.members.parameters()))
         return scheduled(opt, self.trainer, self.warmup_epochs, 0.0)
 
 

@@ -24,6 +24,7 @@ from hpcue.models.surrogate import Surrogate, build_surrogate
 from hpcue.stages.inputs import load_data
 from hpcue.stages.plans import BATCHED, batch_plan
 from hpcue.stages.rundir import RunDir
+from hpcue.training import speed
 from hpcue.training.batch_plan import BatchPlan, epoch_shape
 from hpcue.training.micro_batch import probe_micro_batch, random_batch, step_trial
 from hpcue.training.precision import resolve_deterministic
@@ -78,6 +79,7 @@ class StageContext:
         return make_loader(ShardDataset(shards, split, cache=self.cfg.data.cache), batch_size,
                            shuffle=train, seed=self.cfg.seed if seed is None else seed,
                            num_workers=self.cfg.data.num_workers,
+                           pin_memory=speed.current().pin_memory,
                            rank=0 if whole else collectives.rank(),
                            world_size=1 if whole else collectives.world_size())
 
@@ -87,7 +89,8 @@ class StageContext:
         return make_owned_loader(ShardDataset(shards, split, cache=self.cfg.data.cache),
                                  global_batch, seed=self.cfg.seed,
                                  num_workers=self.cfg.data.num_workers, rank=collectives.rank(),
-                                 world_size=collectives.world_size())
+                                 world_size=collectives.world_size(),
+                                 pin_memory=speed.current().pin_memory)
 
     def inputs(self, stage: str) -> dict[str, Path]:
         """The files ``stage`` reads, by label (their digests go into its record)."""

@@ -34,8 +34,10 @@ from hpcue.stages.slices import config_slice, flat_config
 # back what the stage replaced; a signal (a job's wall time) keeps it as it is, to resume.
 INPUT_ERRORS = (HpcueError, FileNotFoundError)
 
-# how the work is spread, not what it computes: a run resumes under the other value
-EXECUTION_ONLY = frozenset({"train.generator_parallel", "victim.spread"})
+# how the work is spread or sped up, not what it computes (float order at most): a run
+# resumes under the other value
+EXECUTION_ONLY = frozenset({"train.generator_parallel", "victim.spread", "runtime.channels_last",
+                            "runtime.compile", "runtime.fused_optimizer", "runtime.pin_memory"})
 
 
 def changed_keys(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:

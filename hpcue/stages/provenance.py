@@ -30,6 +30,7 @@ from hpcue.data.meta_io import META
 from hpcue.distributed import collectives
 from hpcue.distributed.topology import Topology
 from hpcue.io import file_sha256
+from hpcue.training import speed
 
 
 def file_digests(paths: dict[str, Path]) -> dict[str, str]:
@@ -74,8 +75,8 @@ def _device_name(device: str) -> str:
 
 
 def environment(topo: Topology) -> dict[str, Any]:
-    """Who ran a stage: hpcue and library versions, the hosts and devices of every rank (a
-    collective: every rank calls it)."""
+    """Who ran a stage: hpcue and library versions, the hosts and devices of every rank, the
+    speed options (a collective: every rank calls it)."""
     ranks = collectives.gather_objects((socket.gethostname(), _device_name(topo.device)))
     return {
         "hpcue_version": hpcue.__version__, **git_commit(),
@@ -85,6 +86,9 @@ def environment(topo: Topology) -> dict[str, Any]:
         "launcher": topo.launcher, "world_size": topo.world_size, "num_nodes": topo.num_nodes,
         "hosts": sorted({host for host, _ in ranks}),
         "devices": dict(Counter(device for _, device in ranks)),
+        # the speed options in force (training/speed.py) and cuDNN's autotuning
+        "speed": speed.current().as_record() | {
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)},
     }
 
 

@@ -68,6 +68,6 @@ def augment_batch(x: torch.Tensor, mode: str,
     if mode == "crop":
         return out
     flip = torch.rand(n, device=x.device, generator=generator) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
+    # where, not a boolean index: the same pixels without waiting on the device for a count
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 import torch
 
+from hpcue.training.speed import fused
+
 #: ``train.optimizer``'s choices (config.py keeps its own copy: reading a config imports no torch)
 OPTIMIZERS = ("adamw", "lamb", "lars")
 #: LARS's momentum (SGD with momentum underneath, as in the LARS paper)
@@ -25,9 +27,11 @@ LARS_MOMENTUM = 0.9
 
 def make_optimizer(name: str, module: torch.nn.Module, lr: float,
                    weight_decay: float) -> torch.optim.Optimizer:
-    """``name``'s optimizer over ``module``'s parameters."""
+    """``name``'s optimizer over ``module``'s parameters (AdamW fused into one kernel where
+    ``runtime.fused_optimizer`` asks; timm's LAMB and LARS have no fused form)."""
     if name == "adamw":  # decoupled decay: it must not scale with a cluster's share of a batch
-        return torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay,
+                                 **fused(module.parameters()))
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}: one of {', '.join(OPTIMIZERS)}")
     from timm.optim import create_optimizer_v2

@@ -22,6 +22,7 @@ from hpcue.distributed.topology import current
 from hpcue.errors import InputError
 from hpcue.training.callbacks import EveryEpochCheckpoint, FiniteLoss, OwnSignals
 from hpcue.training.progress_bar import EpochLines, LabelledBar
+from hpcue.training.speed import SpeedUp
 
 # Lightning's advice on worker counts and small logging intervals is noise for tiny debug runs.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -130,7 +131,7 @@ def make_trainer(settings: TrainerSettings, checkpoints: Path, logs: Path, name:
                    # every epoch: a run stopped by its wall time resumes from the last one
                    EveryEpochCheckpoint(dirpath=checkpoints, save_last=True,
                                         save_top_k=1, every_n_epochs=1),
-                   FiniteLoss(name), OwnSignals(),
+                   FiniteLoss(name), OwnSignals(), SpeedUp(),
                    *(callbacks or [])],
         enable_model_summary=False,
         log_every_n_steps=5,

@@ -183,12 +183,18 @@ class UCModule(UnitBatches, AttackModule):
             self.traffic["steps"] += 1
             if self._world() > 1:  # DDP all-reduced every generator gradient
                 self.traffic["step_bytes"] += self._grad_bytes
-        if self._present is not None:
-            for k, generator in enumerate(self.generators.generators):
-                if not self._present[k]:
+        if self._present is not None:  # one copy to the host, not one per generator
+            for present, generator in zip(self._present.tolist(), self.generators.generators,
+                                          strict=True):
+                if not present:
                     for p in generator.parameters():
                         p.grad = None
         self._present = None
+
+    def speed_parts(self) -> dict[str, list[torch.nn.Module]]:
+        """What ``runtime.channels_last`` and ``runtime.compile`` act on (training/speed.py):
+        each generator, and the frozen surrogate (no child of this module)."""
+        return {"generator": list(self.generators.generators), "surrogate": [self.surrogate]}
 
     def configure_optimizers(self):
         opt = make_optimizer(self.optimizer_name, self.generators, self.lr, self.weight_decay)

@@ -1,0 +1,659 @@
+"""Stage 1's and the victim's training steps on whatever device is here, against its limit.
+
+The first thing to run when a GPU is lent. On the paper's setting (224 px, ten width-64
+generators of 6 blocks, a ResNet-50 surrogate with random weights: speed does not depend on
+them, a ResNet-18 victim) it measures, in one run:
+
+    steps     stage 1's step (hpcue's UCModule: generators, perturbation, surrogate, the UC loss,
+              backward, AdamW) and the victim's step (its ResNet-18, SGD), each at several
+              batch sizes in both mixed precisions: steady-state images/s (CUDA events over
+              --steps steps after --warmup), achieved TFLOP/s from the FLOPs of one step
+              (torch's FlopCounterMode), that as a share of the card's dense peak (PEAKS; an
+              unknown card gets TFLOP/s only), and peak memory
+    options   each option of training/speed.py on its own and all together, side by side with
+              the defaults at one batch: channels_last, torch.compile of each part, fused
+              optimizers, and cuDNN's autotuning; and the augmentation's cost on the device
+    feed      images/s the HDF5 loader delivers at 224 px (hpcue's ShardDataset and loader, its
+              workers, pinned pages on a GPU, the copy to the device), against what stage 1's
+              step consumes: is the GPU starved? And the same with the augmentation in the
+              workers instead of on the device
+    profile   the top kernels of stage 1's step by device time (torch.profiler), and how busy
+              the device was over those steps
+    hours     what the figures mean: GPU-hours of one stage-1 training on Oxford-IIIT Pet and
+              on PathMNIST at the paper's settings (configs/paper-*.yaml)
+
+    python benchmarks/gpu_throughput.py [--json OUT] [--budget-s 210]
+    python benchmarks/gpu_throughput.py --tiny      # CPU-sized, for the test suite
+
+Steps run on fixed batches already on the device, so the feed is measured apart from them.
+Anything that fails (out of memory, a compile error) is a row saying so, not the end of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from hpcue.attacks.uc.module import UCModule
+from hpcue.config import load_config
+from hpcue.data.loader import IndexedImages, ShardDataset, make_loader
+from hpcue.data.prepare import PrepareOptions, prepare
+from hpcue.data.shard_set import open_shards
+from hpcue.data.tensors import to_unit
+from hpcue.distributed.topology import activate, detect
+from hpcue.evaluation.ensemble import VictimEnsemble, identity
+from hpcue.models.generator import ClusterGenerators
+from hpcue.models.surrogate import IMAGENET_MEAN, IMAGENET_STD, Surrogate
+from hpcue.models.victims import build_victim
+from hpcue.sweep.shipped import configs_dir
+from hpcue.training import speed
+from hpcue.training.batches import augment_batch, seeded_generator
+from hpcue.training.optimizers import make_optimizer
+from hpcue.training.trainer import TrainerSettings, make_trainer
+
+#: dense (no sparsity) tensor-core peak in TFLOP/s per device torch sees, by a piece of its
+#: name, most specific first; from the vendors' data sheets. An MI250X shows as two devices
+#: (one per die), each with half the card's 383.
+PEAKS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("H200 NVL", {"bf16-mixed": 835.0, "16-mixed": 835.0}),
+    ("H200", {"bf16-mixed": 989.0, "16-mixed": 989.0}),
+    ("H100 NVL", {"bf16-mixed": 835.0, "16-mixed": 835.0}),
+    ("H100 PCIe", {"bf16-mixed": 756.0, "16-mixed": 756.0}),
+    ("H100", {"bf16-mixed": 989.0, "16-mixed": 989.0}),
+    ("A100", {"bf16-mixed": 312.0, "16-mixed": 312.0}),
+    ("V100-PCIE", {"16-mixed": 112.0}),  # no bf16 tensor cores
+    ("V100", {"16-mixed": 125.0}),
+    ("MI250X", {"bf16-mixed": 191.5, "16-mixed": 191.5}),
+)
+DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None}
+#: the training sets the GPU-hours are for: the paper configs, and their training images
+PAPER_SETS = {"oxford-pet": ("paper-oxford-pet.yaml", 3680),
+              "pathmnist": ("paper-pathmnist.yaml", 89996)}
+
+
+def dense_peak(device_name: str, precision: str) -> float | None:
+    """The card's dense peak for ``precision`` in TFLOP/s, or None for an unknown card (or a
+    precision it has no tensor cores for)."""
+    for piece, peaks in PEAKS:
+        if piece.lower() in device_name.lower():
+            return peaks.get(precision)
+    return None
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What is measured: the paper's setting, or ``--tiny``'s CPU-sized one."""
+
+    image: int = 224
+    width: int = 64
+    blocks: int = 6
+    clusters: int = 10
+    classes: int = 37
+    epsilon: float = 16 / 255
+    surrogate: str = "resnet50"
+    victim: str = "resnet18"
+    batches: tuple[int, ...] = (32, 64, 128, 256)
+    option_batch: int = 128
+    precisions: tuple[str, ...] = ("bf16-mixed", "16-mixed")
+    warmup: int = 5
+    steps: int = 20
+    feed_images: int = 1024
+    workers: tuple[int, ...] = (4, 8)
+    profile_steps: int = 3
+
+
+TINY = Sizes(image=16, width=4, blocks=1, clusters=3, classes=4, batches=(4, 8), option_batch=8,
+             precisions=("32-true", "bf16-mixed"), warmup=1, steps=2, feed_images=32,
+             workers=(2,), profile_steps=1)
+
+
+def paper_sizes() -> Sizes:
+    """The benchmark's shapes from the paper config, so it measures what a paper run trains."""
+    cfg = load_config(configs_dir() / "paper-oxford-pet.yaml")
+    t = cfg.train
+    return Sizes(image=cfg.data.image_size, width=t.generator_width, blocks=t.generator_blocks,
+                 clusters=cfg.cluster.num_clusters, epsilon=t.epsilon,
+                 surrogate=cfg.surrogate.arch, victim=cfg.victim.arch,
+                 workers=tuple(sorted({cfg.data.num_workers, 2 * cfg.data.num_workers})))
+
+
+# -- the steps -----------------------------------------------------------------------------------
+
+def random_batch(n: int, sizes: Sizes, device: torch.device):
+    gen = torch.Generator().manual_seed(n)
+    images = torch.randint(0, 256, (n, 3, sizes.image, sizes.image), dtype=torch.uint8,
+                           generator=gen)
+    return (images.to(device), torch.randint(0, sizes.classes, (n,), generator=gen).to(device),
+            torch.arange(n, device=device))
+
+
+class Step:
+    """One optimizer step of a module on a fixed batch, as the Trainer runs it (mixed-precision
+    autocast, 16-mixed's loss scaling), built under the speed options being measured."""
+
+    def __init__(self, forward: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
+                 precision: str, device: torch.device, before_step: Callable = lambda o: None):
+        self.forward, self.optimizer, self.before_step = forward, optimizer, before_step
+        self.dtype, self.device = DTYPES[precision], device
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+
+    def loss(self) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
+                            enabled=self.dtype is not None):
+            return self.forward()
+
+    def __call__(self) -> None:
+        self.scaler.scale(self.loss()).backward()
+        self.before_step(self.optimizer)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def uc_module(sizes: Sizes, images: int, augment: str = "crop_flip") -> UCModule:
+    """hpcue's UCModule over K generators and the surrogate, ``images`` spread over K."""
+    from torchvision import models
+
+    torch.manual_seed(0)
+    generators = ClusterGenerators(sizes.clusters, sizes.image, sizes.epsilon, sizes.width,
+                                   sizes.blocks)
+    surrogate = Surrogate(getattr(models, sizes.surrogate)(weights=None), IMAGENET_MEAN,
+                          IMAGENET_STD)
+    with torch.no_grad():
+        width = surrogate(torch.zeros(1, 3, sizes.image, sizes.image)).shape[1]
+    return UCModule(generators, surrogate, torch.randn(sizes.clusters, width),
+                    torch.arange(images) % sizes.clusters, offset=1, lr=1e-4,
+                    weight_decay=5e-4, min_lr=1e-6, augment=augment)
+
+
+def uc_step(sizes: Sizes, batch: int, precision: str, device: torch.device,
+            augment: str = "crop_flip") -> Step:
+    """Stage 1's step: hpcue's UCModule over K generators and the surrogate."""
+    module = uc_module(sizes, batch, augment)
+    for part, parts in module.speed_parts().items():
+        for m in parts:
+            speed.prepare(m, part)
+    module.to(device)
+    module.on_fit_start()
+    batch_on = module.on_after_batch_transfer(random_batch(batch, sizes, device), 0)
+    optimizer = make_optimizer("adamw", module.generators, 1e-4, 5e-4)
+    return Step(lambda: module.training_step(batch_on, 0), optimizer, precision, device,
+                module.on_before_optimizer_step)
+
+
+def victim_step(sizes: Sizes, batch: int, precision: str, device: torch.device,
+                augment: str = "crop_flip") -> Step:
+    """The victim's step: hpcue's VictimEnsemble of one ResNet-18, SGD as it configures it."""
+    torch.manual_seed(0)
+    ensemble = VictimEnsemble([build_victim(sizes.victim, sizes.classes, sizes.image)],
+                              ["uc"], [0], [identity], lr=0.1, momentum=0.9, weight_decay=5e-4,
+                              augment=augment)
+    for part, parts in ensemble.speed_parts().items():
+        for m in parts:
+            speed.prepare(m, part)
+    ensemble.to(device)
+    batch_on = {"uc": random_batch(batch, sizes, device)}
+    members = ensemble.members.parameters
+    optimizer = torch.optim.SGD(members(), lr=0.1, momentum=0.9, weight_decay=5e-4,
+                                **speed.fused(members()))
+    return Step(lambda: ensemble.training_step(batch_on, 0), optimizer, precision, device)
+
+
+STEPS = {"stage1": uc_step, "victim": victim_step}
+
+
+class SteadyClock(Callback):
+    """Wall time from the first step after ``warmup`` to the epoch's end, the device synced
+    at both ends: a Trainer's steady-state rate, its hooks and callbacks included."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.t0, self.seconds, self.images = warmup, 0.0, 0.0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            synchronize(pl_module.device)
+            self.t0 = time.perf_counter()
+        if batch_idx >= self.warmup:
+            self.images += len(batch[0])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # before the epoch checkpoint
+        synchronize(pl_module.device)
+        self.seconds = time.perf_counter() - self.t0
+
+
+def through_lightning(sizes: Sizes, device: torch.device, tmp: Path) -> dict:
+    """Stage 1 as ``hpcue train`` runs it: the same module fitted by hpcue's Trainer (its
+    callbacks, progress display, logging) over in-memory batches at the options' batch, and
+    one epoch checkpoint's save, which a short epoch pays once an epoch."""
+    batch, precision = sizes.option_batch, sizes.precisions[0]
+    row = {"step": "stage1", "batch": batch, "precision": precision}
+    n = batch * (sizes.warmup + sizes.steps)
+    images = torch.randint(0, 256, (n, sizes.image, sizes.image, 3), dtype=torch.uint8)
+    loader = make_loader(IndexedImages(images.numpy(), np.zeros(n, np.int64)), batch,
+                         shuffle=True, seed=0, pin_memory=device.type == "cuda")
+    clock = SteadyClock(sizes.warmup)
+    activate(detect("local", "gpu" if device.type == "cuda" else "cpu"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        module = uc_module(sizes, n)
+        trainer = make_trainer(TrainerSettings(precision, False, 600.0), tmp / "checkpoints",
+                               tmp / "logs", "stage1", 1, callbacks=[clock])
+        try:
+            trainer.fit(module, loader)
+            t0 = time.perf_counter()
+            trainer.save_checkpoint(tmp / "one.ckpt")
+            saved = time.perf_counter() - t0
+        except Exception as exc:
+            return row | {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+    size = (tmp / "one.ckpt").stat().st_size
+    return row | {"images_per_s": clock.images / clock.seconds,
+                  "checkpoint_s": saved, "checkpoint_gib": size / 2**30}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(step: Step, warmup: int, steps: int) -> tuple[float, int | None]:
+    """Seconds per step over ``steps`` after ``warmup`` (CUDA events on a GPU, the wall clock
+    on a CPU), and the peak device memory in bytes (None on a CPU)."""
+    device = step.device
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    if device.type != "cuda":
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return (time.perf_counter() - t0) / steps, None
+    torch.cuda.reset_peak_memory_stats(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        step()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1000 / steps, torch.cuda.max_memory_allocated(device)
+
+
+def gradients(step: Step) -> list[torch.Tensor]:
+    """One forward and backward's gradients of everything the step trains (not stepped)."""
+    step.loss().backward()
+    params = [p for group in step.optimizer.param_groups for p in group["params"]]
+    grads = [torch.zeros_like(p, dtype=torch.float32) if p.grad is None
+             else p.grad.detach().float().clone() for p in params]
+    step.optimizer.zero_grad(set_to_none=True)
+    return grads
+
+
+def relative_difference(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """|g - g_ref| / |g_ref| over every trained tensor at once: float order and mixed
+    precision move it by well under a percent; a wrong gradient moves it by its own size."""
+    diff = sum(float((g - r).double().square().sum()) for g, r in zip(grads, reference,
+                                                                      strict=True))
+    norm = sum(float(r.double().square().sum()) for r in reference)
+    return (diff / norm) ** 0.5 if norm > 0 else float(diff > 0)
+
+
+def step_flops(step: Step) -> int:
+    """The FLOPs of one step's forward and backward (the optimizer's are a rounding error)."""
+    with FlopCounterMode(display=False) as counter:
+        step.loss().backward()
+    step.optimizer.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+#: the largest relative gradient difference to the defaults that counts as the same training
+SAME_TRAINING = 0.05
+
+
+def measure(kind: str, sizes: Sizes, batch: int, precision: str, device: torch.device,
+            options: speed.Speed, cudnn_benchmark: bool = False, augment: str = "crop_flip",
+            flops: bool = True, reference: list[torch.Tensor] | None = None) -> dict:
+    """One row: the step built and timed under ``options``; a failure is the row's error.
+    With ``reference`` (the defaults' gradients, a list this fills when empty), the row says
+    whether the options train the same: an option that changes the gradients is no speed-up."""
+    row = {"step": kind, "batch": batch, "precision": precision}
+    speed.activate(options)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    try:
+        with warnings.catch_warnings():  # self.log outside a Trainer: nothing to log
+            warnings.filterwarnings("ignore", message=".*self.log.*")
+            step = STEPS[kind](sizes, batch, precision, device, augment)
+            counted = step_flops(step) if flops else None
+            if reference is not None:
+                grads = gradients(step)
+                if not reference:
+                    reference.extend(grads)
+                difference = relative_difference(grads, reference)
+                row |= {"gradient_difference": difference,
+                        "same_training": difference <= SAME_TRAINING}
+            seconds, peak = timed(step, sizes.warmup, sizes.steps)
+    except Exception as exc:  # an out-of-memory or a compile failure is a figure too
+        return row | {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+    finally:
+        speed.activate(speed.Speed())
+        torch.backends.cudnn.benchmark = False
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    row |= {"seconds_per_step": seconds, "images_per_s": batch / seconds,
+            "peak_memory_gib": None if peak is None else peak / 2**30}
+    if counted is not None:
+        tflops = counted / seconds / 1e12
+        peak_tflops = dense_peak(device_name(device), precision)
+        row |= {"flops_per_step": counted, "tflops": tflops,
+                "peak_share": None if peak_tflops is None else tflops / peak_tflops}
+    return row
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+# -- what is measured ----------------------------------------------------------------------------
+
+#: each option alone, then all together (``cudnn`` is torch.backends.cudnn.benchmark)
+OPTIONS: dict[str, tuple[dict, bool]] = {
+    "defaults": ({}, False),
+    "channels_last": ({"channels_last": True}, False),
+    "cudnn.benchmark": ({}, True),
+    "fused optimizer": ({"fused_optimizer": True}, False),
+    "compile generator": ({"compile": ("generator",)}, False),
+    "compile surrogate": ({"compile": ("surrogate",)}, False),
+    "compile victim": ({"compile": ("victim",)}, False),
+}
+COMPILES = {"stage1": ("generator", "surrogate"), "victim": ("victim",)}
+
+
+def options_for(kind: str) -> dict[str, tuple[speed.Speed, bool]]:
+    """The option rows of one step: those that act on it, and all of them together."""
+    out = {}
+    for name, (fields, cudnn) in OPTIONS.items():
+        parts = fields.get("compile", ())
+        if parts and not set(parts) <= set(COMPILES[kind]):
+            continue
+        out[name] = (speed.Speed(**fields), cudnn)
+    out["all of these"] = (speed.Speed(channels_last=True, compile=COMPILES[kind],
+                                       fused_optimizer=True), True)
+    return out
+
+
+class Budget:
+    """The run's time limit: once spent, the remaining rows say they were skipped."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> bool:
+        return time.monotonic() < self.end
+
+
+def sweep_batches(sizes: Sizes, device: torch.device, budget: Budget) -> list[dict]:
+    rows = []
+    for precision in sizes.precisions:
+        for kind in STEPS:
+            for batch in sizes.batches:
+                if not budget.left():
+                    rows.append({"step": kind, "batch": batch, "precision": precision,
+                                 "error": "skipped: time budget spent"})
+                    continue
+                rows.append(measure(kind, sizes, batch, precision, device, speed.Speed()))
+                print(line(rows[-1]), flush=True)
+    return rows
+
+
+def sweep_options(sizes: Sizes, device: torch.device, budget: Budget,
+                  chosen: list[str] | None = None) -> list[dict]:
+    precision, batch, rows = sizes.precisions[0], sizes.option_batch, []
+    for kind in STEPS:
+        base, reference = None, []
+        for name, (options, cudnn) in options_for(kind).items():
+            if chosen is not None and name not in chosen and name != "defaults":
+                continue
+            if not budget.left():
+                rows.append({"step": kind, "option": name, "error": "skipped: time budget spent"})
+                continue
+            row = {"option": name} | measure(kind, sizes, batch, precision, device, options,
+                                              cudnn, flops=False, reference=reference)
+            base = row if name == "defaults" else base
+            if base is not None and "error" not in row and "error" not in base:
+                row["vs_defaults"] = row["images_per_s"] / base["images_per_s"]
+            rows.append(row)
+            print(line(row), flush=True)
+        if budget.left():  # what the augmentation costs where hpcue does it: on the device
+            row = {"option": "no augmentation"} | measure(kind, sizes, batch, precision,
+                                                          device, speed.Speed(),
+                                                          augment="none", flops=False)
+            if base is not None and "error" not in row and "error" not in base:
+                row["vs_defaults"] = row["images_per_s"] / base["images_per_s"]
+            rows.append(row)
+            print(line(row), flush=True)
+    return rows
+
+
+class AugmentedInWorkers(torch.utils.data.Dataset):
+    """The shard dataset with the augmentation done per image in the loader's workers (the
+    alternative to hpcue's on the device), yielding float images as such a loader must."""
+
+    def __init__(self, dataset: ShardDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        image, label, index = self.dataset[i]
+        gen = seeded_generator([0, int(i)], torch.device("cpu"))
+        return augment_batch(to_unit(image[None]), "crop_flip", gen)[0], label, index
+
+
+def fabricate_shards(tmp: Path, sizes: Sizes) -> Path:
+    """A prepared shard directory of ``feed_images`` random images at the benchmark's size."""
+    root, out = tmp / "images", tmp / "shards"
+    rng = np.random.default_rng(0)
+    for i in range(sizes.feed_images):
+        folder = root / f"class{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (sizes.image, sizes.image, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:05d}.png", compress_level=0)
+    prepare("imagefolder", root, out, PrepareOptions(image_size=sizes.image, shards=4))
+    return out
+
+
+def feed_rate(dataset, batch: int, workers: int, device: torch.device) -> float:
+    """Images/s of the fastest of two passes after a warm-up pass, each batch copied to the
+    device (from pinned pages on a GPU, as ``runtime.pin_memory`` would)."""
+    loader = make_loader(dataset, batch, shuffle=True, seed=0, num_workers=workers,
+                         pin_memory=device.type == "cuda")
+    best = 0.0
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        t0, seen = time.perf_counter(), 0
+        for images, *_ in loader:
+            images.to(device, non_blocking=True)
+            seen += len(images)
+        synchronize(device)
+        if epoch:
+            best = max(best, seen / (time.perf_counter() - t0))
+    del loader
+    return best
+
+
+def sweep_feed(sizes: Sizes, device: torch.device, consumed: float | None,
+               budget: Budget) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hpcue-feed-") as tmp:
+        shards = open_shards(fabricate_shards(Path(tmp), sizes))
+        for where, dataset in (("device", ShardDataset(shards, "train")),
+                               ("workers", AugmentedInWorkers(ShardDataset(shards, "train")))):
+            for workers in sizes.workers:
+                if not budget.left():
+                    rows.append({"augmentation": where, "workers": workers,
+                                 "error": "skipped: time budget spent"})
+                    continue
+                rate = feed_rate(dataset, sizes.option_batch, workers, device)
+                rows.append({"augmentation": where, "workers": workers, "images_per_s": rate,
+                             "stage1_consumes": consumed,
+                             "keeps_up": None if consumed is None else rate >= consumed})
+                print(f"feed  augmentation in the {where:<8} workers {workers:>2}: "
+                      f"{rate:9.0f} images/s (stage 1 consumes {fmt(consumed, '.0f')})",
+                      flush=True)
+    return rows
+
+
+def profile(sizes: Sizes, device: torch.device) -> dict:
+    """Stage 1's step under torch.profiler: the top kernels by self time on the device (on a
+    CPU, by CPU time), and the device's busy share of the profiled wall time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    precision = sizes.precisions[0]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")
+        step = uc_step(sizes, sizes.option_batch, precision, device)
+        for _ in range(sizes.warmup):
+            step()
+        synchronize(device)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                               if device.type == "cuda" else [])
+        t0 = time.perf_counter()
+        with torch_profile(activities=activities) as prof:
+            for _ in range(sizes.profile_steps):
+                step()
+            synchronize(device)
+        wall = time.perf_counter() - t0
+    on_gpu = device.type == "cuda"
+    events = prof.key_averages()
+
+    def self_us(e) -> float:
+        return float(e.self_device_time_total if on_gpu else e.self_cpu_time_total)
+
+    total = sum(self_us(e) for e in events) or 1.0
+    top = sorted(events, key=self_us, reverse=True)[:10]
+    return {"precision": precision, "batch": sizes.option_batch, "steps": sizes.profile_steps,
+            "wall_s": wall,
+            "device_busy": sum(self_us(e) for e in events) / 1e6 / wall if on_gpu else None,
+            "top": [{"name": e.key, "ms": self_us(e) / 1e3, "share": self_us(e) / total}
+                    for e in top]}
+
+
+def gpu_hours(rows: list[dict], sizes: Sizes) -> dict:
+    """GPU-hours of one stage-1 training at the paper's settings, from the fastest measured
+    rate at the paper's batch (or the largest that ran below it), per training set."""
+    out = {}
+    for name, (config, images) in PAPER_SETS.items():
+        cfg = load_config(configs_dir() / config)
+        ran = [r for r in rows if r["step"] == "stage1" and "error" not in r
+               and r["batch"] <= cfg.train.global_batch_size]
+        if not ran:
+            continue
+        best = max(ran, key=lambda r: (r["batch"], r["images_per_s"]))
+        seconds = cfg.train.epochs * images / best["images_per_s"]
+        out[name] = {"images": images, "epochs": cfg.train.epochs, "batch": best["batch"],
+                     "precision": best["precision"], "images_per_s": best["images_per_s"],
+                     "gpu_hours": seconds / 3600}
+    return out
+
+
+# -- printing ------------------------------------------------------------------------------------
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def line(row: dict) -> str:
+    head = f"{row['step']:<7} {row.get('option', ''):<18} {row.get('precision', ''):<10} " \
+           f"batch {row.get('batch', ''):>4}"
+    if "error" in row:
+        return f"{head}  {row['error']}"
+    return (f"{head}  {row['images_per_s']:9.1f} images/s  {fmt(row.get('tflops'), '7.2f')} "
+            f"TFLOP/s  peak {fmt(row.get('peak_share'), '6.1%')}  "
+            f"mem {fmt(row.get('peak_memory_gib'), '5.1f')} GiB"
+            + (f"  x{row['vs_defaults']:.2f}" if "vs_defaults" in row else "")
+            + ("" if row.get("same_training", True) else
+               f"  WRONG: gradients {row['gradient_difference']:.0%} off the defaults'"))
+
+
+def versions() -> dict:
+    return {"torch": torch.__version__, "cuda": torch.version.cuda,
+            "hip": getattr(torch.version, "hip", None),
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+            else None, "lightning": lightning.__version__, "python": platform.python_version()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="CPU-sized shapes (the test suite's)")
+    ap.add_argument("--json", type=Path, help="write every figure here too")
+    ap.add_argument("--budget-s", type=float, default=210.0,
+                    help="stop measuring after this many seconds; later rows say so")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--options", type=lambda text: text.split(","), default=None,
+                    help="only these option rows, comma-separated (default: every one of "
+                         f"{', '.join([*OPTIONS, 'all of these'])})")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    sizes = TINY if args.tiny else paper_sizes()
+    t0, budget = time.perf_counter(), Budget(args.budget_s)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    print(f"{device_name(device)}; torch {torch.__version__}; {sizes.image} px, "
+          f"{sizes.clusters} generators (width {sizes.width}, {sizes.blocks} blocks), "
+          f"{sizes.surrogate} surrogate, {sizes.victim} victim", flush=True)
+    result: dict = {"started": started, "device": device_name(device), "versions": versions(),
+                    "sizes": asdict(sizes)}
+    # the goal's figures first, then what explains them; the compiles (slowest) come last
+    result["steps"] = sweep_batches(sizes, device, budget)
+    result["hours"] = gpu_hours(result["steps"], sizes)
+    result["profile"] = profile(sizes, device) if budget.left() else None
+    if result["profile"]:
+        p = result["profile"]
+        print(f"profile of stage 1 ({p['precision']}, batch {p['batch']}): device busy "
+              f"{fmt(p['device_busy'], '.0%')} of the wall time", flush=True)
+        for t in p["top"]:
+            print(f"  {t['share']:6.1%} {t['ms']:9.2f} ms  {t['name'][:90]}", flush=True)
+    consumed = next((r["images_per_s"] for r in result["steps"]
+                     if r["step"] == "stage1" and r["batch"] == sizes.option_batch
+                     and r["precision"] == sizes.precisions[0] and "error" not in r), None)
+    result["feed"] = sweep_feed(sizes, device, consumed, budget)
+    if budget.left():
+        with tempfile.TemporaryDirectory(prefix="hpcue-fit-") as tmp:
+            fit = through_lightning(sizes, device, Path(tmp))
+        if consumed is not None and "error" not in fit:
+            fit["vs_bare_step"] = fit["images_per_s"] / consumed
+        result["lightning"] = fit
+        print(f"stage 1 through hpcue's Trainer: {fmt(fit.get('images_per_s'), '.1f')} "
+              f"images/s ({fmt(fit.get('vs_bare_step'), '.2f')} x the bare step); one epoch "
+              f"checkpoint {fmt(fit.get('checkpoint_gib'), '.2f')} GiB saved in "
+              f"{fmt(fit.get('checkpoint_s'), '.2f')} s {fit.get('error', '')}", flush=True)
+    result["options"] = sweep_options(sizes, device, budget, args.options)
+    for name, h in result["hours"].items():
+        print(f"one stage-1 training on {name} ({h['images']} images x {h['epochs']} epochs) "
+              f"at {h['images_per_s']:.0f} images/s (batch {h['batch']}, {h['precision']}): "
+              f"{h['gpu_hours']:.2f} GPU-hours")
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
