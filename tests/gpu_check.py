@@ -9,7 +9,8 @@ on the GPU in bf16 (versions, the GPUs, every stage once in mixed precision) and
 sharded generators in 16-mixed and bf16-mixed (and with LAMB and LARS for a fixed number of
 steps), the bilevel attacks (EM sample-wise in 16-mixed, AUE in bf16), and a CLIP RN50
 surrogate (random weights)
-through clustering and stage 1 in bf16, and an export whose test split is protected on the GPU.
+through clustering and stage 1 in bf16, a run with every ``runtime`` speed option on, and an
+export whose test split is protected on the GPU.
 Exits non-zero with the reason on any failure.
 """
 
@@ -164,6 +165,28 @@ def every_learner(cli: list[str], tmp: Path) -> None:
     print(f"every learner: worst case {results['worst_case_over_learners']}")
 
 
+def every_speed_option(cli: list[str], tmp: Path) -> None:
+    """Stage 1 and the victims with every ``runtime`` speed option on, in bf16 (channels-last
+    surrogate and victims, each part compiled, fused AdamW and SGD, pinned pages), through
+    hpcue's Trainer: it runs, records the options, and its deltas stay bounded."""
+    out = tmp / "speed"
+    sets = tiny_sets(["runtime.accelerator=gpu", "runtime.precision=bf16-mixed",
+                      "runtime.channels_last=true",
+                      "runtime.compile=[generator, surrogate, victim]",
+                      "runtime.fused_optimizer=true", "runtime.pin_memory=true"])
+    proc = subprocess.run([*cli, "run", "--out", str(out), *sets], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+        sys.exit(f"FAILED: every speed option on the GPU\n{proc.stderr[-3000:]}")
+    record = json.loads((out / "stages" / "train.json").read_text())
+    assert record["provenance"]["speed"] | {"cudnn_benchmark": None} == {
+        "channels_last": True, "compile": ["generator", "surrogate", "victim"],
+        "fused_optimizer": True, "pin_memory": True, "cudnn_benchmark": None}, record
+    deltas = torch.load(out / "perturbations.pt", weights_only=True)["deltas"]
+    assert bool(torch.isfinite(deltas).all()) and float(deltas.abs().max()) > 0
+    print(f"every speed option: stage 1 {record['images_per_second']} images/s")
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("no CUDA device visible: run this on a GPU node")
@@ -181,6 +204,7 @@ def main() -> None:
         bilevel_stage1(cli, Path(tmp))
         every_learner(cli, Path(tmp))
         clip_stages(cli, Path(tmp))
+        every_speed_option(cli, Path(tmp))
         one = run(cli, Path(tmp) / "one")
         print(f"one GPU: clean {one['clean_test_acc']}, uc {one['unlearnable_test_acc']}")
         export(cli, Path(tmp) / "one", Path(tmp) / "published")

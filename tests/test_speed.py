@@ -26,9 +26,10 @@ def test_auto_is_off_on_cpus_and_the_measured_defaults_on_gpus():
     assert speed.resolve("auto", "auto", "auto", "auto", on_gpu=False) == Speed()
     assert speed.resolve("auto", "auto", "auto", "auto", on_gpu=True) == GPU_DEFAULTS
     asked = speed.resolve(True, ["surrogate", "generator"], True, True, on_gpu=True)
-    # parts in one order whatever the config's; pinned pages only where there is a GPU
+    # parts in one order whatever the config's; fused steps and pinned pages only on a GPU
     assert asked == Speed(True, ("generator", "surrogate"), True, True)
-    assert speed.resolve(True, [], False, True, on_gpu=False).pin_memory is False
+    on_cpu = speed.resolve(True, ["victim"], True, True, on_gpu=False)
+    assert on_cpu == Speed(True, ("victim",), False, False)
 
 
 def test_the_config_and_training_name_the_same_parts():

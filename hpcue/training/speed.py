@@ -46,7 +46,8 @@ _ACTIVE: Speed | None = None
 def resolve(channels_last: bool | str, compile_parts: Iterable[str] | str,
             fused_optimizer: bool | str, pin_memory: bool | str, on_gpu: bool) -> Speed:
     """The options as ``runtime.*`` sets them; each ``auto`` from ``GPU_DEFAULTS`` on a GPU,
-    off on a CPU (where none of them is known to pay)."""
+    off on a CPU (where none of them is known to pay). Fused steps and pinned pages exist for
+    GPUs only: on a CPU they are off whatever is asked, so the record says what ran."""
     base = GPU_DEFAULTS if on_gpu else Speed()
 
     def pick(value, default):
@@ -55,7 +56,7 @@ def resolve(channels_last: bool | str, compile_parts: Iterable[str] | str,
     parts = base.compile if compile_parts == "auto" else tuple(compile_parts)
     return Speed(channels_last=pick(channels_last, base.channels_last),
                  compile=tuple(p for p in COMPILE_PARTS if p in parts),
-                 fused_optimizer=pick(fused_optimizer, base.fused_optimizer),
+                 fused_optimizer=pick(fused_optimizer, base.fused_optimizer) and on_gpu,
                  pin_memory=pick(pin_memory, base.pin_memory) and on_gpu)
 
 
