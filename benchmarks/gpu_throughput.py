@@ -2,43 +2,54 @@
 
 The first thing to run when a GPU is lent. On the paper's setting (224 px, ten width-64
 generators of 6 blocks, a ResNet-50 surrogate with random weights: speed does not depend on
-them, a ResNet-18 victim) it measures, in one run:
+them, a ResNet-18 victim) it measures, in one run, under the run's own defaults on that device
+(on a GPU ``runtime.deterministic: auto`` is ``warn``: deterministic kernels, no autotuning):
 
     steps     stage 1's step (hpcue's UCModule: generators, perturbation, surrogate, the UC loss,
-              backward, AdamW) and the victim's step (its ResNet-18, SGD), each at several
-              batch sizes in both mixed precisions: steady-state images/s (CUDA events over
-              --steps steps after --warmup), achieved TFLOP/s from the FLOPs of one step
-              (torch's FlopCounterMode), that as a share of the card's dense peak (PEAKS; an
-              unknown card gets TFLOP/s only), and peak memory
-    options   each option of training/speed.py on its own and all together, side by side with
-              the defaults at one batch: channels_last, torch.compile of each part, fused
-              optimizers, and cuDNN's autotuning; and the augmentation's cost on the device
-    feed      images/s the HDF5 loader delivers at 224 px (hpcue's ShardDataset and loader, its
-              workers, pinned pages on a GPU, the copy to the device), against what stage 1's
-              step consumes: is the GPU starved? And the same with the augmentation in the
-              workers instead of on the device
+              backward, AdamW) and the victim's step (a VictimEnsemble of one ResNet-18, SGD),
+              each at several batch sizes in both mixed precisions: steady-state images/s
+              (CUDA events over 20 steps after 5 warm-up steps), achieved TFLOP/s from the FLOPs
+              of one step (torch's FlopCounterMode), that as a share of the card's dense peak
+              (PEAKS; an unknown card gets TFLOP/s only), and peak memory
     profile   the top kernels of stage 1's step by device time (torch.profiler), and how busy
               the device was over those steps
+    feed      images/s the HDF5 loader delivers at 224 px (hpcue's ShardDataset and loader, the
+              paper config's workers and twice that, pinned pages or not, the copy to the
+              device), against what stage 1's step consumes: is the GPU starved? And the same
+              with the augmentation in the workers instead of on the device, as hpcue does it
+    trainer   stage 1 through hpcue's own Trainer (its callbacks, logging, progress) against the
+              bare step, and one epoch checkpoint's save
+    options   each option of training/speed.py, runtime.deterministic: false, and cuDNN's
+              autotuning (which needs it), each alone and all together, side by side with the
+              defaults at one batch; and the augmentation's cost on the device. Each option
+              row also says whether it trains the same: its gradients against the defaults'
+              (a tolerance of twice the gap between the mixed precision and fp32, at least
+              1e-3) and its optimizer's update from the same gradients (1e-3). An option that
+              changes either is printed WRONG and must never become a default
     hours     what the figures mean: GPU-hours of one stage-1 training on Oxford-IIIT Pet and
-              on PathMNIST at the paper's settings (configs/paper-*.yaml)
+              on PathMNIST at the paper's settings (configs/paper-*.yaml), at the measured rate
 
-    python benchmarks/gpu_throughput.py [--json OUT] [--budget-s 210]
+    python benchmarks/gpu_throughput.py [--json OUT] [--budget-s 180]
     python benchmarks/gpu_throughput.py --tiny      # CPU-sized, for the test suite
 
 Steps run on fixed batches already on the device, so the feed is measured apart from them.
-Anything that fails (out of memory, a compile error) is a row saying so, not the end of the run.
+Anything that fails (out of memory, a compile error) is a row saying so, not the end of the
+run; ``--json`` is rewritten after every section, so a run cut short keeps what it measured.
+The budget is checked between rows: the compiles come last, and one may run past it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,15 +72,19 @@ from hpcue.evaluation.ensemble import VictimEnsemble, identity
 from hpcue.models.generator import ClusterGenerators
 from hpcue.models.surrogate import IMAGENET_MEAN, IMAGENET_STD, Surrogate
 from hpcue.models.victims import build_victim
+from hpcue.stages.provenance import device_name
 from hpcue.sweep.shipped import configs_dir
 from hpcue.training import speed
 from hpcue.training.batches import augment_batch, seeded_generator
+from hpcue.training.micro_batch import random_batch
 from hpcue.training.optimizers import make_optimizer
+from hpcue.training.precision import resolve_deterministic
 from hpcue.training.trainer import TrainerSettings, make_trainer
 
 #: dense (no sparsity) tensor-core peak in TFLOP/s per device torch sees, by a piece of its
-#: name, most specific first; from the vendors' data sheets. An MI250X shows as two devices
-#: (one per die), each with half the card's 383.
+#: name, most specific first; from the vendors' data sheets. An MI250X (MI250) shows as two
+#: devices, one per die, each with half the card's 383 (362). A GH200 matches H200: the same
+#: 989.
 PEAKS: tuple[tuple[str, dict[str, float]], ...] = (
     ("H200 NVL", {"bf16-mixed": 835.0, "16-mixed": 835.0}),
     ("H200", {"bf16-mixed": 989.0, "16-mixed": 989.0}),
@@ -77,9 +92,11 @@ PEAKS: tuple[tuple[str, dict[str, float]], ...] = (
     ("H100 PCIe", {"bf16-mixed": 756.0, "16-mixed": 756.0}),
     ("H100", {"bf16-mixed": 989.0, "16-mixed": 989.0}),
     ("A100", {"bf16-mixed": 312.0, "16-mixed": 312.0}),
-    ("V100-PCIE", {"16-mixed": 112.0}),  # no bf16 tensor cores
+    ("V100S", {"16-mixed": 130.0}),  # no bf16 tensor cores on any V100
+    ("V100-PCIE", {"16-mixed": 112.0}),
     ("V100", {"16-mixed": 125.0}),
     ("MI250X", {"bf16-mixed": 191.5, "16-mixed": 191.5}),
+    ("MI250", {"bf16-mixed": 181.0, "16-mixed": 181.0}),
 )
 DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None}
 #: the training sets the GPU-hours are for: the paper configs, and their training images
@@ -135,12 +152,10 @@ def paper_sizes() -> Sizes:
 
 # -- the steps -----------------------------------------------------------------------------------
 
-def random_batch(n: int, sizes: Sizes, device: torch.device):
-    gen = torch.Generator().manual_seed(n)
-    images = torch.randint(0, 256, (n, 3, sizes.image, sizes.image), dtype=torch.uint8,
-                           generator=gen)
-    return (images.to(device), torch.randint(0, sizes.classes, (n,), generator=gen).to(device),
-            torch.arange(n, device=device))
+def batch_on(device: torch.device, n: int, sizes: Sizes):
+    """A random training batch (uint8 images, labels, ids) on the device, as the micro-batch
+    probe makes one."""
+    return tuple(t.to(device) for t in random_batch(n, sizes.image, sizes.classes, n))
 
 
 class Step:
@@ -186,14 +201,12 @@ def uc_step(sizes: Sizes, batch: int, precision: str, device: torch.device,
             augment: str = "crop_flip") -> Step:
     """Stage 1's step: hpcue's UCModule over K generators and the surrogate."""
     module = uc_module(sizes, batch, augment)
-    for part, parts in module.speed_parts().items():
-        for m in parts:
-            speed.prepare(m, part)
+    speed.apply(module)  # what SpeedUp does in a Trainer, under the options being measured
     module.to(device)
     module.on_fit_start()
-    batch_on = module.on_after_batch_transfer(random_batch(batch, sizes, device), 0)
+    batch = module.on_after_batch_transfer(batch_on(device, batch, sizes), 0)
     optimizer = make_optimizer("adamw", module.generators, 1e-4, 5e-4)
-    return Step(lambda: module.training_step(batch_on, 0), optimizer, precision, device,
+    return Step(lambda: module.training_step(batch, 0), optimizer, precision, device,
                 module.on_before_optimizer_step)
 
 
@@ -204,15 +217,13 @@ def victim_step(sizes: Sizes, batch: int, precision: str, device: torch.device,
     ensemble = VictimEnsemble([build_victim(sizes.victim, sizes.classes, sizes.image)],
                               ["uc"], [0], [identity], lr=0.1, momentum=0.9, weight_decay=5e-4,
                               augment=augment)
-    for part, parts in ensemble.speed_parts().items():
-        for m in parts:
-            speed.prepare(m, part)
+    speed.apply(ensemble)
     ensemble.to(device)
-    batch_on = {"uc": random_batch(batch, sizes, device)}
+    batches = {"uc": batch_on(device, batch, sizes)}
     members = ensemble.members.parameters
     optimizer = torch.optim.SGD(members(), lr=0.1, momentum=0.9, weight_decay=5e-4,
-                                **speed.fused(members()))
-    return Step(lambda: ensemble.training_step(batch_on, 0), optimizer, precision, device)
+                                **speed.fused(members()))  # as VictimEnsemble configures it
+    return Step(lambda: ensemble.training_step(batches, 0), optimizer, precision, device)
 
 
 STEPS = {"stage1": uc_step, "victim": victim_step}
@@ -237,7 +248,8 @@ class SteadyClock(Callback):
         self.seconds = time.perf_counter() - self.t0
 
 
-def through_lightning(sizes: Sizes, device: torch.device, tmp: Path) -> dict:
+def through_lightning(sizes: Sizes, device: torch.device, tmp: Path,
+                      deterministic: bool | str) -> dict:
     """Stage 1 as ``hpcue train`` runs it: the same module fitted by hpcue's Trainer (its
     callbacks, progress display, logging) over in-memory batches at the options' batch, and
     one epoch checkpoint's save, which a short epoch pays once an epoch."""
@@ -252,7 +264,8 @@ def through_lightning(sizes: Sizes, device: torch.device, tmp: Path) -> dict:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore")
         module = uc_module(sizes, n)
-        trainer = make_trainer(TrainerSettings(precision, False, 600.0), tmp / "checkpoints",
+        trainer = make_trainer(TrainerSettings(precision, deterministic, 600.0),
+                               tmp / "checkpoints",
                                tmp / "logs", "stage1", 1, callbacks=[clock])
         try:
             trainer.fit(module, loader)
@@ -260,7 +273,7 @@ def through_lightning(sizes: Sizes, device: torch.device, tmp: Path) -> dict:
             trainer.save_checkpoint(tmp / "one.ckpt")
             saved = time.perf_counter() - t0
         except Exception as exc:
-            return row | {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+            return row | {"error": error(exc)}
     size = (tmp / "one.ckpt").stat().st_size
     return row | {"images_per_s": clock.images / clock.seconds,
                   "checkpoint_s": saved, "checkpoint_gib": size / 2**30}
@@ -293,19 +306,34 @@ def timed(step: Step, warmup: int, steps: int) -> tuple[float, int | None]:
     return start.elapsed_time(end) / 1000 / steps, torch.cuda.max_memory_allocated(device)
 
 
+def trained(step: Step) -> list[torch.Tensor]:
+    return [p for group in step.optimizer.param_groups for p in group["params"]]
+
+
 def gradients(step: Step) -> list[torch.Tensor]:
     """One forward and backward's gradients of everything the step trains (not stepped)."""
     step.loss().backward()
-    params = [p for group in step.optimizer.param_groups for p in group["params"]]
     grads = [torch.zeros_like(p, dtype=torch.float32) if p.grad is None
-             else p.grad.detach().float().clone() for p in params]
+             else p.grad.detach().float().clone() for p in trained(step)]
     step.optimizer.zero_grad(set_to_none=True)
     return grads
 
 
+def update_from(step: Step, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The optimizer's update of one step from the given gradients (laid out as autograd
+    lays them out, like their parameters: a fused step reads memory as it lies)."""
+    params = trained(step)
+    before = [p.detach().float().clone() for p in params]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = torch.empty_like(p).copy_(g)
+    step.optimizer.step()
+    step.optimizer.zero_grad(set_to_none=True)
+    return [p.detach().float() - b for p, b in zip(params, before, strict=True)]
+
+
 def relative_difference(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
-    """|g - g_ref| / |g_ref| over every trained tensor at once: float order and mixed
-    precision move it by well under a percent; a wrong gradient moves it by its own size."""
+    """|g - g_ref| / |g_ref| over every trained tensor at once: float order moves it by far
+    less than a percent; a wrong gradient by its own size."""
     diff = sum(float((g - r).double().square().sum()) for g, r in zip(grads, reference,
                                                                       strict=True))
     norm = sum(float(r.double().square().sum()) for r in reference)
@@ -320,80 +348,131 @@ def step_flops(step: Step) -> int:
     return counter.get_total_flops()
 
 
-#: the largest relative gradient difference to the defaults that counts as the same training
-SAME_TRAINING = 0.05
+#: the smallest gradient tolerance, and the update's: float order alone stays far below
+SAME_TRAINING = 1e-3
+
+
+@dataclass
+class Reference:
+    """The defaults' training of one step kind, for the option rows to be checked against:
+    gradients in the timed precision, the optimizer's update from them, and the tolerance
+    (twice the mixed precision's own distance from fp32, at least ``SAME_TRAINING``)."""
+
+    grads: list[torch.Tensor]
+    update: list[torch.Tensor]
+    tolerance: float
+
+
+def error(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {(lines[0] if lines else repr(exc))[:200]}"
+
+
+@contextmanager
+def torch_flags(deterministic: bool, cudnn_benchmark: bool) -> Iterator[None]:
+    """The flags a Trainer sets for ``runtime.deterministic`` (truthy: deterministic kernels,
+    warning where there is none) and cuDNN's autotuning, put back afterwards."""
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = False
 
 
 def measure(kind: str, sizes: Sizes, batch: int, precision: str, device: torch.device,
-            options: speed.Speed, cudnn_benchmark: bool = False, augment: str = "crop_flip",
-            flops: bool = True, reference: list[torch.Tensor] | None = None) -> dict:
+            options: speed.Speed, *, deterministic: bool, cudnn_benchmark: bool = False,
+            augment: str = "crop_flip", flops: bool = True,
+            reference: Reference | None = None) -> dict:
     """One row: the step built and timed under ``options``; a failure is the row's error.
-    With ``reference`` (the defaults' gradients, a list this fills when empty), the row says
-    whether the options train the same: an option that changes the gradients is no speed-up."""
+    With ``reference``, the row says whether the options train as the defaults do."""
     row = {"step": kind, "batch": batch, "precision": precision}
     speed.activate(options)
-    torch.backends.cudnn.benchmark = cudnn_benchmark
     try:
-        with warnings.catch_warnings():  # self.log outside a Trainer: nothing to log
+        with torch_flags(deterministic, cudnn_benchmark), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*self.log.*")
             step = STEPS[kind](sizes, batch, precision, device, augment)
             counted = step_flops(step) if flops else None
             if reference is not None:
                 grads = gradients(step)
-                if not reference:
-                    reference.extend(grads)
-                difference = relative_difference(grads, reference)
-                row |= {"gradient_difference": difference,
-                        "same_training": difference <= SAME_TRAINING}
+                moved = relative_difference(grads, reference.grads)
+                update = relative_difference(update_from(step, reference.grads),
+                                             reference.update)
+                row |= {"gradient_difference": moved, "update_difference": update,
+                        "tolerance": reference.tolerance,
+                        "same_training": moved <= reference.tolerance
+                        and update <= SAME_TRAINING}
             seconds, peak = timed(step, sizes.warmup, sizes.steps)
     except Exception as exc:  # an out-of-memory or a compile failure is a figure too
-        return row | {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        return row | {"error": error(exc)}
     finally:
         speed.activate(speed.Speed())
-        torch.backends.cudnn.benchmark = False
         if device.type == "cuda":
             torch.cuda.empty_cache()
     row |= {"seconds_per_step": seconds, "images_per_s": batch / seconds,
             "peak_memory_gib": None if peak is None else peak / 2**30}
     if counted is not None:
         tflops = counted / seconds / 1e12
-        peak_tflops = dense_peak(device_name(device), precision)
+        peak_tflops = dense_peak(device_name(str(device)), precision)
         row |= {"flops_per_step": counted, "tflops": tflops,
                 "peak_share": None if peak_tflops is None else tflops / peak_tflops}
     return row
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()})"
+def reference(kind: str, sizes: Sizes, device: torch.device, deterministic: bool) -> Reference:
+    """The defaults' gradients and update at the options' batch and precision, and the gap
+    between those gradients and fp32's (with TF32 off), which sets the tolerance."""
+    precision, batch = sizes.precisions[0], sizes.option_batch
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with torch_flags(deterministic, False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")
+        step = STEPS[kind](sizes, batch, precision, device)
+        grads = gradients(step)
+        update = update_from(step, grads)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            exact = gradients(STEPS[kind](sizes, batch, "32-true", device))
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    gap = relative_difference(grads, exact)
+    return Reference(grads, update, max(SAME_TRAINING, 2 * gap))
 
 
 # -- what is measured ----------------------------------------------------------------------------
 
-#: each option alone, then all together (``cudnn`` is torch.backends.cudnn.benchmark)
-OPTIONS: dict[str, tuple[dict, bool]] = {
-    "defaults": ({}, False),
-    "channels_last": ({"channels_last": True}, False),
-    "cudnn.benchmark": ({}, True),
-    "fused optimizer": ({"fused_optimizer": True}, False),
-    "compile generator": ({"compile": ("generator",)}, False),
-    "compile surrogate": ({"compile": ("surrogate",)}, False),
-    "compile victim": ({"compile": ("victim",)}, False),
+@dataclass(frozen=True)
+class Option:
+    """One option row: the speed options, and the run's deterministic setting (None: the
+    device's default) and cuDNN autotuning, which hpcue turns on exactly when not
+    deterministic (pipeline.start)."""
+
+    fields: dict
+    deterministic: bool | None = None
+
+    def speed(self) -> speed.Speed:
+        return speed.Speed(**self.fields)
+
+
+#: each option alone, then all together
+OPTIONS: dict[str, Option] = {
+    "defaults": Option({}),
+    "not deterministic": Option({}, deterministic=False),  # with cuDNN's autotuning
+    "channels_last": Option({"channels_last": True}),
+    "fused optimizer": Option({"fused_optimizer": True}),
+    "compile generator": Option({"compile": ("generator",)}),
+    "compile surrogate": Option({"compile": ("surrogate",)}),
+    "compile victim": Option({"compile": ("victim",)}),
 }
 COMPILES = {"stage1": ("generator", "surrogate"), "victim": ("victim",)}
 
 
-def options_for(kind: str) -> dict[str, tuple[speed.Speed, bool]]:
+def options_for(kind: str) -> dict[str, Option]:
     """The option rows of one step: those that act on it, and all of them together."""
-    out = {}
-    for name, (fields, cudnn) in OPTIONS.items():
-        parts = fields.get("compile", ())
-        if parts and not set(parts) <= set(COMPILES[kind]):
-            continue
-        out[name] = (speed.Speed(**fields), cudnn)
-    out["all of these"] = (speed.Speed(channels_last=True, compile=COMPILES[kind],
-                                       fused_optimizer=True), True)
+    out = {name: o for name, o in OPTIONS.items()
+           if set(o.fields.get("compile", ())) <= set(COMPILES[kind])}
+    out["all of these"] = Option({"channels_last": True, "fused_optimizer": True,
+                                  "compile": COMPILES[kind]}, deterministic=False)
     return out
 
 
@@ -407,42 +486,51 @@ class Budget:
         return time.monotonic() < self.end
 
 
-def sweep_batches(sizes: Sizes, device: torch.device, budget: Budget) -> list[dict]:
+SKIPPED = "skipped: time budget spent"
+
+
+def sweep_batches(sizes: Sizes, device: torch.device, budget: Budget,
+                  deterministic: bool) -> list[dict]:
     rows = []
     for precision in sizes.precisions:
         for kind in STEPS:
             for batch in sizes.batches:
                 if not budget.left():
                     rows.append({"step": kind, "batch": batch, "precision": precision,
-                                 "error": "skipped: time budget spent"})
+                                 "error": SKIPPED})
                     continue
-                rows.append(measure(kind, sizes, batch, precision, device, speed.Speed()))
+                rows.append(measure(kind, sizes, batch, precision, device, speed.Speed(),
+                                    deterministic=deterministic))
                 print(line(rows[-1]), flush=True)
     return rows
 
 
-def sweep_options(sizes: Sizes, device: torch.device, budget: Budget,
+def sweep_options(sizes: Sizes, device: torch.device, budget: Budget, deterministic: bool,
                   chosen: list[str] | None = None) -> list[dict]:
     precision, batch, rows = sizes.precisions[0], sizes.option_batch, []
     for kind in STEPS:
-        base, reference = None, []
-        for name, (options, cudnn) in options_for(kind).items():
-            if chosen is not None and name not in chosen and name != "defaults":
-                continue
+        if not budget.left():
+            rows.append({"step": kind, "option": "defaults", "error": SKIPPED})
+            continue
+        try:
+            ref = reference(kind, sizes, device, deterministic)
+        except Exception as exc:
+            rows.append({"step": kind, "option": "defaults", "error": error(exc)})
+            continue
+        base = None
+        named = [(name, o, "crop_flip") for name, o in options_for(kind).items()
+                 if chosen is None or name in chosen or name == "defaults"]
+        # what the augmentation costs where hpcue does it: on the device
+        for name, option, augment in [*named, ("no augmentation", Option({}), "none")]:
             if not budget.left():
-                rows.append({"step": kind, "option": name, "error": "skipped: time budget spent"})
+                rows.append({"step": kind, "option": name, "error": SKIPPED})
                 continue
-            row = {"option": name} | measure(kind, sizes, batch, precision, device, options,
-                                              cudnn, flops=False, reference=reference)
+            det = deterministic if option.deterministic is None else option.deterministic
+            row = {"option": name} | measure(
+                kind, sizes, batch, precision, device, option.speed(), deterministic=det,
+                cudnn_benchmark=not det, augment=augment, flops=False,
+                reference=ref if augment == "crop_flip" else None)
             base = row if name == "defaults" else base
-            if base is not None and "error" not in row and "error" not in base:
-                row["vs_defaults"] = row["images_per_s"] / base["images_per_s"]
-            rows.append(row)
-            print(line(row), flush=True)
-        if budget.left():  # what the augmentation costs where hpcue does it: on the device
-            row = {"option": "no augmentation"} | measure(kind, sizes, batch, precision,
-                                                          device, speed.Speed(),
-                                                          augment="none", flops=False)
             if base is not None and "error" not in row and "error" not in base:
                 row["vs_defaults"] = row["images_per_s"] / base["images_per_s"]
             rows.append(row)
@@ -479,11 +567,11 @@ def fabricate_shards(tmp: Path, sizes: Sizes) -> Path:
     return out
 
 
-def feed_rate(dataset, batch: int, workers: int, device: torch.device) -> float:
+def feed_rate(dataset, batch: int, workers: int, device: torch.device, pinned: bool) -> float:
     """Images/s of the fastest of two passes after a warm-up pass, each batch copied to the
-    device (from pinned pages on a GPU, as ``runtime.pin_memory`` would)."""
+    device (from pinned pages where ``pinned``, as ``runtime.pin_memory`` makes them)."""
     loader = make_loader(dataset, batch, shuffle=True, seed=0, num_workers=workers,
-                         pin_memory=device.type == "cuda")
+                         pin_memory=pinned)
     best = 0.0
     for epoch in range(3):
         loader.sampler.set_epoch(epoch)
@@ -503,31 +591,35 @@ def sweep_feed(sizes: Sizes, device: torch.device, consumed: float | None,
     rows = []
     with tempfile.TemporaryDirectory(prefix="hpcue-feed-") as tmp:
         shards = open_shards(fabricate_shards(Path(tmp), sizes))
+        pinning = (True, False) if device.type == "cuda" else (False,)  # pages pin on GPUs
         for where, dataset in (("device", ShardDataset(shards, "train")),
                                ("workers", AugmentedInWorkers(ShardDataset(shards, "train")))):
             for workers in sizes.workers:
-                if not budget.left():
-                    rows.append({"augmentation": where, "workers": workers,
-                                 "error": "skipped: time budget spent"})
-                    continue
-                rate = feed_rate(dataset, sizes.option_batch, workers, device)
-                rows.append({"augmentation": where, "workers": workers, "images_per_s": rate,
-                             "stage1_consumes": consumed,
-                             "keeps_up": None if consumed is None else rate >= consumed})
-                print(f"feed  augmentation in the {where:<8} workers {workers:>2}: "
-                      f"{rate:9.0f} images/s (stage 1 consumes {fmt(consumed, '.0f')})",
-                      flush=True)
+                for pinned in pinning if where == "device" else pinning[:1]:
+                    row = {"augmentation": where, "workers": workers, "pinned": pinned}
+                    if not budget.left():
+                        rows.append(row | {"error": SKIPPED})
+                        continue
+                    rate = feed_rate(dataset, sizes.option_batch, workers, device, pinned)
+                    rows.append(row | {"images_per_s": rate, "stage1_consumes": consumed,
+                                       "keeps_up": None if consumed is None
+                                       else rate >= consumed})
+                    print(f"feed  augmentation in the {where:<8} workers {workers:>2} "
+                          f"pinned {pinned!s:<5}: {rate:9.0f} images/s (stage 1 consumes "
+                          f"{fmt(consumed, '.0f')})", flush=True)
     return rows
 
 
-def profile(sizes: Sizes, device: torch.device) -> dict:
-    """Stage 1's step under torch.profiler: the top kernels by self time on the device (on a
-    CPU, by CPU time), and the device's busy share of the profiled wall time."""
+def profile(sizes: Sizes, device: torch.device, deterministic: bool) -> dict:
+    """Stage 1's step under torch.profiler: the top kernels by their time on the device (on a
+    CPU, the top operators by self CPU time), and the device's busy share of the profiled wall
+    time (kernel time over wall time: below 1, the GPU waited for the host)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     precision = sizes.precisions[0]
-    with warnings.catch_warnings():
+    with torch_flags(deterministic, False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*self.log.*")
         step = uc_step(sizes, sizes.option_batch, precision, device)
         for _ in range(sizes.warmup):
@@ -542,21 +634,27 @@ def profile(sizes: Sizes, device: torch.device) -> dict:
             synchronize(device)
         wall = time.perf_counter() - t0
     on_gpu = device.type == "cuda"
-    events = prof.key_averages()
+    if on_gpu:  # the kernels alone: an operator's time on the device is its kernels' again
+        events = [e for e in prof.key_averages()
+                  if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
 
-    def self_us(e) -> float:
-        return float(e.self_device_time_total if on_gpu else e.self_cpu_time_total)
+        def self_us(e) -> float:
+            return float(e.self_device_time_total)
+    else:
+        events = list(prof.key_averages())
 
-    total = sum(self_us(e) for e in events) or 1.0
+        def self_us(e) -> float:
+            return float(e.self_cpu_time_total)
+
+    busy = sum(self_us(e) for e in events)
     top = sorted(events, key=self_us, reverse=True)[:10]
     return {"precision": precision, "batch": sizes.option_batch, "steps": sizes.profile_steps,
-            "wall_s": wall,
-            "device_busy": sum(self_us(e) for e in events) / 1e6 / wall if on_gpu else None,
-            "top": [{"name": e.key, "ms": self_us(e) / 1e3, "share": self_us(e) / total}
+            "wall_s": wall, "device_busy": busy / 1e6 / wall if on_gpu else None,
+            "top": [{"name": e.key, "ms": self_us(e) / 1e3, "share": self_us(e) / (busy or 1.0)}
                     for e in top]}
 
 
-def gpu_hours(rows: list[dict], sizes: Sizes) -> dict:
+def gpu_hours(rows: list[dict]) -> dict:
     """GPU-hours of one stage-1 training at the paper's settings, from the fastest measured
     rate at the paper's batch (or the largest that ran below it), per training set."""
     out = {}
@@ -590,7 +688,8 @@ def line(row: dict) -> str:
             f"mem {fmt(row.get('peak_memory_gib'), '5.1f')} GiB"
             + (f"  x{row['vs_defaults']:.2f}" if "vs_defaults" in row else "")
             + ("" if row.get("same_training", True) else
-               f"  WRONG: gradients {row['gradient_difference']:.0%} off the defaults'"))
+               f"  WRONG: gradients {row['gradient_difference']:.2%} off the defaults' "
+               f"(tolerance {row['tolerance']:.2%}), update {row['update_difference']:.2%}"))
 
 
 def versions() -> dict:
@@ -603,9 +702,9 @@ def versions() -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="CPU-sized shapes (the test suite's)")
-    ap.add_argument("--json", type=Path, help="write every figure here too")
-    ap.add_argument("--budget-s", type=float, default=210.0,
-                    help="stop measuring after this many seconds; later rows say so")
+    ap.add_argument("--json", type=Path, help="write every figure here too, after each section")
+    ap.add_argument("--budget-s", type=float, default=180.0,
+                    help="stop starting rows after this many seconds; later rows say so")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--options", type=lambda text: text.split(","), default=None,
                     help="only these option rows, comma-separated (default: every one of "
@@ -614,29 +713,43 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     sizes = TINY if args.tiny else paper_sizes()
     t0, budget = time.perf_counter(), Budget(args.budget_s)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    print(f"{device_name(device)}; torch {torch.__version__}; {sizes.image} px, "
-          f"{sizes.clusters} generators (width {sizes.width}, {sizes.blocks} blocks), "
-          f"{sizes.surrogate} surrogate, {sizes.victim} victim", flush=True)
-    result: dict = {"started": started, "device": device_name(device), "versions": versions(),
-                    "sizes": asdict(sizes)}
+    # the run's own default on this device (GPU: warn), as every Trainer sets it
+    chosen = resolve_deterministic("auto", device.type == "cuda")
+    deterministic = bool(chosen)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what Lightning sets for it
+    name = device_name(str(device))
+    print(f"{name}; torch {torch.__version__}; {sizes.image} px, {sizes.clusters} generators "
+          f"(width {sizes.width}, {sizes.blocks} blocks), {sizes.surrogate} surrogate, "
+          f"{sizes.victim} victim; runtime.deterministic auto = {chosen}", flush=True)
+    result: dict = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "device": name, "versions": versions(), "sizes": asdict(sizes),
+                    "deterministic": chosen}
+
+    def save() -> None:
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+
     # the goal's figures first, then what explains them; the compiles (slowest) come last
-    result["steps"] = sweep_batches(sizes, device, budget)
-    result["hours"] = gpu_hours(result["steps"], sizes)
-    result["profile"] = profile(sizes, device) if budget.left() else None
+    result["steps"] = sweep_batches(sizes, device, budget, deterministic)
+    result["hours"] = gpu_hours(result["steps"])
+    save()
+    result["profile"] = profile(sizes, device, deterministic) if budget.left() else None
     if result["profile"]:
         p = result["profile"]
         print(f"profile of stage 1 ({p['precision']}, batch {p['batch']}): device busy "
               f"{fmt(p['device_busy'], '.0%')} of the wall time", flush=True)
         for t in p["top"]:
             print(f"  {t['share']:6.1%} {t['ms']:9.2f} ms  {t['name'][:90]}", flush=True)
+    save()
     consumed = next((r["images_per_s"] for r in result["steps"]
                      if r["step"] == "stage1" and r["batch"] == sizes.option_batch
                      and r["precision"] == sizes.precisions[0] and "error" not in r), None)
     result["feed"] = sweep_feed(sizes, device, consumed, budget)
+    save()
     if budget.left():
         with tempfile.TemporaryDirectory(prefix="hpcue-fit-") as tmp:
-            fit = through_lightning(sizes, device, Path(tmp))
+            fit = through_lightning(sizes, device, Path(tmp), chosen)
         if consumed is not None and "error" not in fit:
             fit["vs_bare_step"] = fit["images_per_s"] / consumed
         result["lightning"] = fit
@@ -644,14 +757,13 @@ def main(argv: list[str] | None = None) -> int:
               f"images/s ({fmt(fit.get('vs_bare_step'), '.2f')} x the bare step); one epoch "
               f"checkpoint {fmt(fit.get('checkpoint_gib'), '.2f')} GiB saved in "
               f"{fmt(fit.get('checkpoint_s'), '.2f')} s {fit.get('error', '')}", flush=True)
-    result["options"] = sweep_options(sizes, device, budget, args.options)
-    for name, h in result["hours"].items():
-        print(f"one stage-1 training on {name} ({h['images']} images x {h['epochs']} epochs) "
-              f"at {h['images_per_s']:.0f} images/s (batch {h['batch']}, {h['precision']}): "
-              f"{h['gpu_hours']:.2f} GPU-hours")
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        save()
+    result["options"] = sweep_options(sizes, device, budget, deterministic, args.options)
+    for set_name, h in result["hours"].items():
+        print(f"one stage-1 training on {set_name} ({h['images']} images x {h['epochs']} "
+              f"epochs) at {h['images_per_s']:.0f} images/s (batch {h['batch']}, "
+              f"{h['precision']}): {h['gpu_hours']:.2f} GPU-hours", flush=True)
+    save()
     return 0
 
 

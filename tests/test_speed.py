@@ -101,8 +101,14 @@ def test_a_compiled_part_keeps_its_checkpoint_keys():
     module = tiny_uc()
     keys = list(module.state_dict())
     SpeedUp(Speed(compile=("generator",))).setup(None, module, "fit")
-    assert all(g._compiled_call_impl is not None for g in module.generators.generators)
+    compiled = [g._compiled_call_impl for g in module.generators.generators]
+    assert all(c is not None for c in compiled)
     assert list(module.state_dict()) == keys
+    tiny_uc().load_state_dict(module.state_dict(), strict=True)
+    module.load_state_dict(tiny_uc().state_dict(), strict=True)
+    # a second setup (a Trainer's test after its fit) compiles nothing again
+    SpeedUp(Speed(compile=("generator",))).setup(None, module, "fit")
+    assert [g._compiled_call_impl for g in module.generators.generators] == compiled
 
 
 def test_no_options_leave_a_module_as_it_is():
@@ -113,11 +119,29 @@ def test_no_options_leave_a_module_as_it_is():
     assert all(torch.equal(v, module.state_dict()[k]) for k, v in before.items())
 
 
+class OnGpu:
+    """A parameter as ``fused`` sees one: where it lives."""
+
+    is_cuda = True
+
+
 def test_fused_asks_only_for_parameters_on_a_gpu():
     params = list(torch.nn.Linear(2, 2).parameters())
     speed.activate(Speed(fused_optimizer=True))
     try:
-        assert speed.fused(params) == {}  # CPU parameters: torch's fused step is CUDA's
+        assert speed.fused([OnGpu(), OnGpu()]) == {"fused": True}
+        assert speed.fused([OnGpu(), *params]) == {}  # torch's fused step is CUDA's
     finally:
         speed.activate(Speed())
-    assert speed.fused(params) == {}
+    assert speed.fused([OnGpu()]) == {}  # not asked for
+
+
+def test_stage_ones_adamw_takes_the_fused_step(monkeypatch):
+    """make_optimizer passes what ``fused`` says on (torch also has a fused AdamW for CPUs,
+    so the pass-through is checked here; which parameters get it, above)."""
+    from hpcue.training import optimizers
+
+    module = torch.nn.Linear(2, 2)
+    assert not optimizers.make_optimizer("adamw", module, 1e-3, 0.0).defaults["fused"]
+    monkeypatch.setattr(optimizers, "fused", lambda params: {"fused": True})
+    assert optimizers.make_optimizer("adamw", module, 1e-3, 0.0).defaults["fused"] is True

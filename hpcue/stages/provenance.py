@@ -68,7 +68,8 @@ def git_commit() -> dict[str, Any]:
     return {"git_commit": head, "git_dirty": bool(dirty)}
 
 
-def _device_name(device: str) -> str:
+def device_name(device: str) -> str:
+    """A device as a person names it: the GPU's model, or the CPU's."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     return f"cpu ({platform.processor() or platform.machine()})"
@@ -77,7 +78,7 @@ def _device_name(device: str) -> str:
 def environment(topo: Topology) -> dict[str, Any]:
     """Who ran a stage: hpcue and library versions, the hosts and devices of every rank, the
     speed options (a collective: every rank calls it)."""
-    ranks = collectives.gather_objects((socket.gethostname(), _device_name(topo.device)))
+    ranks = collectives.gather_objects((socket.gethostname(), device_name(topo.device)))
     return {
         "hpcue_version": hpcue.__version__, **git_commit(),
         "python": platform.python_version(), "torch": torch.__version__,

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 
 from hpcue.errors import ConfigError
+from hpcue.training import speed
 from hpcue.training.batch_plan import BatchPlan
 
 #: the error a device raises when it is out of memory (CUDA; ROCm builds raise the same class)
@@ -89,10 +90,14 @@ def random_batch(size: int, image_size: int, num_classes: int,
 def step_trial(module: L.LightningModule, batch_of: Callable[[int], Any],
                device: torch.device) -> Callable[[int], None]:
     """One forward and backward pass of ``module`` at a micro batch, as Lightning would run it
-    (fit start hook, batch transfer hook, training step), on a copy: the module itself keeps
-    its weights, batch-norm statistics and step state untouched."""
+    (fit start hook, batch transfer hook, training step), on a copy in the memory format the
+    speed options give it (not compiled: compiling a copy would cost a compile and change
+    little of its memory): the module itself keeps its weights, batch-norm statistics and step
+    state untouched."""
     def trial(micro: int) -> None:
-        copy = deepcopy(module).to(device).train()
+        copy = deepcopy(module)
+        speed.apply(copy, compile=False)  # the memory format the training will have
+        copy = copy.to(device).train()
         try:
             copy.on_fit_start()
             batch = copy.on_after_batch_transfer(_to(batch_of(micro), device), 0)

@@ -13,7 +13,7 @@ and every stage record says which were on (``stages/provenance.py``).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -82,8 +82,10 @@ def fused(params: Iterable[torch.Tensor]) -> dict:
 def has_instance_norm(module: nn.Module) -> bool:
     """Whether ``module`` holds an instance norm (the generators do). Such a module stays in
     the standard format: on torch 2.14's CPU kernels, a channels-last gradient arriving at an
-    instance norm's backward gives wrong gradients to everything before it (a float64 finite
-    difference disagrees; tests/test_speed.py), and no GPU has shown otherwise yet."""
+    instance norm's backward gives wrong gradients to everything before it (float64
+    ``gradcheck`` of convolution, instance norm, channels-last convolution fails where the
+    standard format passes; the generator's first convolution's gradient disagrees with a
+    finite difference), and no GPU has shown otherwise yet."""
     return any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in module.modules())
 
 
@@ -96,26 +98,35 @@ def prepare(module: nn.Module, part: str, speed: Speed | None = None) -> nn.Modu
         raise ValueError(f"unknown part {part!r}: one of {', '.join(COMPILE_PARTS)}")
     if speed.channels_last and not has_instance_norm(module):
         module.to(memory_format=torch.channels_last)
-    if part in speed.compile:
+    if part in speed.compile and module._compiled_call_impl is None:  # not twice (a test's fit)
         module.compile()
     return module
 
 
+def apply(module: nn.Module, speed: Speed | None = None, *, compile: bool = True) -> None:
+    """``speed`` (default: the active options) on every part ``module`` names in
+    ``speed_parts`` (the frozen surrogate among them, no child of the module); a module without
+    the hook is left as it is. ``compile=False``: the memory format alone (a micro-batch trial,
+    whose copy would compile for nothing)."""
+    speed = current() if speed is None else speed
+    parts = getattr(module, "speed_parts", None)
+    if parts is None or speed == Speed():
+        return
+    if not compile:
+        speed = replace(speed, compile=())
+    for part, modules in parts().items():
+        for m in modules:
+            prepare(m, part, speed)
+
+
 class SpeedUp(Callback):
-    """Applies the options to a training's module before the Trainer places it (the memory
-    format then survives the move to the device, and DDP wraps and buckets the converted
-    parameters): a module names its parts (``speed_parts``: part name -> modules, the frozen
-    surrogate among them, which is no child of the module); one without the hook is left as
-    it is."""
+    """Applies the options (``apply``) to a training's module before the Trainer places it:
+    the memory format then survives the move to the device, and DDP wraps and buckets the
+    converted parameters. The fused step and pinned pages are not its: the optimizers
+    (``fused``) and the stage's loaders read them."""
 
     def __init__(self, speed: Speed | None = None) -> None:
         self.speed = speed
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        speed = current() if self.speed is None else self.speed
-        parts = getattr(pl_module, "speed_parts", None)
-        if parts is None or speed == Speed():
-            return
-        for part, modules in parts().items():
-            for module in modules:
-                prepare(module, part, speed)
+        apply(pl_module, self.speed)

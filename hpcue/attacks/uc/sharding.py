@@ -48,6 +48,9 @@ def sync_owned_state(generators: torch.nn.ModuleList, owner_of: list[int],
     if not collectives.active():
         return 0
     me = collectives.rank()
+    # torch keeps a scalar state (Adam's step count) on the host, but on the parameter's device
+    # for a fused or capturable optimizer, whose kernels read it there
+    on_device = bool(optimizer.defaults.get("fused") or optimizer.defaults.get("capturable"))
     layouts = collectives.gather_objects(
         {k: state_layout(optimizer, g.parameters()) for k, g in enumerate(generators)
          if owner_of[k] == me}, long_wait=False)
@@ -62,7 +65,7 @@ def sync_owned_state(generators: torch.nn.ModuleList, owner_of: list[int],
             for key, shape, dtype in entries:
                 if key not in state:
                     state[key] = torch.zeros(shape, dtype=getattr(torch, dtype),
-                                             device=p.device if shape else "cpu")
+                                             device=p.device if shape or on_device else "cpu")
                 tensors.append(state[key])
         flat = torch.cat([t.detach().reshape(-1).float().to(params[0].device) for t in tensors])
         flat = collectives.broadcast_tensor(flat, owner_of[k])
