@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import sys
@@ -260,6 +261,7 @@ def through_lightning(sizes: Sizes, device: torch.device, tmp: Path,
     loader = make_loader(IndexedImages(images.numpy(), np.zeros(n, np.int64)), batch,
                          shuffle=True, seed=0, pin_memory=device.type == "cuda")
     clock = SteadyClock(sizes.warmup)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banners, no tips
     activate(detect("local", "gpu" if device.type == "cuda" else "cpu"))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore")
