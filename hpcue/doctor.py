@@ -97,6 +97,19 @@ def gpus() -> Check:
     return Check("GPUs", True, f"{len(names)} visible: {'; '.join(names)}")
 
 
+def speed_options() -> Check:
+    """The speed options this command resolved (training/speed.py), so a GPU node shows which
+    are on before a run spends its hours."""
+    from hpcue.training import speed
+
+    s = speed.current()
+    parts = ", ".join(s.compile) or "nothing"
+    return Check("speed", None, f"channels_last {'on' if s.channels_last else 'off'}, compile "
+                                f"{parts}, fused optimizer {'on' if s.fused_optimizer else 'off'}"
+                                f", pinned pages {'on' if s.pin_memory else 'off'} (runtime.*; "
+                                f"benchmarks/gpu_throughput.py measures them)")
+
+
 def weights(cfg: RunConfig) -> Check:
     """The configured surrogate's weights (the smoke run trains its own small CNN)."""
     from hpcue.models.surrogate import require_weights
@@ -199,6 +212,7 @@ def doctor(cfg: RunConfig, where: Path, say: Callable[[str], None] = print) -> i
         report([Check("launcher", False, f"{type(exc).__name__}: {exc}")])
     report(_guarded("versions", lambda: versions(topo)))
     report(_guarded("GPUs", lambda: [gpus()]))
+    report([speed_options()])
     report([weights(cfg)])
     if topo is None:
         return 1

@@ -28,6 +28,11 @@ def test_doctor_runs_every_stage_and_names_what_failed(tmp_path):
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert lines[0].startswith("ok    launcher: launcher=local world_size=1")
     assert any(line.startswith("info  torch: ") for line in lines)
+    # every speed option off on a CPU (auto), said before the stages run
+    said = [i for i, line in enumerate(lines) if line.startswith(
+        "info  speed: channels_last off, compile nothing, fused optimizer off, pinned pages off")]
+    first_stage = next(i for i, line in enumerate(lines) if line.startswith("ok    stage "))
+    assert len(said) == 1 and said[0] < first_stage, lines
     fails = [line for line in lines if line.startswith("FAIL")]
     assert len(fails) == 1 and "surrogate weights: ImageNet weights for resnet18 not found at "\
         f"{tmp_path / 'torch-home'}" in fails[0], fails
