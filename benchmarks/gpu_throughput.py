@@ -509,34 +509,42 @@ def sweep_batches(sizes: Sizes, device: torch.device, budget: Budget,
 
 def sweep_options(sizes: Sizes, device: torch.device, budget: Budget, deterministic: bool,
                   chosen: list[str] | None = None) -> list[dict]:
+    """Every option row of both steps: first those that compile nothing, then the compiles
+    (the slowest to set up), so a spent budget skips compiles before anything else."""
     precision, batch, rows = sizes.precisions[0], sizes.option_batch, []
-    for kind in STEPS:
-        if not budget.left():
-            rows.append({"step": kind, "option": "defaults", "error": SKIPPED})
-            continue
-        try:
-            ref = reference(kind, sizes, device, deterministic)
-        except Exception as exc:
-            rows.append({"step": kind, "option": "defaults", "error": error(exc)})
-            continue
-        base = None
-        named = [(name, o, "crop_flip") for name, o in options_for(kind).items()
-                 if chosen is None or name in chosen or name == "defaults"]
-        # what the augmentation costs where hpcue does it: on the device
-        for name, option, augment in [*named, ("no augmentation", Option({}), "none")]:
-            if not budget.left():
-                rows.append({"step": kind, "option": name, "error": SKIPPED})
-                continue
-            det = deterministic if option.deterministic is None else option.deterministic
-            row = {"option": name} | measure(
-                kind, sizes, batch, precision, device, option.speed(), deterministic=det,
-                cudnn_benchmark=not det, augment=augment, flops=False,
-                reference=ref if augment == "crop_flip" else None)
-            base = row if name == "defaults" else base
-            if base is not None and "error" not in row and "error" not in base:
-                row["vs_defaults"] = row["images_per_s"] / base["images_per_s"]
-            rows.append(row)
-            print(line(row), flush=True)
+    references: dict[str, Reference | None] = {}
+    base: dict[str, dict] = {}
+    for compiles in (False, True):
+        for kind in STEPS:
+            if kind not in references:
+                try:
+                    references[kind] = (reference(kind, sizes, device, deterministic)
+                                        if budget.left() else None)
+                except Exception as exc:
+                    references[kind] = None
+                    rows.append({"step": kind, "option": "defaults", "error": error(exc)})
+            todo = [(name, o, "crop_flip") for name, o in options_for(kind).items()
+                    if bool(o.fields.get("compile")) == compiles
+                    and (chosen is None or name in chosen or name == "defaults")]
+            if not compiles:  # what the augmentation costs where hpcue does it: on the device
+                todo.append(("no augmentation", Option({}), "none"))
+            for name, option, augment in todo:
+                if not budget.left() or references[kind] is None:
+                    why = SKIPPED if not budget.left() else "skipped: no defaults to check by"
+                    rows.append({"step": kind, "option": name, "error": why})
+                    continue
+                det = deterministic if option.deterministic is None else option.deterministic
+                row = {"option": name} | measure(
+                    kind, sizes, batch, precision, device, option.speed(), deterministic=det,
+                    cudnn_benchmark=not det, augment=augment, flops=False,
+                    reference=references[kind] if augment == "crop_flip" else None)
+                if name == "defaults":
+                    base[kind] = row
+                ref_row = base.get(kind)
+                if ref_row is not None and "error" not in row and "error" not in ref_row:
+                    row["vs_defaults"] = row["images_per_s"] / ref_row["images_per_s"]
+                rows.append(row)
+                print(line(row), flush=True)
     return rows
 
 
