@@ -78,8 +78,7 @@ from hpcue.sweep.shipped import configs_dir
 from hpcue.training import speed
 from hpcue.training.batches import augment_batch, seeded_generator
 from hpcue.training.micro_batch import random_batch
-from hpcue.training.optimizers import make_optimizer
-from hpcue.training.precision import resolve_deterministic
+from hpcue.training.precision import MIXED_DTYPES, resolve_deterministic
 from hpcue.training.trainer import TrainerSettings, make_trainer
 
 #: dense (no sparsity) tensor-core peak in TFLOP/s per device torch sees, by a piece of its
@@ -99,7 +98,7 @@ PEAKS: tuple[tuple[str, dict[str, float]], ...] = (
     ("MI250X", {"bf16-mixed": 191.5, "16-mixed": 191.5}),
     ("MI250", {"bf16-mixed": 181.0, "16-mixed": 181.0}),
 )
-DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None}
+DTYPES = {**MIXED_DTYPES, "32-true": None}
 #: the training sets the GPU-hours are for: the paper configs, and their training images
 PAPER_SETS = {"oxford-pet": ("paper-oxford-pet.yaml", 3680),
               "pathmnist": ("paper-pathmnist.yaml", 89996)}
@@ -206,14 +205,13 @@ def uc_step(sizes: Sizes, batch: int, precision: str, device: torch.device,
     module.to(device)
     module.on_fit_start()
     batch = module.on_after_batch_transfer(batch_on(device, batch, sizes), 0)
-    optimizer = make_optimizer("adamw", module.generators, 1e-4, 5e-4)
-    return Step(lambda: module.training_step(batch, 0), optimizer, precision, device,
+    return Step(lambda: module.training_step(batch, 0), module.optimizer(), precision, device,
                 module.on_before_optimizer_step)
 
 
 def victim_step(sizes: Sizes, batch: int, precision: str, device: torch.device,
                 augment: str = "crop_flip") -> Step:
-    """The victim's step: hpcue's VictimEnsemble of one ResNet-18, SGD as it configures it."""
+    """The victim's step: hpcue's VictimEnsemble of one ResNet-18 and its SGD."""
     torch.manual_seed(0)
     ensemble = VictimEnsemble([build_victim(sizes.victim, sizes.classes, sizes.image)],
                               ["uc"], [0], [identity], lr=0.1, momentum=0.9, weight_decay=5e-4,
@@ -221,10 +219,8 @@ def victim_step(sizes: Sizes, batch: int, precision: str, device: torch.device,
     speed.apply(ensemble)
     ensemble.to(device)
     batches = {"uc": batch_on(device, batch, sizes)}
-    members = ensemble.members.parameters
-    optimizer = torch.optim.SGD(members(), lr=0.1, momentum=0.9, weight_decay=5e-4,
-                                **speed.fused(members()))  # as VictimEnsemble configures it
-    return Step(lambda: ensemble.training_step(batches, 0), optimizer, precision, device)
+    return Step(lambda: ensemble.training_step(batches, 0), ensemble.optimizer(), precision,
+                device)
 
 
 STEPS = {"stage1": uc_step, "victim": victim_step}

@@ -139,10 +139,15 @@ class VictimEnsemble(L.LightningModule):
         """What ``runtime.channels_last`` and ``runtime.compile`` act on (training/speed.py)."""
         return {"victim": list(self.members)}
 
+    def optimizer(self) -> torch.optim.SGD:
+        """Every member's SGD, before its schedule (benchmarks/gpu_throughput.py steps it
+        bare)."""
+        return torch.optim.SGD(self.members.parameters(), lr=self.lr, momentum=self.momentum,
+                               weight_decay=self.weight_decay,
+                               **fused(self.members.parameters()))
+
     def configure_optimizers(self):
-        opt = torch.optim.SGD(self.members.parameters(), lr=self.lr, momentum=self.momentum,
-                              weight_decay=self.weight_decay, **fused(self.members.parameters()))
-        return scheduled(opt, self.trainer, self.warmup_epochs, 0.0)
+        return scheduled(self.optimizer(), self.trainer, self.warmup_epochs, 0.0)
 
 
 def by_learner(spans: dict[str, tuple[int, int]], test_accuracy: Sequence[float],

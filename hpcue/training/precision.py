@@ -7,13 +7,14 @@ from contextlib import AbstractContextManager
 
 import torch
 
-_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+#: the autocast dtype of each mixed precision
+MIXED_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def autocast(precision: str, device: torch.device) -> AbstractContextManager:
     """Autocast for ``precision`` on a GPU; a no-op for ``32-true`` and on CPUs (where the
     trainings also run in fp32 unless asked, and CPU autocast is slow)."""
-    dtype = _DTYPES.get(precision)
+    dtype = MIXED_DTYPES.get(precision)
     return torch.autocast(device.type, dtype=dtype,
                           enabled=dtype is not None and device.type == "cuda")
 

@@ -89,18 +89,16 @@ def has_instance_norm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in module.modules())
 
 
-def prepare(module: nn.Module, part: str, speed: Speed | None = None) -> nn.Module:
+def prepare(module: nn.Module, part: str, speed: Speed) -> None:
     """``module`` in the memory format and compiled state ``speed`` asks for ``part``, in
     place (``nn.Module.compile`` keeps the state-dict keys, so checkpoints stay as they are);
     a module with an instance norm keeps its format (``has_instance_norm``)."""
-    speed = current() if speed is None else speed
     if part not in COMPILE_PARTS:
         raise ValueError(f"unknown part {part!r}: one of {', '.join(COMPILE_PARTS)}")
     if speed.channels_last and not has_instance_norm(module):
         module.to(memory_format=torch.channels_last)
     if part in speed.compile and module._compiled_call_impl is None:  # not twice (a test's fit)
         module.compile()
-    return module
 
 
 def apply(module: nn.Module, speed: Speed | None = None, *, compile: bool = True) -> None:

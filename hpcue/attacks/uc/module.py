@@ -196,8 +196,13 @@ class UCModule(UnitBatches, AttackModule):
         each generator, and the frozen surrogate (no child of this module)."""
         return {"generator": list(self.generators.generators), "surrogate": [self.surrogate]}
 
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The generators' optimizer, before its schedule (benchmarks/gpu_throughput.py steps
+        it bare)."""
+        return make_optimizer(self.optimizer_name, self.generators, self.lr, self.weight_decay)
+
     def configure_optimizers(self):
-        opt = make_optimizer(self.optimizer_name, self.generators, self.lr, self.weight_decay)
+        opt = self.optimizer()
         # sharded, the Trainer accumulates nothing: the module steps once per `accumulate`
         return scheduled(opt, self.trainer, self.warmup_epochs, self.min_lr,
                          accumulate=self.accumulate if self.shard else 1)
